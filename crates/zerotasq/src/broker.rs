@@ -1,0 +1,674 @@
+//! The broker's state machine: queues, credit, in-flight tables, heartbeats, retries.
+//!
+//! It does no I/O and reads no clock: each event comes in with the current time and every
+//! message to send goes to [`Broker::outbox`], which the event loop (`broker_loop`) drains.
+//! That keeps every rule here testable without sockets or sleeps.
+//!
+//! Rules it keeps (see DESIGN.md's invariants):
+//! - *Least-recently-used with credit.* A worker announces how many batches it may hold;
+//!   workers with free credit wait in LRU order; the one idle longest is fed first.
+//! - *Adaptive batching.* From the busy time workers report, each worker's batch holds about
+//!   `target_batch` of work (many microsecond tasks, one long task), and workers busy with long
+//!   tasks get no prefetch, so balance is kept.
+//! - *Fair sharing.* Clients with queued tasks take turns, one batch each.
+//! - *Exactly one outcome per task.* Each task has one holder; a result from anyone else, or
+//!   after the holder was declared dead, is dropped and counted. A dead worker's tasks go back
+//!   to the front of their queue and are retried alone; a task that has been on
+//!   `max_retries` dead workers becomes a `WorkerLost` error outcome.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{
+    header, Command, ErrorKind, Message, Outcome, ResultBatchWriter, TaskBatch, TaskBatchWriter,
+    WireError,
+};
+
+/// Tuning of the broker; the pool builder fills it in.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeat intervals after which a worker is declared dead.
+    pub liveness: u32,
+    /// Dead workers a task may be on before it becomes an error outcome.
+    pub max_retries: u32,
+    /// Local workers that may fail `init` in a row (with none ready) before the pool fails.
+    pub max_init_failures: u32,
+    /// Work per batch the broker aims for.
+    pub target_batch: Duration,
+    pub max_batch_items: usize,
+    pub max_batch_bytes: usize,
+    /// Workers whose tasks take longer than this get no prefetch.
+    pub prefetch_limit: Duration,
+    /// Malformed messages a peer may send before it is ignored.
+    pub garbage_limit: u32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            liveness: 6,
+            max_retries: 3,
+            max_init_failures: 3,
+            target_batch: Duration::from_millis(2),
+            max_batch_items: 1024,
+            max_batch_bytes: 1 << 20,
+            prefetch_limit: Duration::from_millis(50),
+            garbage_limit: 16,
+        }
+    }
+}
+
+/// Where an outgoing message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Worker(Vec<u8>),
+    Client(Vec<u8>),
+    Supervisor,
+}
+
+/// Counters for status displays and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    pub submitted: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub requeued: u64,
+    pub poisoned: u64,
+    pub duplicates_dropped: u64,
+    pub malformed: u64,
+    pub workers_ready: u64,
+    pub workers_lost: u64,
+    pub init_failures: u64,
+    pub workers_alive: usize,
+    pub queued: usize,
+    pub in_flight: usize,
+}
+
+struct Task {
+    client: Vec<u8>,
+    client_id: u64,
+    payload: Vec<u8>,
+    /// Dead workers this task has been on.
+    attempts: u32,
+}
+
+struct Client {
+    queue: VecDeque<u64>,
+    /// Outcomes waiting for the end of this loop iteration.
+    outbox: ResultBatchWriter,
+}
+
+struct Worker {
+    capacity: usize,
+    in_flight: HashSet<u64>,
+    last_seen: Instant,
+    last_sent: Instant,
+    /// Smoothed microseconds per task, from the busy time the worker reports.
+    task_us: Option<f64>,
+    in_lru: bool,
+}
+
+impl Worker {
+    fn batch_size(&self, cfg: &BrokerConfig) -> usize {
+        match self.task_us {
+            Some(us) if us > 0.0 => {
+                let n = cfg.target_batch.as_micros() as f64 / us;
+                (n as usize).clamp(1, cfg.max_batch_items)
+            }
+            Some(_) => cfg.max_batch_items,
+            None => 1,
+        }
+    }
+
+    /// Tasks this worker may hold at once.
+    fn allowance(&self, cfg: &BrokerConfig) -> usize {
+        let long = self
+            .task_us
+            .is_some_and(|us| us > cfg.prefetch_limit.as_micros() as f64);
+        let batches = if long { 1 } else { self.capacity };
+        batches * self.batch_size(cfg)
+    }
+}
+
+/// The broker's whole state.
+pub struct Broker {
+    cfg: BrokerConfig,
+    tasks: HashMap<u64, Task>,
+    next_id: u64,
+    clients: HashMap<Vec<u8>, Client>,
+    /// Clients with queued tasks, in turn order.
+    client_turns: VecDeque<Vec<u8>>,
+    workers: HashMap<Vec<u8>, Worker>,
+    /// Workers with free credit, least recently fed first.
+    lru: VecDeque<Vec<u8>>,
+    /// Local children started but not yet ready, with their init error if they sent one.
+    starting: HashMap<Vec<u8>, Option<String>>,
+    init_failures_in_a_row: u32,
+    /// Set when the pool can no longer run tasks; every task then fails with it.
+    failed: Option<String>,
+    garbage: HashMap<Vec<u8>, u32>,
+    ignored: HashSet<Vec<u8>>,
+    stats: BrokerStats,
+    outbox: Vec<(Route, Vec<Vec<u8>>)>,
+}
+
+impl Broker {
+    pub fn new(cfg: BrokerConfig) -> Self {
+        Broker {
+            cfg,
+            tasks: HashMap::new(),
+            next_id: 1,
+            clients: HashMap::new(),
+            client_turns: VecDeque::new(),
+            workers: HashMap::new(),
+            lru: VecDeque::new(),
+            starting: HashMap::new(),
+            init_failures_in_a_row: 0,
+            failed: None,
+            garbage: HashMap::new(),
+            ignored: HashSet::new(),
+            stats: BrokerStats::default(),
+            outbox: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            workers_alive: self.workers.len(),
+            queued: self.client_turns.iter().map(|c| self.clients[c].queue.len()).sum(),
+            in_flight: self.workers.values().map(|w| w.in_flight.len()).sum(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Why the pool failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Messages to send, in order. Call [`Broker::flush`] first.
+    pub fn outbox(&mut self) -> std::vec::Drain<'_, (Route, Vec<Vec<u8>>)> {
+        self.outbox.drain(..)
+    }
+
+    /// A message from a worker, by routing id.
+    pub fn on_worker<F: AsRef<[u8]>>(&mut self, identity: &[u8], frames: &[F], now: Instant) {
+        if self.ignored.contains(identity) {
+            return;
+        }
+        let msg = match Message::decode(frames) {
+            Ok(msg) => msg,
+            Err(e) => return self.on_garbage(identity, &e.to_string(), true, now),
+        };
+        if let Some(worker) = self.workers.get_mut(identity) {
+            worker.last_seen = now;
+        }
+        match msg {
+            Message::Ready(ready) => {
+                if self.workers.contains_key(identity) {
+                    self.worker_dead(identity, "registered twice", now);
+                }
+                self.starting.remove(identity);
+                self.init_failures_in_a_row = 0;
+                self.stats.workers_ready += 1;
+                tracing::debug!(pid = ready.pid, host = ready.host, "worker ready");
+                self.workers.insert(
+                    identity.to_vec(),
+                    Worker {
+                        capacity: ready.capacity.clamp(1, 64) as usize,
+                        in_flight: HashSet::new(),
+                        last_seen: now,
+                        last_sent: now,
+                        task_us: None,
+                        in_lru: false,
+                    },
+                );
+                self.offer(identity);
+            }
+            Message::Results(batch) => {
+                if !self.workers.contains_key(identity) {
+                    // A worker we declared dead (frozen, then resumed): its tasks are
+                    // elsewhere already. Drop the results and tell it to go.
+                    self.stats.duplicates_dropped += batch.len() as u64;
+                    return self.send_worker(identity, Command::Shutdown, None);
+                }
+                self.on_results(identity, batch.busy_us, batch.iter(), batch.len());
+                self.offer(identity);
+            }
+            Message::Heartbeat => {
+                if !self.workers.contains_key(identity) && !self.starting.contains_key(identity) {
+                    self.send_worker(identity, Command::Shutdown, None);
+                }
+            }
+            Message::InitFailed(text) => {
+                tracing::warn!("worker init failed: {text}");
+                if let Some(slot) = self.starting.get_mut(identity) {
+                    *slot = Some(text.to_string());
+                } else {
+                    // A worker we did not start (remote): count it here, once.
+                    self.init_failed(text.to_string());
+                }
+            }
+            Message::Goodbye => self.worker_dead(identity, "worker left", now),
+            other => self.on_garbage(
+                identity,
+                &format!("{:?} is not a worker command", other.command()),
+                true,
+                now,
+            ),
+        }
+    }
+
+    /// A message from a client, by routing id.
+    pub fn on_client<F: AsRef<[u8]>>(&mut self, identity: &[u8], frames: &[F], now: Instant) {
+        if self.ignored.contains(identity) {
+            return;
+        }
+        let msg = match Message::decode(frames) {
+            Ok(msg) => msg,
+            Err(e) => return self.on_garbage(identity, &e.to_string(), false, now),
+        };
+        match msg {
+            Message::Submit(batch) => self.on_submit(identity, batch),
+            Message::Cancel => self.cancel_client(identity),
+            Message::Heartbeat => {}
+            other => self.on_garbage(
+                identity,
+                &format!("{:?} is not a client command", other.command()),
+                false,
+                now,
+            ),
+        }
+    }
+
+    /// A message from the supervisor or the pool, over the in-process control channel.
+    pub fn on_control<F: AsRef<[u8]>>(&mut self, frames: &[F], now: Instant) {
+        match Message::decode(frames) {
+            Ok(Message::ChildStarted { identity }) => {
+                self.starting.insert(identity.to_vec(), None);
+            }
+            Ok(Message::ChildExited { identity, status }) => {
+                if let Some(init_error) = self.starting.remove(identity) {
+                    self.init_failed(init_error.unwrap_or_else(|| {
+                        format!("worker exited during init ({status})")
+                    }));
+                } else if self.workers.contains_key(identity) {
+                    self.worker_dead(identity, status, now);
+                }
+            }
+            Ok(other) => tracing::error!("unexpected control message {:?}", other.command()),
+            Err(e) => tracing::error!("malformed control message: {e}"),
+        }
+    }
+
+    /// Heartbeats and expiry; call at least every [`Broker::next_wakeup`].
+    pub fn tick(&mut self, now: Instant) {
+        let deadline = self.cfg.heartbeat_interval * self.cfg.liveness;
+        let expired: Vec<Vec<u8>> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_seen) > deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for identity in expired {
+            tracing::warn!("worker missed its heartbeats for {deadline:?}; declaring it dead");
+            self.worker_dead(&identity, "missed heartbeats", now);
+            self.outbox.push((
+                Route::Supervisor,
+                Message::KillWorker {
+                    identity: &identity,
+                }
+                .encode(),
+            ));
+        }
+        let quiet: Vec<Vec<u8>> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_sent) >= self.cfg.heartbeat_interval)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for identity in quiet {
+            self.send_worker(&identity, Command::Heartbeat, None);
+            if let Some(w) = self.workers.get_mut(&identity) {
+                w.last_sent = now;
+            }
+        }
+    }
+
+    /// When [`Broker::tick`] next has something to do.
+    pub fn next_wakeup(&self, now: Instant) -> Instant {
+        let deadline = self.cfg.heartbeat_interval * self.cfg.liveness;
+        self.workers
+            .values()
+            .flat_map(|w| [w.last_sent + self.cfg.heartbeat_interval, w.last_seen + deadline])
+            .min()
+            .unwrap_or(now + self.cfg.heartbeat_interval)
+            .max(now)
+    }
+
+    /// A send to a worker failed because it is gone (ROUTER_MANDATORY told us).
+    pub fn worker_unreachable(&mut self, identity: &[u8], now: Instant) {
+        if self.workers.contains_key(identity) {
+            self.worker_dead(identity, "worker disconnected", now);
+        }
+    }
+
+    /// A send to a client failed because it is gone.
+    pub fn client_unreachable(&mut self, identity: &[u8]) {
+        self.cancel_client(identity);
+    }
+
+    /// Feeds workers, then queues each client's collected outcomes as one message. Call once
+    /// per loop iteration, after the events.
+    pub fn flush(&mut self, now: Instant) {
+        self.dispatch(now);
+        for (identity, client) in self.clients.iter_mut() {
+            if client.outbox.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut client.outbox).finish(0);
+            self.outbox.push((
+                Route::Client(identity.clone()),
+                vec![header(Command::Results).to_vec(), batch],
+            ));
+        }
+    }
+
+    /// Closing: every open task ends as `Cancelled` and every worker is told to exit.
+    pub fn close(&mut self) {
+        let error = WireError {
+            kind: ErrorKind::Cancelled,
+            message: "the pool was closed before this task finished",
+            detail: "",
+        };
+        for (_, task) in self.tasks.drain() {
+            if let Some(client) = self.clients.get_mut(&task.client) {
+                client.outbox.push_err(task.client_id, &error);
+            }
+        }
+        for client in self.clients.values_mut() {
+            client.queue.clear();
+        }
+        self.client_turns.clear();
+        let workers: Vec<Vec<u8>> = self.workers.drain().map(|(id, _)| id).collect();
+        self.lru.clear();
+        for identity in workers {
+            self.send_worker(&identity, Command::Shutdown, None);
+        }
+    }
+
+    fn on_submit(&mut self, identity: &[u8], batch: TaskBatch<'_>) {
+        let client = self
+            .clients
+            .entry(identity.to_vec())
+            .or_insert_with(|| Client {
+                queue: VecDeque::new(),
+                outbox: ResultBatchWriter::new(),
+            });
+        self.stats.submitted += batch.len() as u64;
+        if let Some(reason) = &self.failed {
+            let error = WireError {
+                kind: ErrorKind::InitFailed,
+                message: reason,
+                detail: "",
+            };
+            for (client_id, _) in batch.iter() {
+                client.outbox.push_err(client_id, &error);
+            }
+            self.stats.failed += batch.len() as u64;
+            return;
+        }
+        let was_idle = client.queue.is_empty();
+        for (client_id, payload) in batch.iter() {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.tasks.insert(
+                id,
+                Task {
+                    client: identity.to_vec(),
+                    client_id,
+                    payload: payload.to_vec(),
+                    attempts: 0,
+                },
+            );
+            client.queue.push_back(id);
+        }
+        if was_idle && !client.queue.is_empty() {
+            self.client_turns.push_back(identity.to_vec());
+        }
+    }
+
+    fn on_results<'a>(
+        &mut self,
+        identity: &[u8],
+        busy_us: u64,
+        items: impl Iterator<Item = (u64, Outcome<'a>)>,
+        count: usize,
+    ) {
+        let Some(worker) = self.workers.get_mut(identity) else {
+            return;
+        };
+        if count > 0 && busy_us > 0 {
+            let per_task = busy_us as f64 / count as f64;
+            worker.task_us = Some(match worker.task_us {
+                Some(avg) => 0.7 * avg + 0.3 * per_task,
+                None => per_task,
+            });
+        }
+        for (id, outcome) in items {
+            if !worker.in_flight.remove(&id) {
+                self.stats.duplicates_dropped += 1;
+                continue;
+            }
+            let Some(task) = self.tasks.remove(&id) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Ok(_) => self.stats.completed += 1,
+                Outcome::Err(_) => self.stats.failed += 1,
+            }
+            if let Some(client) = self.clients.get_mut(&task.client) {
+                client.outbox.push_outcome(task.client_id, outcome);
+            }
+        }
+    }
+
+    /// Puts a worker with free credit at the back of the LRU queue.
+    fn offer(&mut self, identity: &[u8]) {
+        if let Some(w) = self.workers.get_mut(identity) {
+            if !w.in_lru && w.in_flight.len() < w.allowance(&self.cfg) {
+                w.in_lru = true;
+                self.lru.push_back(identity.to_vec());
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant) {
+        while !self.client_turns.is_empty() {
+            let Some(identity) = self.lru.pop_front() else {
+                return;
+            };
+            let worker_count = self.workers.len();
+            let Some(worker) = self.workers.get_mut(&identity) else {
+                continue;
+            };
+            worker.in_lru = false;
+            let room = worker
+                .allowance(&self.cfg)
+                .saturating_sub(worker.in_flight.len());
+            if room == 0 {
+                continue;
+            }
+            // Near the end of a stream, split what is left evenly rather than hand it all to
+            // the first worker in line.
+            let queued: usize = self
+                .client_turns
+                .iter()
+                .map(|c| self.clients[c].queue.len())
+                .sum();
+            let share = queued.div_ceil(worker_count.max(1)).max(1);
+            let limit = room.min(worker.batch_size(&self.cfg)).min(share);
+
+            let client_identity = self.client_turns.pop_front().expect("checked non-empty");
+            let client = self
+                .clients
+                .get_mut(&client_identity)
+                .expect("clients in turn exist");
+            let mut writer = TaskBatchWriter::new();
+            while writer.len() < limit && writer.byte_len() < self.cfg.max_batch_bytes {
+                let Some(&id) = client.queue.front() else {
+                    break;
+                };
+                let task = &self.tasks[&id];
+                // A task that was on a dead worker runs alone, so a poison task kills no
+                // batch-mates.
+                if task.attempts > 0 && !writer.is_empty() {
+                    break;
+                }
+                client.queue.pop_front();
+                writer.push(id, &task.payload);
+                worker.in_flight.insert(id);
+                if task.attempts > 0 {
+                    break;
+                }
+            }
+            if !client.queue.is_empty() {
+                self.client_turns.push_back(client_identity);
+            }
+            worker.last_sent = now;
+            let body = writer.finish();
+            self.send_worker(&identity, Command::Tasks, Some(body));
+            self.offer(&identity);
+        }
+    }
+
+    fn worker_dead(&mut self, identity: &[u8], reason: &str, _now: Instant) {
+        let Some(worker) = self.workers.remove(identity) else {
+            return;
+        };
+        self.stats.workers_lost += 1;
+        self.lru.retain(|w| w.as_slice() != identity);
+        let mut lost: Vec<u64> = worker.in_flight.into_iter().collect();
+        // Re-queue in submission order, so ordered clients get their earliest tasks first.
+        lost.sort_unstable_by(|a, b| b.cmp(a));
+        for id in lost {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            task.attempts += 1;
+            if !self.clients.contains_key(&task.client) {
+                self.tasks.remove(&id);
+                continue;
+            }
+            if task.attempts >= self.cfg.max_retries {
+                let task = self.tasks.remove(&id).expect("present");
+                self.stats.poisoned += 1;
+                self.stats.failed += 1;
+                let message = format!(
+                    "the task was running on {} workers that died (last: {reason}); giving up",
+                    task.attempts
+                );
+                let client = self.clients.get_mut(&task.client).expect("checked");
+                client.outbox.push_err(
+                    task.client_id,
+                    &WireError {
+                        kind: ErrorKind::WorkerLost,
+                        message: &message,
+                        detail: "",
+                    },
+                );
+                continue;
+            }
+            self.stats.requeued += 1;
+            let client_identity = task.client.clone();
+            let client = self.clients.get_mut(&client_identity).expect("checked");
+            if client.queue.is_empty() {
+                self.client_turns.push_front(client_identity);
+            }
+            client.queue.push_front(id);
+        }
+        self.fail_if_hopeless();
+    }
+
+    fn init_failed(&mut self, message: String) {
+        self.stats.init_failures += 1;
+        self.init_failures_in_a_row += 1;
+        if self.init_failures_in_a_row >= self.cfg.max_init_failures && self.workers.is_empty() {
+            self.failed = Some(format!(
+                "no worker could start: init failed {} times in a row; last error: {message}",
+                self.init_failures_in_a_row
+            ));
+            self.outbox
+                .push((Route::Supervisor, Message::StopRestarting.encode()));
+            self.fail_if_hopeless();
+        }
+    }
+
+    /// Once the pool has failed and no worker is left, every task fails with the reason.
+    fn fail_if_hopeless(&mut self) {
+        let Some(reason) = &self.failed else {
+            return;
+        };
+        if !self.workers.is_empty() {
+            return;
+        }
+        let error = WireError {
+            kind: ErrorKind::InitFailed,
+            message: reason,
+            detail: "",
+        };
+        for (_, task) in self.tasks.drain() {
+            if let Some(client) = self.clients.get_mut(&task.client) {
+                client.outbox.push_err(task.client_id, &error);
+                self.stats.failed += 1;
+            }
+        }
+        for client in self.clients.values_mut() {
+            client.queue.clear();
+        }
+        self.client_turns.clear();
+    }
+
+    fn cancel_client(&mut self, identity: &[u8]) {
+        if let Some(client) = self.clients.remove(identity) {
+            for id in client.queue {
+                self.tasks.remove(&id);
+            }
+            self.client_turns.retain(|c| c.as_slice() != identity);
+            // Its in-flight tasks finish on their workers; their results are then dropped.
+        }
+    }
+
+    fn on_garbage(&mut self, identity: &[u8], why: &str, from_worker: bool, now: Instant) {
+        self.stats.malformed += 1;
+        tracing::warn!("dropped a malformed message: {why}");
+        if self.garbage.len() > 10_000 {
+            self.garbage.clear();
+        }
+        let count = self.garbage.entry(identity.to_vec()).or_insert(0);
+        *count += 1;
+        if *count >= self.cfg.garbage_limit {
+            tracing::warn!("ignoring a peer that sent {count} malformed messages");
+            if self.ignored.len() > 10_000 {
+                self.ignored.clear();
+            }
+            self.ignored.insert(identity.to_vec());
+            if from_worker {
+                self.worker_dead(identity, "sent malformed messages", now);
+            } else {
+                self.cancel_client(identity);
+            }
+        }
+    }
+
+    fn send_worker(&mut self, identity: &[u8], command: Command, body: Option<Vec<u8>>) {
+        let mut frames = vec![header(command).to_vec()];
+        frames.extend(body);
+        self.outbox.push((Route::Worker(identity.to_vec()), frames));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! The broker's event loop: moves frames between its sockets and the [`Broker`] state
+//! machine. One thread; it never blocks on one peer (all its sends are non-blocking).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::broker::{Broker, BrokerStats, Route};
+use crate::error::Error;
+use crate::protocol::Message;
+use crate::transport::{poll, Pollable, SendError, Socket};
+
+/// Messages taken from one socket before the others get a turn.
+const RECV_BUDGET: usize = 256;
+/// How often the shared statistics are refreshed.
+const STATS_EVERY: Duration = Duration::from_millis(50);
+
+/// The broker's sockets: clients' ROUTER, workers' ROUTER, and the in-process control
+/// channel to the supervisor.
+pub struct BrokerSockets {
+    pub frontend: Socket,
+    pub backend: Socket,
+    pub control: Socket,
+}
+
+/// Runs until the control channel says [`Message::Stop`].
+pub fn run(
+    mut broker: Broker,
+    sockets: BrokerSockets,
+    stats: Arc<Mutex<BrokerStats>>,
+) -> Result<(), Error> {
+    let mut stats_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        let timeout = broker.next_wakeup(now).saturating_duration_since(now);
+        let ready = poll(
+            &[
+                Pollable::Socket(&sockets.control),
+                Pollable::Socket(&sockets.backend),
+                Pollable::Socket(&sockets.frontend),
+            ],
+            Some(timeout.max(Duration::from_millis(1))),
+        )?;
+        let now = Instant::now();
+        if ready[0] {
+            while let Some(frames) = sockets.control.recv(false)? {
+                if matches!(Message::decode(&frames), Ok(Message::Stop)) {
+                    stop(&mut broker, &sockets, now);
+                    *stats.lock().expect("stats lock") = broker.stats();
+                    return Ok(());
+                }
+                broker.on_control(&frames, now);
+            }
+        }
+        if ready[1] {
+            for _ in 0..RECV_BUDGET {
+                let Some(frames) = sockets.backend.recv(false)? else {
+                    break;
+                };
+                if let Some((identity, rest)) = frames.split_first() {
+                    broker.on_worker(identity, rest, now);
+                }
+            }
+        }
+        if ready[2] {
+            for _ in 0..RECV_BUDGET {
+                let Some(frames) = sockets.frontend.recv(false)? else {
+                    break;
+                };
+                if let Some((identity, rest)) = frames.split_first() {
+                    broker.on_client(identity, rest, now);
+                }
+            }
+        }
+        broker.tick(now);
+        send_all(&mut broker, &sockets, now)?;
+        if now.duration_since(stats_at) >= STATS_EVERY {
+            *stats.lock().expect("stats lock") = broker.stats();
+            stats_at = now;
+        }
+    }
+}
+
+/// Flushes the broker and sends its outbox; a peer found gone changes the state (tasks
+/// re-queued), so repeat until nothing new is produced.
+fn send_all(broker: &mut Broker, sockets: &BrokerSockets, now: Instant) -> Result<(), Error> {
+    loop {
+        broker.flush(now);
+        let mut gone_workers = Vec::new();
+        let mut gone_clients = Vec::new();
+        let mut sent_any = false;
+        for (route, frames) in broker.outbox() {
+            sent_any = true;
+            let (socket, identity) = match &route {
+                Route::Worker(id) => (&sockets.backend, Some(id)),
+                Route::Client(id) => (&sockets.frontend, Some(id)),
+                Route::Supervisor => (&sockets.control, None),
+            };
+            let routed = identity
+                .map(|id| id.clone())
+                .into_iter()
+                .chain(frames)
+                .collect::<Vec<_>>();
+            match socket.send(routed, false) {
+                Ok(()) => {}
+                Err(SendError::Unreachable) => match route {
+                    Route::Worker(id) => gone_workers.push(id),
+                    Route::Client(id) => gone_clients.push(id),
+                    Route::Supervisor => {}
+                },
+                Err(SendError::WouldBlock) => {
+                    // Credit and the client's window keep queues far below the high-water
+                    // mark, so this means a peer that stopped reading.
+                    tracing::error!("a peer's queue is full; message dropped ({route:?})");
+                }
+                Err(SendError::Other(e)) => return Err(e),
+            }
+        }
+        if !sent_any || (gone_workers.is_empty() && gone_clients.is_empty()) {
+            return Ok(());
+        }
+        for id in gone_workers {
+            broker.worker_unreachable(&id, now);
+        }
+        for id in gone_clients {
+            broker.client_unreachable(&id);
+        }
+    }
+}
+
+/// Ends the loop: workers are told to exit, and every open task ends as `Cancelled`.
+fn stop(broker: &mut Broker, sockets: &BrokerSockets, now: Instant) {
+    broker.close();
+    if let Err(e) = send_all(broker, sockets, now) {
+        tracing::warn!("while closing the broker: {e}");
+    }
+}

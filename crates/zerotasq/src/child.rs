@@ -1,0 +1,155 @@
+//! The child side of a local worker process: the environment contract between the
+//! supervisor and its children, and [`serve_if_worker`], the one line at the top of `main`
+//! that turns a re-executed copy of the program into a worker (as procspawn does).
+//!
+//! The parent re-executes `/proc/self/exe`, which is the very same binary even if the file
+//! was replaced on disk, and names the entry function by its offset from a marker function
+//! in this crate: offsets inside one binary do not change between runs.
+
+use std::io::Read;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::supervisor::ENV_IDENTITY;
+use crate::transport::Context;
+use crate::worker::{init_worker, Worker, WorkerHandler};
+use crate::worker_runtime::{report_init_failure, serve, ServeEnd, WorkerOptions};
+
+const ENV_ENTRY: &str = "ZEROTASQ_ENTRY";
+const ENV_ENDPOINT: &str = "ZEROTASQ_ENDPOINT";
+const ENV_HEARTBEAT_MS: &str = "ZEROTASQ_HEARTBEAT_MS";
+const ENV_LIVENESS: &str = "ZEROTASQ_LIVENESS";
+const ENV_CAPACITY: &str = "ZEROTASQ_CAPACITY";
+const ENV_MAX_MESSAGE: &str = "ZEROTASQ_MAX_MESSAGE";
+const ENV_IPC_DIR: &str = "ZEROTASQ_IPC_DIR";
+
+/// Exit status of a worker whose `init` failed.
+pub const EXIT_INIT_FAILED: i32 = 3;
+/// Exit status of a worker that lost its broker.
+pub const EXIT_BROKER_LOST: i32 = 4;
+/// Exit status of a worker started with a broken environment.
+pub const EXIT_BAD_ENV: i32 = 2;
+
+/// If this process was started as a ZeroTasQ worker, runs the worker and exits; otherwise
+/// returns at once. Call it first thing in `main`, before anything that should only happen
+/// in the parent:
+///
+/// ```no_run
+/// fn main() {
+///     zerotasq::serve_if_worker();
+///     // … the program, which builds a `Pool` …
+/// }
+/// ```
+pub fn serve_if_worker() {
+    let Ok(entry) = std::env::var(ENV_ENTRY) else {
+        return;
+    };
+    let Ok(offset) = entry.parse::<isize>() else {
+        eprintln!("zerotasq: bad {ENV_ENTRY}={entry:?}");
+        std::process::exit(EXIT_BAD_ENV);
+    };
+    let base = entry_marker as fn() -> i32 as usize as isize;
+    // SAFETY: the parent computed `offset` from a `fn() -> i32` of this same binary (we are
+    // `/proc/self/exe` of the parent), relative to the same marker function.
+    let entry: fn() -> i32 = unsafe { std::mem::transmute::<isize, fn() -> i32>(base + offset) };
+    std::process::exit(entry());
+}
+
+#[inline(never)]
+fn entry_marker() -> i32 {
+    std::hint::black_box(0)
+}
+
+/// The offset that names `run_process_worker::<W>` to a child.
+pub(crate) fn entry_offset<W: Worker>() -> isize {
+    run_process_worker::<W> as fn() -> i32 as usize as isize - entry_marker as fn() -> i32 as usize as isize
+}
+
+/// Environment variables for a child of the named entry.
+pub(crate) fn entry_env(offset: isize) -> (String, String) {
+    (ENV_ENTRY.to_string(), offset.to_string())
+}
+
+/// The environment a worker process needs to find its pool.
+pub fn worker_env(opts: &WorkerOptions, ipc_dir: Option<&std::path::Path>) -> Vec<(String, String)> {
+    let mut env = vec![
+        (ENV_ENDPOINT.to_string(), opts.endpoint.clone()),
+        (
+            ENV_HEARTBEAT_MS.to_string(),
+            opts.heartbeat_interval.as_millis().to_string(),
+        ),
+        (ENV_LIVENESS.to_string(), opts.liveness.to_string()),
+        (ENV_CAPACITY.to_string(), opts.capacity.to_string()),
+        (ENV_MAX_MESSAGE.to_string(), opts.max_message.to_string()),
+    ];
+    if let Some(dir) = ipc_dir {
+        env.push((ENV_IPC_DIR.to_string(), dir.display().to_string()));
+    }
+    env
+}
+
+/// Reads the options the supervisor put in this process's environment.
+pub fn options_from_env() -> Result<WorkerOptions, Error> {
+    fn var(name: &str) -> Result<String, Error> {
+        std::env::var(name).map_err(|_| Error::WorkerEnv(format!("{name} is not set")))
+    }
+    fn num<T: std::str::FromStr>(name: &str) -> Result<T, Error> {
+        let text = var(name)?;
+        text.parse()
+            .map_err(|_| Error::WorkerEnv(format!("{name}={text:?} is not a number")))
+    }
+    Ok(WorkerOptions {
+        endpoint: var(ENV_ENDPOINT)?,
+        identity: var(ENV_IDENTITY)?.into_bytes(),
+        capacity: num(ENV_CAPACITY)?,
+        heartbeat_interval: Duration::from_millis(num(ENV_HEARTBEAT_MS)?),
+        liveness: num(ENV_LIVENESS)?,
+        max_message: num(ENV_MAX_MESSAGE)?,
+    })
+}
+
+/// Prepares a worker process for its parent's death: the parent-death signal (SIGTERM)
+/// removes the pool's private ipc directory, which the dead parent can no longer do, then
+/// exits.
+pub fn prepare_worker_process() {
+    if let Ok(dir) = std::env::var(ENV_IPC_DIR) {
+        crate::ipc_dir::remove_on_sigterm(std::path::Path::new(&dir));
+    }
+}
+
+/// Entry of a re-executed Rust worker: config from stdin, `init`, then serve.
+fn run_process_worker<W: Worker>() -> i32 {
+    prepare_worker_process();
+    let opts = match options_from_env() {
+        Ok(opts) => opts,
+        Err(e) => {
+            eprintln!("zerotasq worker: {e}");
+            return EXIT_BAD_ENV;
+        }
+    };
+    let mut config_bytes = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut config_bytes) {
+        eprintln!("zerotasq worker: cannot read its configuration: {e}");
+        return EXIT_BAD_ENV;
+    }
+    let ctx = Context::new();
+    let worker = crate::codec::decode::<W::Config>(&config_bytes)
+        .map_err(|e| format!("cannot decode the worker configuration: {e}"))
+        .and_then(init_worker::<W>);
+    let worker = match worker {
+        Ok(worker) => worker,
+        Err(message) => {
+            eprintln!("zerotasq worker: init failed: {message}");
+            let _ = report_init_failure(&ctx, &opts, &message);
+            return EXIT_INIT_FAILED;
+        }
+    };
+    match serve(&ctx, &opts, WorkerHandler(worker)) {
+        Ok(ServeEnd::Shutdown) => 0,
+        Ok(ServeEnd::BrokerLost) => EXIT_BROKER_LOST,
+        Err(e) => {
+            eprintln!("zerotasq worker: {e}");
+            EXIT_BROKER_LOST
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The client: streams an input through the broker and yields one outcome per task, in input
+//! order or as completed.
+//!
+//! The input is pulled only while the window (tasks submitted but not yet yielded) has room,
+//! so memory stays bounded whatever the input's length; the ordered reorder buffer holds at
+//! most `window` outcomes. Tasks are submitted in batches: the window refills once an eighth
+//! of it is free, or at once when nothing is ready to yield.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{ErrorKind, TaskError};
+use crate::protocol::{header, Command, Message, Outcome, TaskBatchWriter};
+use crate::transport::{Frame, SendError, Socket};
+
+/// How long a blocked receive waits before checking that the broker is still running.
+const BROKER_CHECK: Duration = Duration::from_millis(200);
+
+/// Encodes one input item into the task's bytes.
+pub type EncodeFn<T> = Box<dyn FnMut(T, &mut Vec<u8>) -> Result<(), TaskError> + Send>;
+/// Decodes one output from the result's bytes.
+pub type DecodeFn<O> = Box<dyn FnMut(&[u8]) -> Result<O, TaskError> + Send>;
+
+/// Outcomes received but not yet yielded.
+enum Delivery<O> {
+    /// Slot `i` holds the outcome of task `base + i`.
+    Ordered {
+        base: u64,
+        slots: VecDeque<Option<Result<O, TaskError>>>,
+    },
+    Unordered(VecDeque<Result<O, TaskError>>),
+}
+
+impl<O> Delivery<O> {
+    fn store(&mut self, id: u64, outcome: Result<O, TaskError>) {
+        match self {
+            Delivery::Ordered { base, slots } => {
+                let index = (id - *base) as usize;
+                if slots.len() <= index {
+                    slots.resize_with(index + 1, || None);
+                }
+                slots[index] = Some(outcome);
+            }
+            Delivery::Unordered(queue) => queue.push_back(outcome),
+        }
+    }
+
+    fn has_ready(&self) -> bool {
+        match self {
+            Delivery::Ordered { slots, .. } => matches!(slots.front(), Some(Some(_))),
+            Delivery::Unordered(queue) => !queue.is_empty(),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Result<O, TaskError>> {
+        match self {
+            Delivery::Ordered { base, slots } => {
+                if !matches!(slots.front(), Some(Some(_))) {
+                    return None;
+                }
+                *base += 1;
+                slots.pop_front().flatten()
+            }
+            Delivery::Unordered(queue) => queue.pop_front(),
+        }
+    }
+}
+
+/// The lazy iterator behind `map` and `map_unordered`: one outcome per input item.
+pub struct Stream<'pool, I: Iterator, O> {
+    socket: Socket,
+    input: Option<I>,
+    encode: EncodeFn<I::Item>,
+    decode: DecodeFn<O>,
+    window: usize,
+    next_id: u64,
+    /// Submitted (or failed to encode) and not yet yielded.
+    in_flight: usize,
+    outstanding: HashSet<u64>,
+    delivery: Delivery<O>,
+    broker_alive: Arc<AtomicBool>,
+    _pool: std::marker::PhantomData<&'pool ()>,
+}
+
+impl<I: Iterator, O> Stream<'_, I, O> {
+    pub(crate) fn new(
+        socket: Socket,
+        input: I,
+        window: usize,
+        ordered: bool,
+        encode: EncodeFn<I::Item>,
+        decode: DecodeFn<O>,
+        broker_alive: Arc<AtomicBool>,
+    ) -> Self {
+        Stream {
+            socket,
+            input: Some(input),
+            encode,
+            decode,
+            window: window.max(1),
+            next_id: 0,
+            in_flight: 0,
+            outstanding: HashSet::new(),
+            delivery: if ordered {
+                Delivery::Ordered {
+                    base: 0,
+                    slots: VecDeque::new(),
+                }
+            } else {
+                Delivery::Unordered(VecDeque::new())
+            },
+            broker_alive,
+            _pool: std::marker::PhantomData,
+        }
+    }
+
+    /// Tasks submitted (or failed to encode) whose outcome has not been yielded yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Pulls input into free window slots and submits it as one batch.
+    fn fill(&mut self) -> Result<(), TaskError> {
+        let free = self.window - self.in_flight;
+        let refill_at = (self.window / 8).max(1);
+        if free == 0 || (free < refill_at && self.delivery.has_ready()) {
+            return Ok(());
+        }
+        let Some(input) = self.input.as_mut() else {
+            return Ok(());
+        };
+        let mut writer = TaskBatchWriter::new();
+        for _ in 0..free {
+            let Some(item) = input.next() else {
+                self.input = None;
+                break;
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            self.in_flight += 1;
+            let encode = &mut self.encode;
+            match writer.push_with(id, |buf| encode(item, buf)) {
+                Ok(()) => {
+                    self.outstanding.insert(id);
+                }
+                Err(e) => self.delivery.store(id, Err(e)),
+            }
+        }
+        if writer.is_empty() {
+            return Ok(());
+        }
+        let frames: [Frame; 2] = [header(Command::Submit).into(), writer.finish().into()];
+        match self.socket.send(frames, true) {
+            Ok(()) => Ok(()),
+            Err(SendError::Other(e)) => Err(TaskError::new(
+                ErrorKind::Cancelled,
+                format!("cannot submit tasks: {e}"),
+            )),
+            Err(_) => Err(TaskError::new(ErrorKind::Cancelled, "cannot submit tasks")),
+        }
+    }
+
+    /// Waits for the next batch of outcomes.
+    fn receive(&mut self) -> Result<(), TaskError> {
+        loop {
+            let frames = self.socket.recv_timeout(BROKER_CHECK).map_err(|e| {
+                TaskError::new(ErrorKind::Cancelled, format!("cannot receive: {e}"))
+            })?;
+            let Some(frames) = frames else {
+                if !self.broker_alive.load(Ordering::Acquire) {
+                    return Err(TaskError::new(
+                        ErrorKind::Cancelled,
+                        "the broker stopped before this task finished",
+                    ));
+                }
+                continue;
+            };
+            match Message::decode(&frames) {
+                Ok(Message::Results(batch)) => {
+                    for (id, outcome) in batch.iter() {
+                        if !self.outstanding.remove(&id) {
+                            continue;
+                        }
+                        let value = match outcome {
+                            Outcome::Ok(bytes) => (self.decode)(bytes),
+                            Outcome::Err(bytes) => Err(TaskError::decode(bytes)),
+                        };
+                        self.delivery.store(id, value);
+                    }
+                    return Ok(());
+                }
+                Ok(other) => tracing::warn!("client ignored {:?}", other.command()),
+                Err(e) => tracing::warn!("client dropped a malformed message: {e}"),
+            }
+        }
+    }
+
+    /// Fails every outstanding task with `error` (the broker is gone).
+    fn fail_outstanding(&mut self, error: TaskError) {
+        let mut ids: Vec<u64> = self.outstanding.drain().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.delivery.store(id, Err(error.clone()));
+        }
+        self.input = None;
+    }
+}
+
+impl<I: Iterator, O> Iterator for Stream<'_, I, O> {
+    type Item = Result<O, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Err(e) = self.fill() {
+                self.fail_outstanding(e);
+            }
+            if let Some(outcome) = self.delivery.pop() {
+                self.in_flight -= 1;
+                return Some(outcome);
+            }
+            if self.in_flight == 0 {
+                return None;
+            }
+            if let Err(e) = self.receive() {
+                self.fail_outstanding(e);
+            }
+        }
+    }
+}
+
+impl<I: Iterator, O> Drop for Stream<'_, I, O> {
+    fn drop(&mut self) {
+        if !self.outstanding.is_empty() || self.input.is_some() {
+            // Stop the broker feeding workers with tasks nobody will read.
+            let _ = self.socket.send([header(Command::Cancel)], false);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The seed's `Connector`: blocking `send` and `recv` usable from two threads, for programs
+//! that feed the pool from one thread and drain it from another.
+//!
+//! A socket belongs to one thread, so an I/O thread owns the client socket: `send` encodes
+//! the task and hands it over an in-process pair; outcomes come back over a channel, in send
+//! order or as completed. `send` blocks while `window` tasks are sent but not yet received.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::client::{DecodeFn, EncodeFn};
+use crate::error::{Error, ErrorKind, TaskError};
+use crate::pool::RawPool;
+use crate::protocol::{header, Command, Message, Outcome, TaskBatchWriter};
+use crate::transport::{poll, Frame, Pollable, Socket};
+
+/// Frames on the pair from `send` to the I/O thread.
+const TASK: &[u8] = b"task";
+const FINISH: &[u8] = b"finish";
+const STOP: &[u8] = b"stop";
+
+struct Permits {
+    in_flight: usize,
+    finished: bool,
+}
+
+/// Blocking `send`/`recv` over a pool, shareable between threads (`&Connector` is `Sync`).
+pub struct Connector<'pool, T, O> {
+    feed: Mutex<Socket>,
+    encode: Mutex<EncodeFn<T>>,
+    results: Mutex<Receiver<Result<O, TaskError>>>,
+    permits: Mutex<Permits>,
+    freed: Condvar,
+    window: usize,
+    io: Option<JoinHandle<()>>,
+    _pool: std::marker::PhantomData<&'pool ()>,
+}
+
+impl<'pool, T, O: Send + 'static> Connector<'pool, T, O> {
+    pub(crate) fn new(
+        pool: &'pool RawPool,
+        window: usize,
+        ordered: bool,
+        encode: EncodeFn<T>,
+        decode: DecodeFn<O>,
+    ) -> Result<Self, Error> {
+        static CONNECTORS: AtomicU64 = AtomicU64::new(0);
+        let endpoint = format!(
+            "inproc://zerotasq-connector-{}-{}",
+            std::process::id(),
+            CONNECTORS.fetch_add(1, Ordering::Relaxed)
+        );
+        let client = pool.client_socket()?;
+        let inner = pool.pair_socket()?;
+        inner.bind(&endpoint)?;
+        let feed = pool.pair_socket()?;
+        feed.connect(&endpoint)?;
+        let (tx, rx) = channel();
+        let alive = pool.broker_alive();
+        let io = std::thread::Builder::new()
+            .name("zerotasq-connector".into())
+            .spawn(move || {
+                let mut io = ConnectorIo {
+                    client,
+                    inner,
+                    decode,
+                    tx,
+                    ordered,
+                    next_id: 0,
+                    outstanding: HashSet::new(),
+                    base: 0,
+                    slots: VecDeque::new(),
+                    finished: false,
+                };
+                if let Err(e) = io.run(&alive) {
+                    io.fail_all(TaskError::new(ErrorKind::Cancelled, e.to_string()));
+                }
+            })
+            .map_err(Error::io("start the connector thread"))?;
+        Ok(Connector {
+            feed: Mutex::new(feed),
+            encode: Mutex::new(encode),
+            results: Mutex::new(rx),
+            permits: Mutex::new(Permits {
+                in_flight: 0,
+                finished: false,
+            }),
+            freed: Condvar::new(),
+            window: window.max(1),
+            io: Some(io),
+            _pool: std::marker::PhantomData,
+        })
+    }
+
+    /// Sends one task; blocks while `window` tasks are sent but not yet received. A task that
+    /// cannot be encoded is refused here, with the error.
+    pub fn send(&self, task: T) -> Result<(), TaskError> {
+        let mut bytes = Vec::new();
+        (self.encode.lock().expect("encoder lock"))(task, &mut bytes)?;
+        let mut permits = self.permits.lock().expect("permits lock");
+        if permits.finished {
+            return Err(TaskError::new(ErrorKind::Cancelled, "send after finish"));
+        }
+        while permits.in_flight >= self.window {
+            permits = self.freed.wait(permits).expect("permits lock");
+        }
+        permits.in_flight += 1;
+        drop(permits);
+        let frames: [Frame; 2] = [TASK.into(), bytes.into()];
+        self.feed
+            .lock()
+            .expect("feed lock")
+            .send(frames, true)
+            .map_err(|_| TaskError::new(ErrorKind::Cancelled, "the connector is closed"))
+    }
+
+    /// Says no more tasks will be sent; `recv` returns `None` once all outcomes are out.
+    pub fn finish(&self) {
+        let mut permits = self.permits.lock().expect("permits lock");
+        if !permits.finished {
+            permits.finished = true;
+            let _ = self.feed.lock().expect("feed lock").send([FINISH], true);
+        }
+    }
+
+    /// The next outcome; blocks until one arrives. `None` after [`Connector::finish`] once
+    /// every sent task's outcome has been received.
+    pub fn recv(&self) -> Option<Result<O, TaskError>> {
+        let outcome = self.results.lock().expect("results lock").recv().ok()?;
+        self.release();
+        Some(outcome)
+    }
+
+    /// Like [`Connector::recv`], giving up after `timeout` (`Ok(None)`: finished).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Result<O, TaskError>>, ()> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.results.lock().expect("results lock").recv_timeout(timeout) {
+            Ok(outcome) => {
+                self.release();
+                Ok(Some(outcome))
+            }
+            Err(RecvTimeoutError::Disconnected) => Ok(None),
+            Err(RecvTimeoutError::Timeout) => Err(()),
+        }
+    }
+
+    fn release(&self) {
+        let mut permits = self.permits.lock().expect("permits lock");
+        permits.in_flight -= 1;
+        self.freed.notify_one();
+    }
+}
+
+impl<T, O> Drop for Connector<'_, T, O> {
+    fn drop(&mut self) {
+        if let Ok(feed) = self.feed.lock() {
+            let _ = feed.send([STOP], true);
+        }
+        if let Some(io) = self.io.take() {
+            let _ = io.join();
+        }
+    }
+}
+
+/// The I/O thread's state.
+struct ConnectorIo<O> {
+    client: Socket,
+    inner: Socket,
+    decode: DecodeFn<O>,
+    tx: Sender<Result<O, TaskError>>,
+    ordered: bool,
+    next_id: u64,
+    outstanding: HashSet<u64>,
+    /// Ordered delivery: slot `i` holds the outcome of task `base + i`.
+    base: u64,
+    slots: VecDeque<Option<Result<O, TaskError>>>,
+    finished: bool,
+}
+
+impl<O> ConnectorIo<O> {
+    fn run(&mut self, alive: &AtomicBool) -> Result<(), Error> {
+        loop {
+            if self.finished && self.outstanding.is_empty() {
+                return Ok(());
+            }
+            let readable = poll(
+                &[Pollable::Socket(&self.inner), Pollable::Socket(&self.client)],
+                Some(Duration::from_millis(200)),
+            )?;
+            if readable[0] {
+                let mut batch = TaskBatchWriter::new();
+                while let Some(frames) = self.inner.recv(false)? {
+                    match frames.first().map(|f| &f[..]) {
+                        Some(TASK) if frames.len() == 2 => {
+                            self.outstanding.insert(self.next_id);
+                            batch.push(self.next_id, &frames[1]);
+                            self.next_id += 1;
+                        }
+                        Some(FINISH) => self.finished = true,
+                        Some(STOP) => {
+                            let _ = self.client.send([header(Command::Cancel)], false);
+                            return Ok(());
+                        }
+                        _ => tracing::error!("connector: unexpected internal message"),
+                    }
+                }
+                if !batch.is_empty() {
+                    let frames: [Frame; 2] =
+                        [header(Command::Submit).into(), batch.finish().into()];
+                    self.client.send(frames, true).map_err(|_| Error::Closed)?;
+                }
+            }
+            if readable[1] {
+                while let Some(frames) = self.client.recv(false)? {
+                    self.on_results(&frames);
+                }
+            }
+            if !readable[1] && !alive.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    fn on_results(&mut self, frames: &[Frame]) {
+        let Ok(Message::Results(batch)) = Message::decode(frames) else {
+            tracing::warn!("connector dropped a malformed message");
+            return;
+        };
+        for (id, outcome) in batch.iter() {
+            if !self.outstanding.remove(&id) {
+                continue;
+            }
+            let value = match outcome {
+                Outcome::Ok(bytes) => (self.decode)(bytes),
+                Outcome::Err(bytes) => Err(TaskError::decode(bytes)),
+            };
+            self.deliver(id, value);
+        }
+    }
+
+    fn deliver(&mut self, id: u64, value: Result<O, TaskError>) {
+        if !self.ordered {
+            let _ = self.tx.send(value);
+            return;
+        }
+        let index = (id - self.base) as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        self.slots[index] = Some(value);
+        while let Some(Some(_)) = self.slots.front() {
+            let value = self.slots.pop_front().flatten().expect("checked");
+            self.base += 1;
+            let _ = self.tx.send(value);
+        }
+    }
+
+    fn fail_all(&mut self, error: TaskError) {
+        let mut ids: Vec<u64> = self.outstanding.drain().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.deliver(id, Err(error.clone()));
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Errors: [`TaskError`], the outcome of one task that did not succeed (data, delivered at
+//! the task's place in the stream), and [`Error`], a failure of the pool itself.
+
+use std::fmt;
+
+pub use crate::protocol::ErrorKind;
+use crate::protocol::WireError;
+
+/// Why one task produced no output. The stream goes on after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    kind: ErrorKind,
+    message: String,
+    detail: String,
+}
+
+impl TaskError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        TaskError {
+            kind,
+            message: message.into(),
+            detail: String::new(),
+        }
+    }
+
+    /// Attaches a backtrace or remote traceback.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The backtrace of a panic or the traceback of a remote exception; may be empty.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    pub(crate) fn to_wire(&self) -> WireError<'_> {
+        WireError {
+            kind: self.kind,
+            message: &self.message,
+            detail: &self.detail,
+        }
+    }
+
+    pub(crate) fn from_wire(wire: &WireError<'_>) -> Self {
+        TaskError {
+            kind: wire.kind,
+            message: wire.message.to_string(),
+            detail: wire.detail.to_string(),
+        }
+    }
+
+    /// Decodes an error outcome; bytes that are not one become a [`ErrorKind::Codec`] error.
+    pub(crate) fn decode(bytes: &[u8]) -> Self {
+        match WireError::decode(bytes) {
+            Ok(wire) => TaskError::from_wire(&wire),
+            Err(e) => TaskError::new(ErrorKind::Codec, format!("undecodable error outcome: {e}")),
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// A failure of the pool itself (not of one task).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("zeromq: {context}: {source}")]
+    Transport {
+        context: String,
+        #[source]
+        source: zmq::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the pool was closed")]
+    Closed,
+    #[error("worker environment: {0}")]
+    WorkerEnv(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}

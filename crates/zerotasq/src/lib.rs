@@ -1,0 +1,64 @@
+//! ZeroTasQ: stream tasks from one program through a ZeroMQ load-balancing broker to
+//! long-lived worker processes, and get the outcomes back as an iterator — in input order or
+//! as completed — while the input is read lazily.
+//!
+//! ```no_run
+//! use zerotasq::{Pool, Worker};
+//!
+//! struct Square;
+//! impl Worker for Square {
+//!     type Config = ();
+//!     type Input = u64;
+//!     type Output = u64;
+//!     type Error = String;
+//!     fn init(_: ()) -> Result<Self, String> { Ok(Square) }
+//!     fn process(&mut self, x: u64) -> Result<u64, String> { Ok(x * x) }
+//! }
+//!
+//! fn main() -> Result<(), zerotasq::Error> {
+//!     zerotasq::serve_if_worker(); // a re-executed child becomes a worker here
+//!     let pool = Pool::<Square>::builder(()).processes(4).build()?;
+//!     for outcome in pool.map(0..1_000_000)? {
+//!         println!("{}", outcome.expect("task failed"));
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layout
+//! - [`protocol`] — frames ⇄ typed messages; pure, versioned, checked.
+//! - [`transport`] — the only module touching ZeroMQ: sockets, options, polling.
+//! - [`broker`] — the broker's state machine (LRU with credit, batching, retries), no I/O.
+//! - `broker_loop` — the broker thread: sockets ⇄ state machine.
+//! - [`client`] — the lazy, windowed `map` stream.
+//! - [`connector`] — blocking `send`/`recv` from two threads.
+//! - [`worker`] — the [`Worker`] trait; [`worker_runtime`] — the loop every worker runs,
+//!   with heartbeats from a thread of its own.
+//! - [`supervisor`] — starts, watches, restarts and kills local worker processes.
+//! - [`child`] — the child side: [`serve_if_worker`] and the environment contract.
+//! - `ipc_dir` — the pool's private 0700 directory for its ipc endpoint.
+//! - [`pool`] — [`RawPool`] (bytes, any worker command) and the typed [`Pool`].
+//! - [`codec`] — serde (postcard) for the Rust face.
+//! - [`error`] — [`TaskError`] (one task's failure, as data) and [`Error`] (the pool's).
+
+pub mod broker;
+mod broker_loop;
+pub mod child;
+pub mod client;
+pub mod codec;
+pub mod connector;
+pub mod error;
+mod ipc_dir;
+pub mod pool;
+pub mod protocol;
+pub mod supervisor;
+pub mod transport;
+pub mod worker;
+pub mod worker_runtime;
+
+pub use child::serve_if_worker;
+pub use client::Stream;
+pub use connector::Connector;
+pub use error::{Error, ErrorKind, TaskError};
+pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool};
+pub use worker::Worker;

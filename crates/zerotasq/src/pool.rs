@@ -1,0 +1,496 @@
+//! Pools: [`RawPool`] starts the broker thread, the supervisor and its local worker
+//! processes, and in-process thread workers, all over byte payloads; [`Pool`] is its typed
+//! Rust face over a [`Worker`], built with [`PoolBuilder`].
+//!
+//! Dropping a pool stops everything in bounded time: the supervisor kills and reaps its
+//! children, the broker ends every open task as `Cancelled` and tells remaining workers to
+//! exit, and the private ipc directory is removed.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::broker::{Broker, BrokerConfig, BrokerStats};
+use crate::broker_loop::{self, BrokerSockets};
+use crate::child::{entry_env, entry_offset, worker_env};
+use crate::client::{DecodeFn, EncodeFn, Stream};
+use crate::codec;
+use crate::connector::Connector;
+use crate::error::Error;
+use crate::ipc_dir::IpcDir;
+use crate::protocol::Message;
+use crate::supervisor::{self, SupervisorConfig, WorkerCommand};
+use crate::transport::{Context, Kind, Socket};
+use crate::worker::{init_worker, Worker, WorkerHandler};
+use crate::worker_runtime::{report_init_failure, serve, WorkerOptions};
+
+/// How long dropping a pool waits for thread workers still inside a task.
+const THREAD_WORKER_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs one in-process worker until the pool stops: given the pool's context, the worker's
+/// options, and a flag that turns true when the pool stops.
+pub type ThreadWorker = Box<dyn FnOnce(&Context, WorkerOptions, Arc<AtomicBool>) + Send>;
+
+/// Everything [`RawPool::start`] needs.
+pub struct PoolSpec {
+    pub broker: BrokerConfig,
+    /// Local worker processes: how many, and how to start one.
+    pub processes: Option<(usize, WorkerCommand)>,
+    pub threads: Vec<ThreadWorker>,
+    /// Batches a worker may hold (credit).
+    pub prefetch: u32,
+    /// Largest frame a peer may send.
+    pub max_message: i64,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        PoolSpec {
+            broker: BrokerConfig::default(),
+            processes: None,
+            threads: Vec::new(),
+            prefetch: 2,
+            max_message: 256 << 20,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running pool over byte payloads: the engine the Rust, Python and command-line faces
+/// share.
+pub struct RawPool {
+    frontend: String,
+    worker_endpoint: String,
+    supervise: Mutex<Option<Socket>>,
+    broker_thread: Option<JoinHandle<()>>,
+    supervisor_thread: Option<JoinHandle<()>>,
+    thread_workers: Mutex<Vec<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)>>,
+    stopping: Arc<AtomicBool>,
+    broker_alive: Arc<AtomicBool>,
+    stats: Arc<Mutex<BrokerStats>>,
+    max_message: i64,
+    ipc_dir: Option<IpcDir>,
+    /// Dropped last: terminating a context waits for its sockets.
+    ctx: Context,
+}
+
+impl RawPool {
+    pub fn start(spec: PoolSpec) -> Result<RawPool, Error> {
+        static POOLS: AtomicU64 = AtomicU64::new(0);
+        let n = POOLS.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}-{n}", std::process::id());
+        let ctx = Context::new();
+        let ipc_dir = IpcDir::create(n)?;
+        let frontend = format!("inproc://zerotasq-{tag}-clients");
+        let worker_endpoint = ipc_dir.endpoint();
+        let inproc_workers = format!("inproc://zerotasq-{tag}-workers");
+
+        let sockets = BrokerSockets {
+            frontend: ctx.socket(Kind::Router, spec.max_message)?,
+            backend: ctx.socket(Kind::Router, spec.max_message)?,
+            control: ctx.socket(Kind::Pair, -1)?,
+        };
+        sockets.frontend.bind(&frontend)?;
+        sockets.backend.bind(&worker_endpoint)?;
+        sockets.backend.bind(&inproc_workers)?;
+        let control = format!("inproc://zerotasq-{tag}-control");
+        sockets.control.bind(&control)?;
+        let supervisor_broker = ctx.socket(Kind::Pair, -1)?;
+        supervisor_broker.connect(&control)?;
+        let supervise_endpoint = format!("inproc://zerotasq-{tag}-supervise");
+        let supervisor_pool = ctx.socket(Kind::Pair, -1)?;
+        supervisor_pool.bind(&supervise_endpoint)?;
+        let supervise = ctx.socket(Kind::Pair, -1)?;
+        supervise.connect(&supervise_endpoint)?;
+
+        let stats = Arc::new(Mutex::new(BrokerStats::default()));
+        let broker_alive = Arc::new(AtomicBool::new(true));
+        let broker_thread = {
+            let stats = stats.clone();
+            let alive = broker_alive.clone();
+            let broker = Broker::new(spec.broker.clone());
+            std::thread::Builder::new()
+                .name("zerotasq-broker".into())
+                .spawn(move || {
+                    if let Err(e) = broker_loop::run(broker, sockets, stats) {
+                        tracing::error!("the broker stopped: {e}");
+                    }
+                    alive.store(false, Ordering::Release);
+                })
+                .map_err(Error::io("start the broker thread"))?
+        };
+
+        let worker_opts = |endpoint: &str, identity: String| WorkerOptions {
+            endpoint: endpoint.to_string(),
+            identity: identity.into_bytes(),
+            capacity: spec.prefetch,
+            heartbeat_interval: spec.broker.heartbeat_interval,
+            liveness: spec.broker.liveness,
+            max_message: spec.max_message,
+        };
+        let (count, command) = match spec.processes {
+            Some((count, command)) => (count, Some(command)),
+            None => (0, None),
+        };
+        let supervisor_cfg = SupervisorConfig {
+            count,
+            command: command.unwrap_or_else(|| WorkerCommand {
+                program: "/bin/false".into(),
+                args: Vec::new(),
+                env: Vec::new(),
+                stdin: Vec::new(),
+            }),
+            worker_env: worker_env(
+                &worker_opts(&worker_endpoint, String::new()),
+                Some(ipc_dir.path()),
+            ),
+            identity_prefix: format!("{tag}-p"),
+            backoff_initial: spec.backoff_initial,
+            backoff_max: spec.backoff_max,
+        };
+        let supervisor_thread = std::thread::Builder::new()
+            .name("zerotasq-supervisor".into())
+            .spawn(move || {
+                if let Err(e) = supervisor::run(supervisor_cfg, supervisor_pool, &supervisor_broker)
+                {
+                    tracing::error!("the supervisor stopped: {e}");
+                }
+                let _ = supervisor_broker.send(Message::Stop.encode(), true);
+            })
+            .map_err(Error::io("start the supervisor thread"))?;
+
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut thread_workers = Vec::new();
+        for (index, run) in spec.threads.into_iter().enumerate() {
+            let opts = worker_opts(&inproc_workers, format!("{tag}-t{index}"));
+            let ctx = ctx.clone();
+            let stopping = stopping.clone();
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name(format!("zerotasq-worker-{index}"))
+                .spawn(move || {
+                    run(&ctx, opts, stopping);
+                    let _ = done_tx.send(());
+                })
+                .map_err(Error::io("start a worker thread"))?;
+            thread_workers.push((handle, done_rx));
+        }
+
+        Ok(RawPool {
+            frontend,
+            worker_endpoint,
+            supervise: Mutex::new(Some(supervise)),
+            broker_thread: Some(broker_thread),
+            supervisor_thread: Some(supervisor_thread),
+            thread_workers: Mutex::new(thread_workers),
+            stopping,
+            broker_alive,
+            stats,
+            max_message: spec.max_message,
+            ipc_dir: Some(ipc_dir),
+            ctx,
+        })
+    }
+
+    /// Streams `input` through the pool; `encode` and `decode` turn items into task bytes and
+    /// result bytes into outputs.
+    pub fn stream<I: Iterator, O>(
+        &self,
+        input: I,
+        window: usize,
+        ordered: bool,
+        encode: EncodeFn<I::Item>,
+        decode: DecodeFn<O>,
+    ) -> Result<Stream<'_, I, O>, Error> {
+        let socket = self.client_socket()?;
+        Ok(Stream::new(
+            socket,
+            input,
+            window,
+            ordered,
+            encode,
+            decode,
+            self.broker_alive.clone(),
+        ))
+    }
+
+    /// A new client socket connected to this pool's broker.
+    pub(crate) fn client_socket(&self) -> Result<Socket, Error> {
+        let socket = self.ctx.socket(Kind::Dealer, self.max_message)?;
+        socket.connect(&self.frontend)?;
+        Ok(socket)
+    }
+
+    /// An in-process pair socket on this pool's context.
+    pub(crate) fn pair_socket(&self) -> Result<Socket, Error> {
+        self.ctx.socket(Kind::Pair, -1)
+    }
+
+    pub(crate) fn broker_alive(&self) -> Arc<AtomicBool> {
+        self.broker_alive.clone()
+    }
+
+    /// The endpoint other workers on this machine can connect to, to join the pool.
+    pub fn worker_endpoint(&self) -> &str {
+        &self.worker_endpoint
+    }
+
+    /// The broker's counters (refreshed every 50 ms).
+    pub fn stats(&self) -> BrokerStats {
+        self.stats.lock().expect("stats lock").clone()
+    }
+}
+
+impl Drop for RawPool {
+    fn drop(&mut self) {
+        if let Some(socket) = self.supervise.lock().map(|mut s| s.take()).ok().flatten() {
+            let _ = socket.send(Message::Stop.encode(), true);
+        }
+        if let Some(handle) = self.supervisor_thread.take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.broker_thread.take() {
+            let _ = handle.join();
+        }
+        self.stopping.store(true, Ordering::Release);
+        let workers = std::mem::take(self.thread_workers.get_mut().expect("workers lock"));
+        for (handle, done) in workers {
+            // A thread stuck in a long task is left to finish on its own.
+            if done.recv_timeout(THREAD_WORKER_GRACE).is_ok() {
+                let _ = handle.join();
+            }
+        }
+        self.ipc_dir.take();
+    }
+}
+
+/// A pool of [`Worker`]s: local processes (re-executions of this program), threads, or
+/// both.
+pub struct Pool<W: Worker> {
+    raw: RawPool,
+    window: usize,
+    _worker: PhantomData<fn() -> W>,
+}
+
+impl<W: Worker> Pool<W> {
+    /// A builder; `config` is handed to every worker's `init`.
+    pub fn builder(config: W::Config) -> PoolBuilder<W> {
+        PoolBuilder::new(config)
+    }
+
+    /// Outcomes in input order. The input is pulled lazily, at most `window` tasks ahead of
+    /// what has been yielded.
+    pub fn map<I>(&self, input: I) -> Result<Stream<'_, I::IntoIter, W::Output>, Error>
+    where
+        I: IntoIterator<Item = W::Input>,
+    {
+        self.raw
+            .stream(input.into_iter(), self.window, true, encoder::<W>(), decoder::<W>())
+    }
+
+    /// Outcomes as they complete.
+    pub fn map_unordered<I>(&self, input: I) -> Result<Stream<'_, I::IntoIter, W::Output>, Error>
+    where
+        I: IntoIterator<Item = W::Input>,
+    {
+        self.raw
+            .stream(input.into_iter(), self.window, false, encoder::<W>(), decoder::<W>())
+    }
+
+    /// A connector with blocking `send` and `recv`, for a program that feeds from one thread
+    /// and drains from another.
+    pub fn connector(&self, ordered: bool) -> Result<Connector<'_, W::Input, W::Output>, Error> {
+        Connector::new(
+            &self.raw,
+            self.window,
+            ordered,
+            encoder::<W>(),
+            decoder::<W>(),
+        )
+    }
+
+    /// The engine underneath.
+    pub fn raw(&self) -> &RawPool {
+        &self.raw
+    }
+
+    pub fn stats(&self) -> BrokerStats {
+        self.raw.stats()
+    }
+}
+
+fn encoder<W: Worker>() -> EncodeFn<W::Input> {
+    Box::new(|item: W::Input, buf: &mut Vec<u8>| codec::encode_into(&item, buf))
+}
+
+fn decoder<W: Worker>() -> DecodeFn<W::Output> {
+    Box::new(|bytes: &[u8]| codec::decode::<W::Output>(bytes))
+}
+
+/// Configures and starts a [`Pool`].
+pub struct PoolBuilder<W: Worker> {
+    config: W::Config,
+    processes: Option<usize>,
+    threads: usize,
+    window: usize,
+    spec: PoolSpec,
+}
+
+impl<W: Worker> PoolBuilder<W> {
+    fn new(config: W::Config) -> Self {
+        PoolBuilder {
+            config,
+            processes: None,
+            threads: 0,
+            window: 1024,
+            spec: PoolSpec::default(),
+        }
+    }
+
+    /// Local worker processes (default: one per core, unless threads are asked for).
+    /// They are re-executions of this program: call [`crate::serve_if_worker`] first thing
+    /// in `main`.
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// In-process worker threads (for work that releases no GIL and needs no isolation).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Tasks in flight per stream, submitted but not yet yielded (default 1024).
+    pub fn window(mut self, n: usize) -> Self {
+        self.window = n.max(1);
+        self
+    }
+
+    /// Dead workers a task may be on before it becomes a `WorkerLost` error (default 3).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.spec.broker.max_retries = n.max(1);
+        self
+    }
+
+    /// Heartbeat interval (default 500 ms) and the intervals a worker may miss (default 6).
+    pub fn heartbeat(mut self, interval: Duration, liveness: u32) -> Self {
+        self.spec.broker.heartbeat_interval = interval;
+        self.spec.broker.liveness = liveness.max(1);
+        self
+    }
+
+    /// Batches a worker may hold at once (default 2: one runs while the next waits).
+    pub fn prefetch(mut self, batches: u32) -> Self {
+        self.spec.prefetch = batches.max(1);
+        self
+    }
+
+    /// Worker inits that may fail in a row, with none ready, before tasks fail (default 3).
+    pub fn max_init_failures(mut self, n: u32) -> Self {
+        self.spec.broker.max_init_failures = n.max(1);
+        self
+    }
+
+    /// The first and the longest wait before a crashed worker is restarted.
+    pub fn restart_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.spec.backoff_initial = initial;
+        self.spec.backoff_max = max.max(initial);
+        self
+    }
+
+    /// The largest message a peer may send, in bytes (default 256 MiB).
+    pub fn max_message(mut self, bytes: i64) -> Self {
+        self.spec.max_message = bytes;
+        self
+    }
+
+    /// Fine tuning of batching (target work per batch, most items per batch).
+    pub fn batching(mut self, target: Duration, max_items: usize) -> Self {
+        self.spec.broker.target_batch = target;
+        self.spec.broker.max_batch_items = max_items.max(1);
+        self
+    }
+
+    pub fn build(mut self) -> Result<Pool<W>, Error> {
+        if self.window > 100_000 {
+            return Err(Error::Config(
+                "window must be at most 100000 (the sockets' high-water mark)".into(),
+            ));
+        }
+        let processes = self.processes.unwrap_or(if self.threads > 0 {
+            0
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        });
+        if processes + self.threads == 0 {
+            return Err(Error::Config("a pool needs at least one worker".into()));
+        }
+        if processes > 0 {
+            let exe = std::path::PathBuf::from("/proc/self/exe");
+            let (key, value) = entry_env(entry_offset::<W>());
+            let stdin = codec::encode(&self.config)
+                .map_err(|e| Error::Config(format!("cannot encode the worker config: {e}")))?;
+            self.spec.processes = Some((
+                processes,
+                WorkerCommand {
+                    program: exe,
+                    args: std::env::args_os().skip(1).collect(),
+                    env: vec![(key.into(), value.into())],
+                    stdin,
+                },
+            ));
+        }
+        for _ in 0..self.threads {
+            let config = self.config.clone();
+            let backoff = (self.spec.backoff_initial, self.spec.backoff_max);
+            self.spec.threads.push(Box::new(move |ctx, opts, stopping| {
+                run_thread_worker::<W>(ctx, opts, config, stopping, backoff)
+            }));
+        }
+        Ok(Pool {
+            raw: RawPool::start(self.spec)?,
+            window: self.window,
+            _worker: PhantomData,
+        })
+    }
+}
+
+/// A thread worker: `init` (retried with back-off while it fails), then serve.
+fn run_thread_worker<W: Worker>(
+    ctx: &Context,
+    mut opts: WorkerOptions,
+    config: W::Config,
+    stopping: Arc<AtomicBool>,
+    (mut backoff, max): (Duration, Duration),
+) {
+    let base = opts.identity.clone();
+    for attempt in 0u32.. {
+        opts.identity = [&base[..], format!("-{attempt}").as_bytes()].concat();
+        match init_worker::<W>(config.clone()) {
+            Ok(worker) => {
+                if let Err(e) = serve(ctx, &opts, WorkerHandler(worker)) {
+                    tracing::error!("worker thread stopped: {e}");
+                }
+                return;
+            }
+            Err(message) => {
+                tracing::warn!("worker thread init failed: {message}");
+                let _ = report_init_failure(ctx, &opts, &message);
+            }
+        }
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until {
+            if stopping.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}

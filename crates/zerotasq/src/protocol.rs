@@ -1,0 +1,747 @@
+//! The wire protocol: frames ⇄ typed messages. Pure functions, no I/O.
+//!
+//! Every message is a multipart ZeroMQ message (after the ROUTER's routing-id frame, which
+//! the transport strips) made of a 4-byte header frame `b"ZT" VERSION COMMAND` and, for the
+//! commands that carry data, body frames. Integers are little-endian. Payloads are opaque
+//! bytes: serialisation belongs to each face (serde in Rust, pickle in Python, lines for
+//! command workers).
+//!
+//! Tasks and results travel in *batches*: one body frame holds many items, so that tiny
+//! tasks do not each pay a frame's overhead. Each item carries its id, so one item's outcome
+//! is never confused with another's.
+//!
+//! ```text
+//! task batch   = count:u32 { id:u64 len:u32 bytes }*
+//! result batch = count:u32 busy_us:u64 { id:u64 status:u8 len:u32 bytes }*
+//! status 0 = Ok (bytes: the output), 1 = Err (bytes: an encoded WireError)
+//! wire error   = kind:u8 msg_len:u32 msg detail_len:u32 detail
+//! ready        = capacity:u32 pid:u32 host_len:u32 host
+//! ```
+//!
+//! Every decode is checked: a malformed message yields a [`ProtocolError`], never a panic.
+
+use std::fmt;
+
+/// The two bytes every header starts with.
+pub const MAGIC: [u8; 2] = *b"ZT";
+/// Protocol version; peers with another version are refused with a clear error.
+pub const VERSION: u8 = 1;
+
+/// Typed commands, one byte on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Command {
+    /// worker → broker: initialised, may hold `capacity` batches.
+    Ready = 1,
+    /// broker → worker: a batch of tasks.
+    Tasks = 2,
+    /// worker → broker and broker → client: a batch of outcomes.
+    Results = 3,
+    /// both directions: still alive.
+    Heartbeat = 4,
+    /// worker → broker: `init` failed; the worker exits.
+    InitFailed = 5,
+    /// worker → broker: leaving cleanly.
+    Goodbye = 6,
+    /// broker → worker: exit now.
+    Shutdown = 7,
+    /// client → broker: a batch of tasks to run.
+    Submit = 8,
+    /// client → broker: forget my queued tasks, drop my late results.
+    Cancel = 9,
+    /// broker → client: the pool cannot run tasks any more.
+    Fatal = 10,
+    /// supervisor → broker (in-process): a local child exited.
+    ChildExited = 20,
+    /// broker → supervisor (in-process): kill this worker (it missed its heartbeats).
+    KillWorker = 21,
+    /// broker → supervisor (in-process): stop restarting workers (the pool failed).
+    StopRestarting = 22,
+    /// pool → broker and pool → supervisor (in-process): stop.
+    Stop = 23,
+    /// supervisor → broker (in-process): a local child was started and is initialising.
+    ChildStarted = 24,
+}
+
+impl Command {
+    fn from_byte(b: u8) -> Option<Command> {
+        use Command::*;
+        Some(match b {
+            1 => Ready,
+            2 => Tasks,
+            3 => Results,
+            4 => Heartbeat,
+            5 => InitFailed,
+            6 => Goodbye,
+            7 => Shutdown,
+            8 => Submit,
+            9 => Cancel,
+            10 => Fatal,
+            20 => ChildExited,
+            21 => KillWorker,
+            22 => StopRestarting,
+            23 => Stop,
+            24 => ChildStarted,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("empty message")]
+    Empty,
+    #[error("header is not a ZeroTasQ header")]
+    BadMagic,
+    #[error("protocol version {got} is not supported (this build speaks version {VERSION})")]
+    VersionMismatch { got: u8 },
+    #[error("unknown command byte {0}")]
+    UnknownCommand(u8),
+    #[error("wrong number of frames for {command:?}: expected {expected}, got {got}")]
+    FrameCount {
+        command: Command,
+        expected: usize,
+        got: usize,
+    },
+    #[error("body truncated or too long")]
+    Truncated,
+    #[error("text is not valid UTF-8")]
+    BadUtf8,
+    #[error("unknown result status {0}")]
+    BadStatus(u8),
+    #[error("unknown error kind {0}")]
+    BadErrorKind(u8),
+}
+
+/// The category of a failed task, as carried on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ErrorKind {
+    /// `process` returned an error (Rust `Err`, Python exception, bad worker answer).
+    Failed = 1,
+    /// `process` panicked.
+    Panicked = 2,
+    /// The task killed `max_retries` workers (a poison task).
+    WorkerLost = 3,
+    /// No worker could initialise, so the task never ran.
+    InitFailed = 4,
+    /// The pool was closed before the task finished.
+    Cancelled = 5,
+    /// The task ran past its time limit.
+    Timeout = 6,
+    /// The task or its output could not be (de)serialised.
+    Codec = 7,
+}
+
+impl ErrorKind {
+    fn from_byte(b: u8) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        Some(match b {
+            1 => Failed,
+            2 => Panicked,
+            3 => WorkerLost,
+            4 => InitFailed,
+            5 => Cancelled,
+            6 => Timeout,
+            7 => Codec,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Failed => "task failed",
+            ErrorKind::Panicked => "task panicked",
+            ErrorKind::WorkerLost => "worker lost",
+            ErrorKind::InitFailed => "worker init failed",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Codec => "serialisation failed",
+        })
+    }
+}
+
+/// An error outcome as it travels on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError<'a> {
+    pub kind: ErrorKind,
+    pub message: &'a str,
+    /// Backtrace or remote traceback; may be empty.
+    pub detail: &'a str,
+}
+
+impl<'a> WireError<'a> {
+    /// Appends the encoding to `buf`.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        buf.push(self.kind as u8);
+        put_bytes(buf, self.message.as_bytes());
+        put_bytes(buf, self.detail.as_bytes());
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(9 + self.message.len() + self.detail.len());
+        self.encode_into(&mut buf);
+        buf
+    }
+
+    pub fn decode(bytes: &'a [u8]) -> Result<WireError<'a>, ProtocolError> {
+        let mut r = Reader::new(bytes);
+        let kind_byte = r.u8()?;
+        let kind = ErrorKind::from_byte(kind_byte).ok_or(ProtocolError::BadErrorKind(kind_byte))?;
+        let message = r.str()?;
+        let detail = r.str()?;
+        r.finish()?;
+        Ok(WireError {
+            kind,
+            message,
+            detail,
+        })
+    }
+}
+
+/// A worker's announcement that it is initialised and ready for work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready<'a> {
+    /// How many batches it may hold at once (credit).
+    pub capacity: u32,
+    pub pid: u32,
+    pub host: &'a str,
+}
+
+impl Ready<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(12 + self.host.len());
+        buf.extend_from_slice(&self.capacity.to_le_bytes());
+        buf.extend_from_slice(&self.pid.to_le_bytes());
+        put_bytes(&mut buf, self.host.as_bytes());
+        buf
+    }
+}
+
+/// One outcome in a result batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    Ok(&'a [u8]),
+    /// An encoded [`WireError`], checked when the batch was parsed.
+    Err(&'a [u8]),
+}
+
+/// A validated task batch: iterate it with [`TaskBatch::iter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskBatch<'a> {
+    count: u32,
+    items: &'a [u8],
+}
+
+impl<'a> TaskBatch<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<TaskBatch<'a>, ProtocolError> {
+        let mut r = Reader::new(body);
+        let count = r.u32()?;
+        let items = r.rest();
+        let mut check = Reader::new(items);
+        for _ in 0..count {
+            check.u64()?;
+            check.bytes()?;
+        }
+        check.finish()?;
+        Ok(TaskBatch { count, items })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// `(id, payload)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
+        let mut r = Reader::new(self.items);
+        (0..self.count).map_while(move |_| Some((r.u64().ok()?, r.bytes().ok()?)))
+    }
+}
+
+/// A validated result batch: iterate it with [`ResultBatch::iter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultBatch<'a> {
+    count: u32,
+    /// Microseconds the worker spent in `process` for these items (0 when not measured).
+    pub busy_us: u64,
+    items: &'a [u8],
+}
+
+impl<'a> ResultBatch<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<ResultBatch<'a>, ProtocolError> {
+        let mut r = Reader::new(body);
+        let count = r.u32()?;
+        let busy_us = r.u64()?;
+        let items = r.rest();
+        let mut check = Reader::new(items);
+        for _ in 0..count {
+            check.u64()?;
+            let status = check.u8()?;
+            let bytes = check.bytes()?;
+            match status {
+                0 => {}
+                1 => {
+                    WireError::decode(bytes)?;
+                }
+                other => return Err(ProtocolError::BadStatus(other)),
+            }
+        }
+        check.finish()?;
+        Ok(ResultBatch {
+            count,
+            busy_us,
+            items,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// `(id, outcome)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Outcome<'a>)> + 'a {
+        let mut r = Reader::new(self.items);
+        (0..self.count).map_while(move |_| {
+            let id = r.u64().ok()?;
+            let status = r.u8().ok()?;
+            let bytes = r.bytes().ok()?;
+            Some((
+                id,
+                if status == 0 {
+                    Outcome::Ok(bytes)
+                } else {
+                    Outcome::Err(bytes)
+                },
+            ))
+        })
+    }
+}
+
+/// Builds a task batch body in place, so payloads are serialised straight into it.
+#[derive(Debug)]
+pub struct TaskBatchWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl Default for TaskBatchWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TaskBatchWriter {
+    pub fn new() -> Self {
+        TaskBatchWriter {
+            buf: vec![0; 4],
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, id: u64, payload: &[u8]) {
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        put_bytes(&mut self.buf, payload);
+        self.count += 1;
+    }
+
+    /// Appends an item whose payload `write` appends to the buffer it is given.
+    pub fn push_with<E>(
+        &mut self,
+        id: u64,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        if let Err(e) = write(&mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        patch_len(&mut self.buf, start + 8);
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes written so far, to bound a batch's size.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[..4].copy_from_slice(&self.count.to_le_bytes());
+        self.buf
+    }
+}
+
+/// Builds a result batch body in place.
+#[derive(Debug)]
+pub struct ResultBatchWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl Default for ResultBatchWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResultBatchWriter {
+    pub fn new() -> Self {
+        ResultBatchWriter {
+            buf: vec![0; 12],
+            count: 0,
+        }
+    }
+
+    pub fn push_ok(&mut self, id: u64, output: &[u8]) {
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.buf.push(0);
+        put_bytes(&mut self.buf, output);
+        self.count += 1;
+    }
+
+    /// Appends a successful item whose output `write` appends to the buffer.
+    pub fn push_ok_with<E>(
+        &mut self,
+        id: u64,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.buf.push(0);
+        self.buf.extend_from_slice(&[0; 4]);
+        if let Err(e) = write(&mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        patch_len(&mut self.buf, start + 9);
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn push_err(&mut self, id: u64, error: &WireError<'_>) {
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.buf.push(1);
+        let len_at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        error.encode_into(&mut self.buf);
+        patch_len(&mut self.buf, len_at);
+        self.count += 1;
+    }
+
+    /// Appends an outcome taken from another batch, unchanged.
+    pub fn push_outcome(&mut self, id: u64, outcome: Outcome<'_>) {
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        let bytes = match outcome {
+            Outcome::Ok(b) => {
+                self.buf.push(0);
+                b
+            }
+            Outcome::Err(b) => {
+                self.buf.push(1);
+                b
+            }
+        };
+        put_bytes(&mut self.buf, bytes);
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn finish(mut self, busy_us: u64) -> Vec<u8> {
+        self.buf[..4].copy_from_slice(&self.count.to_le_bytes());
+        self.buf[4..12].copy_from_slice(&busy_us.to_le_bytes());
+        self.buf
+    }
+}
+
+/// A decoded message. Which commands a peer may send is checked by its receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    Ready(Ready<'a>),
+    Tasks(TaskBatch<'a>),
+    Results(ResultBatch<'a>),
+    Heartbeat,
+    InitFailed(&'a str),
+    Goodbye,
+    Shutdown,
+    Submit(TaskBatch<'a>),
+    Cancel,
+    Fatal(&'a str),
+    ChildStarted { identity: &'a [u8] },
+    ChildExited { identity: &'a [u8], status: &'a str },
+    KillWorker { identity: &'a [u8] },
+    StopRestarting,
+    Stop,
+}
+
+/// The header frame for `command`.
+pub fn header(command: Command) -> [u8; 4] {
+    [MAGIC[0], MAGIC[1], VERSION, command as u8]
+}
+
+impl<'a> Message<'a> {
+    pub fn command(&self) -> Command {
+        match self {
+            Message::Ready(_) => Command::Ready,
+            Message::Tasks(_) => Command::Tasks,
+            Message::Results(_) => Command::Results,
+            Message::Heartbeat => Command::Heartbeat,
+            Message::InitFailed(_) => Command::InitFailed,
+            Message::Goodbye => Command::Goodbye,
+            Message::Shutdown => Command::Shutdown,
+            Message::Submit(_) => Command::Submit,
+            Message::Cancel => Command::Cancel,
+            Message::Fatal(_) => Command::Fatal,
+            Message::ChildStarted { .. } => Command::ChildStarted,
+            Message::ChildExited { .. } => Command::ChildExited,
+            Message::KillWorker { .. } => Command::KillWorker,
+            Message::StopRestarting => Command::StopRestarting,
+            Message::Stop => Command::Stop,
+        }
+    }
+
+    /// Decodes the frames of one message (routing id already removed).
+    pub fn decode<F: AsRef<[u8]>>(frames: &'a [F]) -> Result<Message<'a>, ProtocolError> {
+        let head = frames.first().ok_or(ProtocolError::Empty)?.as_ref();
+        if head.len() != 4 || head[..2] != MAGIC {
+            return Err(ProtocolError::BadMagic);
+        }
+        if head[2] != VERSION {
+            return Err(ProtocolError::VersionMismatch { got: head[2] });
+        }
+        let command = Command::from_byte(head[3]).ok_or(ProtocolError::UnknownCommand(head[3]))?;
+        let body = &frames[1..];
+        let expect = |n: usize| {
+            if body.len() == n {
+                Ok(())
+            } else {
+                Err(ProtocolError::FrameCount {
+                    command,
+                    expected: n + 1,
+                    got: frames.len(),
+                })
+            }
+        };
+        let frame = |i: usize| body[i].as_ref();
+        Ok(match command {
+            Command::Ready => {
+                expect(1)?;
+                let mut r = Reader::new(frame(0));
+                let capacity = r.u32()?;
+                let pid = r.u32()?;
+                let host = r.str()?;
+                r.finish()?;
+                Message::Ready(Ready {
+                    capacity,
+                    pid,
+                    host,
+                })
+            }
+            Command::Tasks => {
+                expect(1)?;
+                Message::Tasks(TaskBatch::parse(frame(0))?)
+            }
+            Command::Submit => {
+                expect(1)?;
+                Message::Submit(TaskBatch::parse(frame(0))?)
+            }
+            Command::Results => {
+                expect(1)?;
+                Message::Results(ResultBatch::parse(frame(0))?)
+            }
+            Command::InitFailed => {
+                expect(1)?;
+                Message::InitFailed(utf8(frame(0))?)
+            }
+            Command::Fatal => {
+                expect(1)?;
+                Message::Fatal(utf8(frame(0))?)
+            }
+            Command::ChildExited => {
+                expect(2)?;
+                Message::ChildExited {
+                    identity: frame(0),
+                    status: utf8(frame(1))?,
+                }
+            }
+            Command::KillWorker => {
+                expect(1)?;
+                Message::KillWorker { identity: frame(0) }
+            }
+            Command::ChildStarted => {
+                expect(1)?;
+                Message::ChildStarted { identity: frame(0) }
+            }
+            Command::Heartbeat => {
+                expect(0)?;
+                Message::Heartbeat
+            }
+            Command::Goodbye => {
+                expect(0)?;
+                Message::Goodbye
+            }
+            Command::Shutdown => {
+                expect(0)?;
+                Message::Shutdown
+            }
+            Command::Cancel => {
+                expect(0)?;
+                Message::Cancel
+            }
+            Command::StopRestarting => {
+                expect(0)?;
+                Message::StopRestarting
+            }
+            Command::Stop => {
+                expect(0)?;
+                Message::Stop
+            }
+        })
+    }
+
+    /// Encodes the message as frames. Hot paths build batch bodies with the writers instead.
+    pub fn encode(&self) -> Vec<Vec<u8>> {
+        let mut frames = vec![header(self.command()).to_vec()];
+        match self {
+            Message::Ready(ready) => frames.push(ready.encode()),
+            Message::Tasks(batch) | Message::Submit(batch) => {
+                let mut w = TaskBatchWriter::new();
+                for (id, payload) in batch.iter() {
+                    w.push(id, payload);
+                }
+                frames.push(w.finish());
+            }
+            Message::Results(batch) => {
+                let mut w = ResultBatchWriter::new();
+                for (id, outcome) in batch.iter() {
+                    w.push_outcome(id, outcome);
+                }
+                frames.push(w.finish(batch.busy_us));
+            }
+            Message::InitFailed(text) | Message::Fatal(text) => frames.push(text.as_bytes().to_vec()),
+            Message::ChildExited { identity, status } => {
+                frames.push(identity.to_vec());
+                frames.push(status.as_bytes().to_vec());
+            }
+            Message::KillWorker { identity } | Message::ChildStarted { identity } => {
+                frames.push(identity.to_vec())
+            }
+            Message::Heartbeat
+            | Message::Goodbye
+            | Message::Shutdown
+            | Message::Cancel
+            | Message::StopRestarting
+            | Message::Stop => {}
+        }
+        frames
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, ProtocolError> {
+    std::str::from_utf8(bytes).map_err(|_| ProtocolError::BadUtf8)
+}
+
+fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).expect("payloads are bounded by ZMQ_MAXMSGSIZE < 4 GiB");
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+/// Writes the length of everything after the 4-byte slot at `len_at` into that slot.
+fn patch_len(buf: &mut [u8], len_at: usize) {
+    let len = (buf.len() - len_at - 4) as u32;
+    buf[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// A checked cursor over a byte slice.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.bytes.len() < n {
+            return Err(ProtocolError::Truncated);
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProtocolError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, ProtocolError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn str(&mut self) -> Result<&'a str, ProtocolError> {
+        utf8(self.bytes()?)
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.bytes)
+    }
+
+    fn finish(&self) -> Result<(), ProtocolError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::Truncated)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

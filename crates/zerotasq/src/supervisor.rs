@@ -1,0 +1,238 @@
+//! The supervisor: starts local worker processes, sees each one's exit at once (a pidfd per
+//! child, polled with the control sockets), tells the broker, and restarts it with back-off.
+//!
+//! Children cannot outlive the pool: each runs in its own process group (killed whole), gets
+//! a parent-death signal (so a SIGKILLed parent takes them along), and is killed and reaped
+//! when the pool stops.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::protocol::Message;
+use crate::transport::{poll, Pollable, Socket};
+
+/// How to start one local worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    /// Written to the child's stdin, which is then closed (the worker's configuration).
+    pub stdin: Vec<u8>,
+}
+
+/// What the supervisor needs to run.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub count: usize,
+    pub command: WorkerCommand,
+    /// Environment variables every child gets: endpoint, heartbeat settings…
+    pub worker_env: Vec<(String, String)>,
+    /// Prefix of the children's routing ids; unique per pool.
+    pub identity_prefix: String,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Environment variable carrying a child's routing id.
+pub const ENV_IDENTITY: &str = "ZEROTASQ_WORKER_ID";
+/// Environment variable carrying the pid the child must die with.
+pub const ENV_PARENT: &str = "ZEROTASQ_PARENT_PID";
+
+/// A child that ran at least this long before exiting had its back-off reset.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+/// Poll interval when the kernel offers no pidfd.
+const FALLBACK_POLL: Duration = Duration::from_millis(20);
+
+struct Slot {
+    generation: u32,
+    child: Option<(Child, Option<OwnedFd>, Vec<u8>, Instant)>,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+}
+
+/// Runs until the pool says stop, then kills every child. `pool` carries the pool's
+/// commands; `broker` is the control channel to the broker.
+pub fn run(cfg: SupervisorConfig, pool: Socket, broker: &Socket) -> Result<(), Error> {
+    let mut slots: Vec<Slot> = (0..cfg.count)
+        .map(|_| Slot {
+            generation: 0,
+            child: None,
+            backoff: cfg.backoff_initial,
+            restart_at: Some(Instant::now()),
+        })
+        .collect();
+    let mut restarting = true;
+    loop {
+        let now = Instant::now();
+        if restarting {
+            for (index, slot) in slots.iter_mut().enumerate() {
+                if slot.child.is_none() && slot.restart_at.is_some_and(|at| at <= now) {
+                    slot.restart_at = None;
+                    spawn(&cfg, index, slot, broker)?;
+                }
+            }
+        }
+        let mut timeout = slots
+            .iter()
+            .filter_map(|s| s.restart_at)
+            .filter(|_| restarting)
+            .min()
+            .map(|at| at.saturating_duration_since(now));
+        let mut items = vec![Pollable::Socket(&pool), Pollable::Socket(broker)];
+        for slot in &slots {
+            match &slot.child {
+                Some((_, Some(fd), _, _)) => items.push(Pollable::Fd(fd.as_raw_fd())),
+                Some((_, None, _, _)) => {
+                    timeout = Some(timeout.map_or(FALLBACK_POLL, |t| t.min(FALLBACK_POLL)))
+                }
+                None => {}
+            }
+        }
+        let readable = poll(&items, timeout)?;
+        drop(items);
+        if readable[0] {
+            while let Some(frames) = pool.recv(false)? {
+                if matches!(Message::decode(&frames), Ok(Message::Stop)) {
+                    kill_all(&mut slots);
+                    return Ok(());
+                }
+            }
+        }
+        if readable[1] {
+            while let Some(frames) = broker.recv(false)? {
+                match Message::decode(&frames) {
+                    Ok(Message::KillWorker { identity }) => {
+                        if let Some((child, ..)) = slots
+                            .iter()
+                            .filter_map(|s| s.child.as_ref())
+                            .find(|(_, _, id, _)| id == identity)
+                        {
+                            kill_group(child.id());
+                        }
+                    }
+                    Ok(Message::StopRestarting) => restarting = false,
+                    _ => tracing::error!("supervisor: unexpected control message"),
+                }
+            }
+        }
+        reap(&cfg, &mut slots, broker)?;
+    }
+}
+
+/// Notices exited children, reports them, and schedules their restart.
+fn reap(cfg: &SupervisorConfig, slots: &mut [Slot], broker: &Socket) -> Result<(), Error> {
+    let now = Instant::now();
+    for slot in slots.iter_mut() {
+        let Some((child, _, identity, started)) = slot.child.as_mut() else {
+            continue;
+        };
+        let Some(status) = child.try_wait().map_err(Error::io("wait for a worker"))? else {
+            continue;
+        };
+        let description = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("worker pid {} exited with status {code}", child.id()),
+            (_, Some(sig)) => format!("worker pid {} was killed by signal {sig}", child.id()),
+            _ => format!("worker pid {} ended", child.id()),
+        };
+        tracing::info!("{description}");
+        // Its descendants go with it.
+        kill_group(child.id());
+        let _ = broker.send(
+            Message::ChildExited {
+                identity,
+                status: &description,
+            }
+            .encode(),
+            true,
+        );
+        if now.duration_since(*started) >= HEALTHY_RUN {
+            slot.backoff = cfg.backoff_initial;
+        }
+        slot.restart_at = Some(now + slot.backoff);
+        slot.backoff = (slot.backoff * 2).min(cfg.backoff_max);
+        slot.child = None;
+    }
+    Ok(())
+}
+
+fn spawn(cfg: &SupervisorConfig, index: usize, slot: &mut Slot, broker: &Socket) -> Result<(), Error> {
+    slot.generation += 1;
+    let identity = format!("{}-{index}-{}", cfg.identity_prefix, slot.generation).into_bytes();
+    let parent = std::process::id();
+    let mut command = Command::new(&cfg.command.program);
+    command
+        .args(&cfg.command.args)
+        .envs(cfg.command.env.iter().map(|(k, v)| (k, v)))
+        .envs(cfg.worker_env.iter().map(|(k, v)| (k, v)))
+        .env(ENV_IDENTITY, String::from_utf8_lossy(&identity).as_ref())
+        .env(ENV_PARENT, parent.to_string())
+        .stdin(Stdio::piped())
+        .process_group(0);
+    // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            // Die with the thread that started us (this supervisor, which lives as long as
+            // the pool); SIGTERM lets the worker remove the pool's ipc directory first.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent as libc::pid_t {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(Error::io(format!(
+        "start worker {}",
+        cfg.command.program.display()
+    )))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let config = cfg.command.stdin.clone();
+        // A thread, so a child that never reads its stdin cannot block the supervisor.
+        let _ = std::thread::Builder::new()
+            .name("zerotasq-stdin".into())
+            .spawn(move || {
+                let _ = stdin.write_all(&config);
+            });
+    }
+    let pidfd = pidfd_open(child.id());
+    let _ = broker.send(Message::ChildStarted { identity: &identity }.encode(), true);
+    slot.child = Some((child, pidfd, identity, Instant::now()));
+    Ok(())
+}
+
+/// A file descriptor that becomes readable when the process exits (Linux ≥ 5.3).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: a plain system call; on success it returns a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by no one else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals the process group the child leads.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+fn kill_all(slots: &mut [Slot]) {
+    for slot in slots.iter_mut() {
+        if let Some((mut child, ..)) = slot.child.take() {
+            kill_group(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

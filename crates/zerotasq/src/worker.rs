@@ -1,0 +1,57 @@
+//! The Rust face of a worker: the [`Worker`] trait (init once, then `process` per task, over
+//! serde types) and its adapter onto the byte-level runtime.
+
+use std::fmt::Display;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::error::{ErrorKind, TaskError};
+use crate::worker_runtime::Handler;
+
+/// A long-lived worker: `init` runs once per worker (load a model), `process` once per task.
+///
+/// An `Err` from `process`, or a panic in it, becomes an error outcome for that task, and
+/// the worker goes on with the next one.
+pub trait Worker: Sized + 'static {
+    /// What `init` needs; sent to each worker process once.
+    type Config: Serialize + DeserializeOwned + Clone + Send + 'static;
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    type Error: Display;
+
+    fn init(config: Self::Config) -> Result<Self, Self::Error>;
+
+    fn process(&mut self, input: Self::Input) -> Result<Self::Output, Self::Error>;
+}
+
+/// Runs a [`Worker`] as a byte-level [`Handler`].
+pub(crate) struct WorkerHandler<W: Worker>(pub W);
+
+impl<W: Worker> Handler for WorkerHandler<W> {
+    fn handle(&mut self, task: &[u8], out: &mut Vec<u8>) -> Result<(), TaskError> {
+        let input: W::Input = codec::decode(task)?;
+        let output = self
+            .0
+            .process(input)
+            .map_err(|e| TaskError::new(ErrorKind::Failed, e.to_string()))?;
+        codec::encode_into(&output, out)
+    }
+}
+
+/// Runs `init`, turning a panic into an error message.
+pub(crate) fn init_worker<W: Worker>(config: W::Config) -> Result<W, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| W::init(config))) {
+        Ok(Ok(worker)) => Ok(worker),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(payload) => Err(format!(
+            "init panicked: {}",
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        )),
+    }
+}

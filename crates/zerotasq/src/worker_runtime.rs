@@ -1,0 +1,299 @@
+//! The worker runtime every face shares: register with the broker, run tasks through a
+//! [`Handler`], send results back, and keep heartbeats going from a thread of its own.
+//!
+//! Two threads: the caller's thread runs tasks; an I/O thread owns the socket to the broker,
+//! forwards tasks and results over an in-process pair, sends heartbeats on time even while a
+//! task runs for minutes, and notices a silent broker. A panic or an error in a task becomes
+//! an error outcome for that task; the worker lives on.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, TaskError};
+use crate::protocol::{header, Command, Message, Ready, ResultBatchWriter, MAGIC, VERSION};
+use crate::transport::{poll, Context, Frame, Kind, Pollable, Socket};
+
+/// Results are sent at least this often while a batch is being worked through.
+const FLUSH_EVERY: Duration = Duration::from_millis(5);
+
+/// Runs one task: reads the task's bytes, appends the output's bytes to `out`.
+pub trait Handler {
+    fn handle(&mut self, task: &[u8], out: &mut Vec<u8>) -> Result<(), TaskError>;
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&[u8], &mut Vec<u8>) -> Result<(), TaskError>,
+{
+    fn handle(&mut self, task: &[u8], out: &mut Vec<u8>) -> Result<(), TaskError> {
+        self(task, out)
+    }
+}
+
+/// Where and how a worker joins a pool.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The broker's worker endpoint (`ipc://…`, `inproc://…`, `tcp://…`).
+    pub endpoint: String,
+    /// Routing id; unique per worker incarnation.
+    pub identity: Vec<u8>,
+    /// Batches this worker may hold at once (1 runs, the rest wait: hides the round trip).
+    pub capacity: u32,
+    pub heartbeat_interval: Duration,
+    pub liveness: u32,
+    pub max_message: i64,
+}
+
+/// How [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeEnd {
+    /// The broker told the worker to exit.
+    Shutdown,
+    /// The broker fell silent for `heartbeat_interval × liveness`.
+    BrokerLost,
+}
+
+/// Serves tasks until the broker says stop or goes silent.
+pub fn serve(
+    ctx: &Context,
+    opts: &WorkerOptions,
+    mut handler: impl Handler,
+) -> Result<ServeEnd, Error> {
+    install_panic_capture();
+    let inner = format!("inproc://zerotasq-worker-{}", unique());
+    let pair = ctx.socket(Kind::Pair, -1)?;
+    pair.bind(&inner)?;
+    let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
+    dealer.set_identity(&opts.identity)?;
+    dealer.connect(&opts.endpoint)?;
+    let io_pair = ctx.socket(Kind::Pair, -1)?;
+    io_pair.connect(&inner)?;
+    let io_opts = opts.clone();
+    let io = std::thread::Builder::new()
+        .name("zerotasq-worker-io".into())
+        .spawn(move || io_loop(&dealer, &io_pair, &io_opts))
+        .map_err(Error::io("start the worker's I/O thread"))?;
+
+    let mut out = Vec::new();
+    let end = loop {
+        let Some(frames) = pair.recv(true)? else {
+            continue;
+        };
+        match Message::decode(&frames) {
+            Ok(Message::Tasks(batch)) => {
+                let mut writer = ResultBatchWriter::new();
+                let mut busy = Duration::ZERO;
+                let mut flush_at = Instant::now() + FLUSH_EVERY;
+                for (id, task) in batch.iter() {
+                    let started = Instant::now();
+                    out.clear();
+                    match run_one(&mut handler, task, &mut out) {
+                        Ok(()) => writer.push_ok(id, &out),
+                        Err(e) => writer.push_err(id, &e.to_wire()),
+                    }
+                    let finished = Instant::now();
+                    busy += finished - started;
+                    if finished >= flush_at {
+                        send_results(&pair, std::mem::take(&mut writer), busy)?;
+                        busy = Duration::ZERO;
+                        flush_at = finished + FLUSH_EVERY;
+                    }
+                }
+                if !writer.is_empty() {
+                    send_results(&pair, writer, busy)?;
+                }
+                if out.capacity() > 1 << 20 {
+                    out = Vec::new();
+                }
+            }
+            Ok(Message::Shutdown) => break ServeEnd::Shutdown,
+            Ok(Message::Goodbye) => break ServeEnd::BrokerLost,
+            Ok(other) => tracing::warn!("worker ignored {:?}", other.command()),
+            Err(e) => tracing::warn!("worker dropped a malformed message: {e}"),
+        }
+    };
+    // The I/O thread has already left its loop (it sent us the message we broke on).
+    let _ = io.join();
+    Ok(end)
+}
+
+/// Tells the broker this worker's `init` failed, so the client can be told why.
+pub fn report_init_failure(ctx: &Context, opts: &WorkerOptions, message: &str) -> Result<(), Error> {
+    let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
+    dealer.set_identity(&opts.identity)?;
+    dealer.connect(&opts.endpoint)?;
+    let frames = Message::InitFailed(message).encode();
+    match dealer.send(frames, true) {
+        Ok(()) => Ok(()),
+        Err(crate::transport::SendError::Other(e)) => Err(e),
+        Err(_) => Ok(()),
+    }
+    // Dropping the socket lingers briefly, so the message leaves before the process exits.
+}
+
+fn send_results(pair: &Socket, writer: ResultBatchWriter, busy: Duration) -> Result<(), Error> {
+    let body = writer.finish(busy.as_micros().max(1) as u64);
+    let frames: [Frame; 2] = [header(Command::Results).into(), body.into()];
+    pair.send(frames, true).map_err(|e| match e {
+        crate::transport::SendError::Other(e) => e,
+        _ => Error::Closed,
+    })
+}
+
+/// The I/O thread: the only user of the socket to the broker.
+fn io_loop(dealer: &Socket, pair: &Socket, opts: &WorkerOptions) {
+    let ready = Ready {
+        capacity: opts.capacity,
+        pid: std::process::id(),
+        host: &hostname(),
+    };
+    let result = (|| -> Result<ServeEnd, Error> {
+        send(dealer, vec![header(Command::Ready).to_vec(), ready.encode()])?;
+        let mut last_sent = Instant::now();
+        let mut broker_seen = Instant::now();
+        let deadline = opts.heartbeat_interval * opts.liveness;
+        loop {
+            let now = Instant::now();
+            let next = (last_sent + opts.heartbeat_interval).min(broker_seen + deadline);
+            let readable = poll(
+                &[Pollable::Socket(dealer), Pollable::Socket(pair)],
+                Some(next.saturating_duration_since(now)),
+            )?;
+            if readable[0] {
+                while let Some(frames) = dealer.recv(false)? {
+                    broker_seen = Instant::now();
+                    match command_of(&frames) {
+                        Some(Command::Tasks) => send(pair, frames)?,
+                        Some(Command::Shutdown) => return Ok(ServeEnd::Shutdown),
+                        Some(Command::Heartbeat) => {}
+                        _ => tracing::warn!("worker dropped a malformed message from the broker"),
+                    }
+                }
+            }
+            if readable[1] {
+                while let Some(frames) = pair.recv(false)? {
+                    send(dealer, frames)?;
+                    last_sent = Instant::now();
+                }
+            }
+            let now = Instant::now();
+            if now.duration_since(broker_seen) > deadline {
+                tracing::warn!("the broker has been silent for {deadline:?}; leaving");
+                return Ok(ServeEnd::BrokerLost);
+            }
+            if now.duration_since(last_sent) >= opts.heartbeat_interval {
+                send(dealer, vec![header(Command::Heartbeat).to_vec()])?;
+                last_sent = now;
+            }
+        }
+    })();
+    let end = match result {
+        Ok(end) => end,
+        Err(e) => {
+            tracing::error!("worker I/O failed: {e}");
+            ServeEnd::BrokerLost
+        }
+    };
+    let command = match end {
+        ServeEnd::Shutdown => Command::Shutdown,
+        ServeEnd::BrokerLost => Command::Goodbye,
+    };
+    let _ = pair.send([header(command)], true);
+}
+
+fn send<F: Into<Frame>>(socket: &Socket, frames: Vec<F>) -> Result<(), Error> {
+    socket.send(frames, true).map_err(|e| match e {
+        crate::transport::SendError::Other(e) => e,
+        _ => Error::Closed,
+    })
+}
+
+/// The command of a message, from its header alone (the body is checked by its reader).
+fn command_of(frames: &[Frame]) -> Option<Command> {
+    let head = frames.first()?;
+    if head.len() != 4 || head[..2] != MAGIC || head[2] != VERSION {
+        return None;
+    }
+    match head[3] {
+        2 => Some(Command::Tasks),
+        4 => Some(Command::Heartbeat),
+        7 => Some(Command::Shutdown),
+        _ => None,
+    }
+}
+
+/// Runs one task, turning a panic into an error outcome with its backtrace.
+fn run_one(handler: &mut impl Handler, task: &[u8], out: &mut Vec<u8>) -> Result<(), TaskError> {
+    CAPTURING.with(|c| *c.borrow_mut() = Some(None));
+    let result = catch_unwind(AssertUnwindSafe(|| handler.handle(task, out)));
+    let captured = CAPTURING.with(|c| c.borrow_mut().take()).flatten();
+    match result {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            let (message, backtrace) = captured.unwrap_or_else(|| (panic_message(&*payload), String::new()));
+            out.clear();
+            Err(TaskError::new(ErrorKind::Panicked, message).with_detail(backtrace))
+        }
+    }
+}
+
+thread_local! {
+    /// `Some` while a task runs on this thread: the panic hook stores the panic here
+    /// instead of printing it.
+    static CAPTURING: RefCell<Option<Option<(String, String)>>> = const { RefCell::new(None) };
+}
+
+/// Wraps the process's panic hook once: panics inside tasks are captured (message and
+/// backtrace) for the error outcome; every other panic goes to the previous hook.
+fn install_panic_capture() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let captured = CAPTURING.with(|c| {
+                let mut slot = c.borrow_mut();
+                match slot.as_mut() {
+                    Some(place) => {
+                        let location = info
+                            .location()
+                            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                            .unwrap_or_default();
+                        let message = format!("{}{location}", panic_message(info.payload()));
+                        let backtrace = std::backtrace::Backtrace::force_capture().to_string();
+                        *place = Some((message, backtrace));
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if !captured {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// This machine's name, for the broker's worker table.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}

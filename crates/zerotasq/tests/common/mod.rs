@@ -1,0 +1,104 @@
+//! Workers shared by the integration tests. Each test binary re-executes itself as its
+//! worker processes; the constructor below turns such a child into a worker before the
+//! test harness starts.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zerotasq::Worker;
+
+#[ctor::ctor]
+fn worker_entry() {
+    zerotasq::serve_if_worker();
+}
+
+/// What a task asks the test worker to do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Job {
+    /// Return the number.
+    Echo(u64),
+    /// Burn CPU for this many microseconds, then return the number.
+    Spin(u64, u64),
+    /// Sleep this many milliseconds, then return the number.
+    Sleep(u64, u64),
+    /// Panic with this message.
+    Panic(String),
+    /// Return an error with this message.
+    Fail(String),
+    /// Kill the worker process (as an OOM kill would).
+    Die,
+    /// Return this process's pid.
+    Pid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Config {
+    /// `init` fails with this message.
+    pub fail_init: Option<String>,
+}
+
+pub struct TestWorker;
+
+impl Worker for TestWorker {
+    type Config = Config;
+    type Input = Job;
+    type Output = u64;
+    type Error = String;
+
+    fn init(config: Config) -> Result<Self, String> {
+        match config.fail_init {
+            Some(message) => Err(message),
+            None => Ok(TestWorker),
+        }
+    }
+
+    fn process(&mut self, job: Job) -> Result<u64, String> {
+        match job {
+            Job::Echo(n) => Ok(n),
+            Job::Spin(n, us) => {
+                let until = std::time::Instant::now() + Duration::from_micros(us);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                Ok(n)
+            }
+            Job::Sleep(n, ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(n)
+            }
+            Job::Panic(message) => panic!("{message}"),
+            Job::Fail(message) => Err(message),
+            Job::Die => {
+                // SAFETY: ends this worker process abruptly, like the OOM killer.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                unreachable!()
+            }
+            Job::Pid => Ok(std::process::id() as u64),
+        }
+    }
+}
+
+/// Whether a process is still alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
