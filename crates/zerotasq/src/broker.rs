@@ -177,7 +177,11 @@ impl Broker {
     pub fn stats(&self) -> BrokerStats {
         BrokerStats {
             workers_alive: self.workers.len(),
-            queued: self.client_turns.iter().map(|c| self.clients[c].queue.len()).sum(),
+            queued: self
+                .client_turns
+                .iter()
+                .map(|c| self.clients[c].queue.len())
+                .sum(),
             in_flight: self.workers.values().map(|w| w.in_flight.len()).sum(),
             ..self.stats.clone()
         }
@@ -291,9 +295,10 @@ impl Broker {
             }
             Ok(Message::ChildExited { identity, status }) => {
                 if let Some(init_error) = self.starting.remove(identity) {
-                    self.init_failed(init_error.unwrap_or_else(|| {
-                        format!("worker exited during init ({status})")
-                    }));
+                    self.init_failed(
+                        init_error
+                            .unwrap_or_else(|| format!("worker exited during init ({status})")),
+                    );
                 } else if self.workers.contains_key(identity) {
                     self.worker_dead(identity, status, now);
                 }
@@ -326,7 +331,9 @@ impl Broker {
         let quiet: Vec<Vec<u8>> = self
             .workers
             .iter()
-            .filter(|(_, w)| now.saturating_duration_since(w.last_sent) >= self.cfg.heartbeat_interval)
+            .filter(|(_, w)| {
+                now.saturating_duration_since(w.last_sent) >= self.cfg.heartbeat_interval
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for identity in quiet {
@@ -342,7 +349,12 @@ impl Broker {
         let deadline = self.cfg.heartbeat_interval * self.cfg.liveness;
         self.workers
             .values()
-            .flat_map(|w| [w.last_sent + self.cfg.heartbeat_interval, w.last_seen + deadline])
+            .flat_map(|w| {
+                [
+                    w.last_sent + self.cfg.heartbeat_interval,
+                    w.last_seen + deadline,
+                ]
+            })
             .min()
             .unwrap_or(now + self.cfg.heartbeat_interval)
             .max(now)

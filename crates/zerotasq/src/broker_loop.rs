@@ -96,7 +96,7 @@ fn send_all(broker: &mut Broker, sockets: &BrokerSockets, now: Instant) -> Resul
                 Route::Supervisor => (&sockets.control, None),
             };
             let routed = identity
-                .map(|id| id.clone())
+                .cloned()
                 .into_iter()
                 .chain(frames)
                 .collect::<Vec<_>>();

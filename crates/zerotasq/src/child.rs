@@ -35,10 +35,9 @@ pub const EXIT_BAD_ENV: i32 = 2;
 /// in the parent:
 ///
 /// ```no_run
-/// fn main() {
-///     zerotasq::serve_if_worker();
-///     // … the program, which builds a `Pool` …
-/// }
+/// // first line of `main`:
+/// zerotasq::serve_if_worker();
+/// // … then the program, which builds a `Pool` …
 /// ```
 pub fn serve_if_worker() {
     let Ok(entry) = std::env::var(ENV_ENTRY) else {
@@ -62,7 +61,8 @@ fn entry_marker() -> i32 {
 
 /// The offset that names `run_process_worker::<W>` to a child.
 pub(crate) fn entry_offset<W: Worker>() -> isize {
-    run_process_worker::<W> as fn() -> i32 as usize as isize - entry_marker as fn() -> i32 as usize as isize
+    run_process_worker::<W> as fn() -> i32 as usize as isize
+        - entry_marker as fn() -> i32 as usize as isize
 }
 
 /// Environment variables for a child of the named entry.
@@ -71,7 +71,10 @@ pub(crate) fn entry_env(offset: isize) -> (String, String) {
 }
 
 /// The environment a worker process needs to find its pool.
-pub fn worker_env(opts: &WorkerOptions, ipc_dir: Option<&std::path::Path>) -> Vec<(String, String)> {
+pub fn worker_env(
+    opts: &WorkerOptions,
+    ipc_dir: Option<&std::path::Path>,
+) -> Vec<(String, String)> {
     let mut env = vec![
         (ENV_ENDPOINT.to_string(), opts.endpoint.clone()),
         (

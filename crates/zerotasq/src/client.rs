@@ -5,6 +5,9 @@
 //! so memory stays bounded whatever the input's length; the ordered reorder buffer holds at
 //! most `window` outcomes. Tasks are submitted in batches: the window refills once an eighth
 //! of it is free, or at once when nothing is ready to yield.
+//!
+//! A stream may outlive its pool (its socket keeps the ZeroMQ context alive): once the pool
+//! is closed, every task still open ends as a `Cancelled` error.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +72,7 @@ impl<O> Delivery<O> {
 }
 
 /// The lazy iterator behind `map` and `map_unordered`: one outcome per input item.
-pub struct Stream<'pool, I: Iterator, O> {
+pub struct Stream<I: Iterator, O> {
     socket: Socket,
     input: Option<I>,
     encode: EncodeFn<I::Item>,
@@ -81,10 +84,9 @@ pub struct Stream<'pool, I: Iterator, O> {
     outstanding: HashSet<u64>,
     delivery: Delivery<O>,
     broker_alive: Arc<AtomicBool>,
-    _pool: std::marker::PhantomData<&'pool ()>,
 }
 
-impl<I: Iterator, O> Stream<'_, I, O> {
+impl<I: Iterator, O> Stream<I, O> {
     pub(crate) fn new(
         socket: Socket,
         input: I,
@@ -112,7 +114,6 @@ impl<I: Iterator, O> Stream<'_, I, O> {
                 Delivery::Unordered(VecDeque::new())
             },
             broker_alive,
-            _pool: std::marker::PhantomData,
         }
     }
 
@@ -208,7 +209,7 @@ impl<I: Iterator, O> Stream<'_, I, O> {
     }
 }
 
-impl<I: Iterator, O> Iterator for Stream<'_, I, O> {
+impl<I: Iterator, O> Iterator for Stream<I, O> {
     type Item = Result<O, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -230,7 +231,7 @@ impl<I: Iterator, O> Iterator for Stream<'_, I, O> {
     }
 }
 
-impl<I: Iterator, O> Drop for Stream<'_, I, O> {
+impl<I: Iterator, O> Drop for Stream<I, O> {
     fn drop(&mut self) {
         if !self.outstanding.is_empty() || self.input.is_some() {
             // Stop the broker feeding workers with tasks nobody will read.

@@ -23,13 +23,18 @@ const TASK: &[u8] = b"task";
 const FINISH: &[u8] = b"finish";
 const STOP: &[u8] = b"stop";
 
+/// No outcome arrived in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no outcome arrived in time")]
+pub struct TimedOut;
+
 struct Permits {
     in_flight: usize,
     finished: bool,
 }
 
 /// Blocking `send`/`recv` over a pool, shareable between threads (`&Connector` is `Sync`).
-pub struct Connector<'pool, T, O> {
+pub struct Connector<T, O> {
     feed: Mutex<Socket>,
     encode: Mutex<EncodeFn<T>>,
     results: Mutex<Receiver<Result<O, TaskError>>>,
@@ -37,12 +42,11 @@ pub struct Connector<'pool, T, O> {
     freed: Condvar,
     window: usize,
     io: Option<JoinHandle<()>>,
-    _pool: std::marker::PhantomData<&'pool ()>,
 }
 
-impl<'pool, T, O: Send + 'static> Connector<'pool, T, O> {
+impl<T, O: Send + 'static> Connector<T, O> {
     pub(crate) fn new(
-        pool: &'pool RawPool,
+        pool: &RawPool,
         window: usize,
         ordered: bool,
         encode: EncodeFn<T>,
@@ -92,7 +96,6 @@ impl<'pool, T, O: Send + 'static> Connector<'pool, T, O> {
             freed: Condvar::new(),
             window: window.max(1),
             io: Some(io),
-            _pool: std::marker::PhantomData,
         })
     }
 
@@ -136,15 +139,23 @@ impl<'pool, T, O: Send + 'static> Connector<'pool, T, O> {
     }
 
     /// Like [`Connector::recv`], giving up after `timeout` (`Ok(None)`: finished).
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Result<O, TaskError>>, ()> {
+    pub fn recv_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<Result<O, TaskError>>, TimedOut> {
         use std::sync::mpsc::RecvTimeoutError;
-        match self.results.lock().expect("results lock").recv_timeout(timeout) {
+        match self
+            .results
+            .lock()
+            .expect("results lock")
+            .recv_timeout(timeout)
+        {
             Ok(outcome) => {
                 self.release();
                 Ok(Some(outcome))
             }
             Err(RecvTimeoutError::Disconnected) => Ok(None),
-            Err(RecvTimeoutError::Timeout) => Err(()),
+            Err(RecvTimeoutError::Timeout) => Err(TimedOut),
         }
     }
 
@@ -155,7 +166,7 @@ impl<'pool, T, O: Send + 'static> Connector<'pool, T, O> {
     }
 }
 
-impl<T, O> Drop for Connector<'_, T, O> {
+impl<T, O> Drop for Connector<T, O> {
     fn drop(&mut self) {
         if let Ok(feed) = self.feed.lock() {
             let _ = feed.send([STOP], true);
@@ -188,7 +199,10 @@ impl<O> ConnectorIo<O> {
                 return Ok(());
             }
             let readable = poll(
-                &[Pollable::Socket(&self.inner), Pollable::Socket(&self.client)],
+                &[
+                    Pollable::Socket(&self.inner),
+                    Pollable::Socket(&self.client),
+                ],
                 Some(Duration::from_millis(200)),
             )?;
             if readable[0] {

@@ -206,7 +206,7 @@ impl RawPool {
         ordered: bool,
         encode: EncodeFn<I::Item>,
         decode: DecodeFn<O>,
-    ) -> Result<Stream<'_, I, O>, Error> {
+    ) -> Result<Stream<I, O>, Error> {
         let socket = self.client_socket()?;
         Ok(Stream::new(
             socket,
@@ -285,26 +285,36 @@ impl<W: Worker> Pool<W> {
 
     /// Outcomes in input order. The input is pulled lazily, at most `window` tasks ahead of
     /// what has been yielded.
-    pub fn map<I>(&self, input: I) -> Result<Stream<'_, I::IntoIter, W::Output>, Error>
+    pub fn map<I>(&self, input: I) -> Result<Stream<I::IntoIter, W::Output>, Error>
     where
         I: IntoIterator<Item = W::Input>,
     {
-        self.raw
-            .stream(input.into_iter(), self.window, true, encoder::<W>(), decoder::<W>())
+        self.raw.stream(
+            input.into_iter(),
+            self.window,
+            true,
+            encoder::<W>(),
+            decoder::<W>(),
+        )
     }
 
     /// Outcomes as they complete.
-    pub fn map_unordered<I>(&self, input: I) -> Result<Stream<'_, I::IntoIter, W::Output>, Error>
+    pub fn map_unordered<I>(&self, input: I) -> Result<Stream<I::IntoIter, W::Output>, Error>
     where
         I: IntoIterator<Item = W::Input>,
     {
-        self.raw
-            .stream(input.into_iter(), self.window, false, encoder::<W>(), decoder::<W>())
+        self.raw.stream(
+            input.into_iter(),
+            self.window,
+            false,
+            encoder::<W>(),
+            decoder::<W>(),
+        )
     }
 
     /// A connector with blocking `send` and `recv`, for a program that feeds from one thread
     /// and drains from another.
-    pub fn connector(&self, ordered: bool) -> Result<Connector<'_, W::Input, W::Output>, Error> {
+    pub fn connector(&self, ordered: bool) -> Result<Connector<W::Input, W::Output>, Error> {
         Connector::new(
             &self.raw,
             self.window,

@@ -649,7 +649,9 @@ impl<'a> Message<'a> {
                 }
                 frames.push(w.finish(batch.busy_us));
             }
-            Message::InitFailed(text) | Message::Fatal(text) => frames.push(text.as_bytes().to_vec()),
+            Message::InitFailed(text) | Message::Fatal(text) => {
+                frames.push(text.as_bytes().to_vec())
+            }
             Message::ChildExited { identity, status } => {
                 frames.push(identity.to_vec());
                 frames.push(status.as_bytes().to_vec());

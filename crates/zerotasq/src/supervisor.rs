@@ -162,7 +162,12 @@ fn reap(cfg: &SupervisorConfig, slots: &mut [Slot], broker: &Socket) -> Result<(
     Ok(())
 }
 
-fn spawn(cfg: &SupervisorConfig, index: usize, slot: &mut Slot, broker: &Socket) -> Result<(), Error> {
+fn spawn(
+    cfg: &SupervisorConfig,
+    index: usize,
+    slot: &mut Slot,
+    broker: &Socket,
+) -> Result<(), Error> {
     slot.generation += 1;
     let identity = format!("{}-{index}-{}", cfg.identity_prefix, slot.generation).into_bytes();
     let parent = std::process::id();
@@ -204,7 +209,13 @@ fn spawn(cfg: &SupervisorConfig, index: usize, slot: &mut Slot, broker: &Socket)
             });
     }
     let pidfd = pidfd_open(child.id());
-    let _ = broker.send(Message::ChildStarted { identity: &identity }.encode(), true);
+    let _ = broker.send(
+        Message::ChildStarted {
+            identity: &identity,
+        }
+        .encode(),
+        true,
+    );
     slot.child = Some((child, pidfd, identity, Instant::now()));
     Ok(())
 }

@@ -121,7 +121,11 @@ pub fn serve(
 }
 
 /// Tells the broker this worker's `init` failed, so the client can be told why.
-pub fn report_init_failure(ctx: &Context, opts: &WorkerOptions, message: &str) -> Result<(), Error> {
+pub fn report_init_failure(
+    ctx: &Context,
+    opts: &WorkerOptions,
+    message: &str,
+) -> Result<(), Error> {
     let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
     dealer.set_identity(&opts.identity)?;
     dealer.connect(&opts.endpoint)?;
@@ -151,7 +155,10 @@ fn io_loop(dealer: &Socket, pair: &Socket, opts: &WorkerOptions) {
         host: &hostname(),
     };
     let result = (|| -> Result<ServeEnd, Error> {
-        send(dealer, vec![header(Command::Ready).to_vec(), ready.encode()])?;
+        send(
+            dealer,
+            vec![header(Command::Ready).to_vec(), ready.encode()],
+        )?;
         let mut last_sent = Instant::now();
         let mut broker_seen = Instant::now();
         let deadline = opts.heartbeat_interval * opts.liveness;
@@ -233,7 +240,8 @@ fn run_one(handler: &mut impl Handler, task: &[u8], out: &mut Vec<u8>) -> Result
     match result {
         Ok(outcome) => outcome,
         Err(payload) => {
-            let (message, backtrace) = captured.unwrap_or_else(|| (panic_message(&*payload), String::new()));
+            let (message, backtrace) =
+                captured.unwrap_or_else(|| (panic_message(&*payload), String::new()));
             out.clear();
             Err(TaskError::new(ErrorKind::Panicked, message).with_detail(backtrace))
         }

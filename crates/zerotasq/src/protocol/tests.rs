@@ -94,7 +94,10 @@ proptest! {
 #[test]
 fn rejects_foreign_headers() {
     assert_eq!(Message::decode::<Vec<u8>>(&[]), Err(ProtocolError::Empty));
-    assert_eq!(Message::decode(&[b"GET / HTTP/1.1".to_vec()]), Err(ProtocolError::BadMagic));
+    assert_eq!(
+        Message::decode(&[b"GET / HTTP/1.1".to_vec()]),
+        Err(ProtocolError::BadMagic)
+    );
     assert_eq!(
         Message::decode(&[vec![b'Z', b'T', 99, 4]]),
         Err(ProtocolError::VersionMismatch { got: 99 })
@@ -123,7 +126,10 @@ fn bad_status_and_error_kind_are_refused() {
     let mut body = w.finish(0);
     body[12 + 8] = 9; // status byte of the first item
     assert_eq!(ResultBatch::parse(&body), Err(ProtocolError::BadStatus(9)));
-    assert_eq!(WireError::decode(&[42, 0, 0, 0, 0, 0, 0, 0, 0]), Err(ProtocolError::BadErrorKind(42)));
+    assert_eq!(
+        WireError::decode(&[42, 0, 0, 0, 0, 0, 0, 0, 0]),
+        Err(ProtocolError::BadErrorKind(42))
+    );
 }
 
 #[test]

@@ -1,0 +1,312 @@
+//! The broker's rules, driven with fake time and no sockets.
+
+use super::*;
+use crate::protocol::{Ready, ResultBatch};
+
+fn broker() -> Broker {
+    Broker::new(BrokerConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        liveness: 3,
+        max_retries: 3,
+        ..BrokerConfig::default()
+    })
+}
+
+fn ready(b: &mut Broker, worker: &str, capacity: u32, now: Instant) {
+    let frames = Message::Ready(Ready {
+        capacity,
+        pid: 1,
+        host: "h",
+    })
+    .encode();
+    b.on_worker(worker.as_bytes(), &frames, now);
+}
+
+fn submit(b: &mut Broker, client: &str, ids: impl IntoIterator<Item = u64>, now: Instant) {
+    let mut w = TaskBatchWriter::new();
+    for id in ids {
+        w.push(id, &id.to_le_bytes());
+    }
+    b.on_client(
+        client.as_bytes(),
+        &[header(Command::Submit).to_vec(), w.finish()],
+        now,
+    );
+}
+
+/// Drains the outbox: (worker, broker task ids, client task ids decoded from payloads).
+fn sent_tasks(b: &mut Broker, now: Instant) -> Vec<(String, Vec<u64>, Vec<u64>)> {
+    b.flush(now);
+    let mut out = Vec::new();
+    for (route, frames) in b.outbox() {
+        if let (Route::Worker(id), Ok(Message::Tasks(batch))) = (&route, Message::decode(&frames)) {
+            let (ids, payloads) = batch
+                .iter()
+                .map(|(id, p)| (id, u64::from_le_bytes(p.try_into().unwrap())))
+                .unzip();
+            out.push((String::from_utf8(id.clone()).unwrap(), ids, payloads));
+        }
+    }
+    out
+}
+
+/// Drains the outbox: outcomes per client as (client id, Ok(payload) / Err(kind)).
+fn delivered(b: &mut Broker, now: Instant) -> Vec<(String, u64, Result<Vec<u8>, ErrorKind>)> {
+    b.flush(now);
+    let mut out = Vec::new();
+    for (route, frames) in b.outbox() {
+        if let Route::Client(client) = route {
+            let Ok(Message::Results(batch)) = Message::decode(&frames) else {
+                continue;
+            };
+            for (id, outcome) in batch.iter() {
+                let value = match outcome {
+                    Outcome::Ok(bytes) => Ok(bytes.to_vec()),
+                    Outcome::Err(bytes) => Err(WireError::decode(bytes).unwrap().kind),
+                };
+                out.push((String::from_utf8(client.clone()).unwrap(), id, value));
+            }
+        }
+    }
+    out
+}
+
+fn results(b: &mut Broker, worker: &str, ids: &[u64], busy_us: u64, now: Instant) {
+    let mut w = ResultBatchWriter::new();
+    for id in ids {
+        w.push_ok(*id, b"ok");
+    }
+    let body = w.finish(busy_us);
+    ResultBatch::parse(&body).unwrap();
+    b.on_worker(
+        worker.as_bytes(),
+        &[header(Command::Results).to_vec(), body],
+        now,
+    );
+}
+
+#[test]
+fn least_recently_used_worker_is_fed_first() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w1", 1, t);
+    ready(&mut b, "w2", 1, t);
+    submit(&mut b, "c", [0, 1, 2], t);
+    let sent = sent_tasks(&mut b, t);
+    assert_eq!(
+        sent.len(),
+        2,
+        "each worker has credit for one task: {sent:?}"
+    );
+    assert_eq!(sent[0].0, "w1");
+    assert_eq!(sent[1].0, "w2");
+    // w2 finishes first, so it is the least recently fed free worker and gets task 2.
+    results(&mut b, "w2", &sent[1].1, 10, t);
+    let next = sent_tasks(&mut b, t);
+    assert_eq!(next, vec![("w2".to_string(), vec![3], vec![2])]);
+}
+
+#[test]
+fn tiny_tasks_are_batched_and_long_tasks_are_not_prefetched() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 2, t);
+    submit(&mut b, "c", 0..10_000, t);
+    let first = sent_tasks(&mut b, t);
+    assert_eq!(first.len(), 2, "two batches of credit");
+    assert!(
+        first.iter().all(|(_, ids, _)| ids.len() == 1),
+        "no measurement yet: one task each"
+    );
+    // 1 µs per task: batches grow toward target_batch (2 ms) worth of work.
+    results(&mut b, "w", &first[0].1, 1, t);
+    let grown = sent_tasks(&mut b, t);
+    assert!(
+        grown[0].1.len() > 500,
+        "batch of {} tiny tasks",
+        grown[0].1.len()
+    );
+
+    let mut b = broker();
+    ready(&mut b, "w", 2, t);
+    submit(&mut b, "c", 0..10, t);
+    let first = sent_tasks(&mut b, t);
+    let all: Vec<u64> = first.iter().flat_map(|(_, ids, _)| ids.clone()).collect();
+    // Each task took a second: no prefetch, one at a time.
+    results(&mut b, "w", &all, 2_000_000 * all.len() as u64, t);
+    let next = sent_tasks(&mut b, t);
+    assert_eq!(next.iter().map(|(_, ids, _)| ids.len()).sum::<usize>(), 1);
+}
+
+#[test]
+fn a_dead_workers_tasks_are_requeued_first_and_its_late_results_dropped() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w1", 1, t);
+    submit(&mut b, "c", [0, 1], t);
+    let sent = sent_tasks(&mut b, t);
+    assert_eq!(sent[0].2, vec![0]);
+    b.on_control(
+        &Message::ChildExited {
+            identity: b"w1",
+            status: "killed",
+        }
+        .encode(),
+        t,
+    );
+    ready(&mut b, "w2", 1, t);
+    let resent = sent_tasks(&mut b, t);
+    assert_eq!(resent[0].0, "w2");
+    assert_eq!(resent[0].2, vec![0], "the lost task goes first, alone");
+    // The dead worker's late result is dropped and it is told to go.
+    results(&mut b, "w1", &sent[0].1, 10, t);
+    assert!(delivered(&mut b, t).is_empty());
+    assert_eq!(b.stats().duplicates_dropped, 1);
+    results(&mut b, "w2", &resent[0].1, 10, t);
+    let out = delivered(&mut b, t);
+    assert_eq!(out, vec![("c".to_string(), 0, Ok(b"ok".to_vec()))]);
+}
+
+#[test]
+fn a_task_that_kills_max_retries_workers_becomes_an_error() {
+    let t = Instant::now();
+    let mut b = broker();
+    submit(&mut b, "c", [7], t);
+    for round in 0..3 {
+        let worker = format!("w{round}");
+        ready(&mut b, &worker, 1, t);
+        let sent = sent_tasks(&mut b, t);
+        assert_eq!(sent.len(), 1, "round {round}");
+        b.worker_unreachable(worker.as_bytes(), t);
+    }
+    let out = delivered(&mut b, t);
+    assert_eq!(out, vec![("c".to_string(), 7, Err(ErrorKind::WorkerLost))]);
+    assert_eq!(b.stats().poisoned, 1);
+}
+
+#[test]
+fn silent_workers_expire_and_the_supervisor_is_told() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 1, t);
+    submit(&mut b, "c", [0], t);
+    sent_tasks(&mut b, t);
+    // Heartbeats keep it alive past the deadline.
+    let mut now = t;
+    for _ in 0..10 {
+        now += Duration::from_millis(100);
+        b.on_worker(b"w", &[header(Command::Heartbeat).to_vec()], now);
+        b.tick(now);
+    }
+    assert_eq!(b.stats().workers_alive, 1);
+    b.outbox().count();
+    // Then silence: dead after interval × liveness.
+    now += Duration::from_millis(301);
+    b.tick(now);
+    assert_eq!(b.stats().workers_alive, 0);
+    let kill = b
+        .outbox()
+        .filter(|(route, frames)| {
+            *route == Route::Supervisor
+                && Message::decode(frames) == Ok(Message::KillWorker { identity: b"w" })
+        })
+        .count();
+    assert_eq!(kill, 1);
+    assert_eq!(b.stats().queued, 1, "its task went back to the queue");
+}
+
+#[test]
+fn clients_take_turns() {
+    let t = Instant::now();
+    let mut b = broker();
+    submit(&mut b, "big", 0..100, t);
+    submit(&mut b, "small", 1000..1002, t);
+    ready(&mut b, "w", 1, t);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let sent = sent_tasks(&mut b, t);
+        order.extend(sent[0].2.clone());
+        results(&mut b, "w", &sent[0].1, 0, t);
+    }
+    assert_eq!(order, vec![0, 1000, 1, 1001]);
+}
+
+#[test]
+fn an_init_that_keeps_failing_fails_the_tasks() {
+    let t = Instant::now();
+    let mut b = broker();
+    submit(&mut b, "c", [0, 1], t);
+    for i in 0..3 {
+        let id = format!("w{i}");
+        b.on_control(
+            &Message::ChildStarted {
+                identity: id.as_bytes(),
+            }
+            .encode(),
+            t,
+        );
+        b.on_worker(id.as_bytes(), &Message::InitFailed("no model").encode(), t);
+        b.on_control(
+            &Message::ChildExited {
+                identity: id.as_bytes(),
+                status: "exit 3",
+            }
+            .encode(),
+            t,
+        );
+    }
+    assert!(b.failure().unwrap().contains("no model"));
+    let out = delivered(&mut b, t);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|(_, _, r)| *r == Err(ErrorKind::InitFailed)));
+    // Later submissions fail at once instead of waiting forever.
+    submit(&mut b, "c", [2], t);
+    assert_eq!(
+        delivered(&mut b, t),
+        vec![("c".to_string(), 2, Err(ErrorKind::InitFailed))]
+    );
+}
+
+#[test]
+fn garbage_is_counted_and_a_persistent_sender_ignored() {
+    let t = Instant::now();
+    let mut b = broker();
+    for _ in 0..20 {
+        b.on_client(b"evil", &[b"\x00garbage".to_vec()], t);
+    }
+    assert_eq!(b.stats().malformed, 16, "ignored after garbage_limit");
+    submit(&mut b, "evil", [1], t);
+    assert_eq!(b.stats().submitted, 0, "an ignored peer submits nothing");
+    submit(&mut b, "good", [1], t);
+    assert_eq!(b.stats().submitted, 1);
+}
+
+#[test]
+fn cancel_forgets_queued_tasks_and_drops_late_results() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 1, t);
+    submit(&mut b, "c", 0..5, t);
+    let sent = sent_tasks(&mut b, t);
+    b.on_client(b"c", &[header(Command::Cancel).to_vec()], t);
+    assert_eq!(b.stats().queued, 0);
+    results(&mut b, "w", &sent[0].1, 1, t);
+    assert!(delivered(&mut b, t).is_empty());
+    assert!(
+        sent_tasks(&mut b, t).is_empty(),
+        "nothing more is dispatched"
+    );
+}
+
+#[test]
+fn close_cancels_every_open_task() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 1, t);
+    submit(&mut b, "c", 0..3, t);
+    sent_tasks(&mut b, t);
+    b.close();
+    let out = delivered(&mut b, t);
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|(_, _, r)| *r == Err(ErrorKind::Cancelled)));
+}
