@@ -108,6 +108,9 @@ struct Worker {
     /// Smoothed microseconds per task, from the busy time the worker reports.
     task_us: Option<f64>,
     in_lru: bool,
+    /// Holds a task that was on a dead worker: it runs alone, so if it is a poison task it
+    /// takes no other task down with it.
+    isolated: bool,
 }
 
 impl Worker {
@@ -124,6 +127,9 @@ impl Worker {
 
     /// Tasks this worker may hold at once.
     fn allowance(&self, cfg: &BrokerConfig) -> usize {
+        if self.isolated {
+            return 0;
+        }
         let long = self
             .task_us
             .is_some_and(|us| us > cfg.prefetch_limit.as_micros() as f64);
@@ -227,6 +233,7 @@ impl Broker {
                         last_sent: now,
                         task_us: None,
                         in_lru: false,
+                        isolated: false,
                     },
                 );
                 self.offer(identity);
@@ -485,6 +492,9 @@ impl Broker {
                 client.outbox.push_outcome(task.client_id, outcome);
             }
         }
+        if worker.in_flight.is_empty() {
+            worker.isolated = false;
+        }
     }
 
     /// Puts a worker with free credit at the back of the LRU queue.
@@ -498,9 +508,11 @@ impl Broker {
     }
 
     fn dispatch(&mut self, now: Instant) {
+        // Workers passed over because the next task must run alone and they are busy.
+        let mut passed_over = Vec::new();
         while !self.client_turns.is_empty() {
             let Some(identity) = self.lru.pop_front() else {
-                return;
+                break;
             };
             let worker_count = self.workers.len();
             let Some(worker) = self.workers.get_mut(&identity) else {
@@ -511,6 +523,20 @@ impl Broker {
                 .allowance(&self.cfg)
                 .saturating_sub(worker.in_flight.len());
             if room == 0 {
+                continue;
+            }
+            let client_identity = &self.client_turns[0];
+            let client = self
+                .clients
+                .get_mut(client_identity)
+                .expect("clients in turn exist");
+            let front_is_suspect = client
+                .queue
+                .front()
+                .is_some_and(|id| self.tasks[id].attempts > 0);
+            if front_is_suspect && !worker.in_flight.is_empty() {
+                worker.in_lru = true;
+                passed_over.push(identity);
                 continue;
             }
             // Near the end of a stream, split what is left evenly rather than hand it all to
@@ -529,21 +555,23 @@ impl Broker {
                 .get_mut(&client_identity)
                 .expect("clients in turn exist");
             let mut writer = TaskBatchWriter::new();
-            while writer.len() < limit && writer.byte_len() < self.cfg.max_batch_bytes {
-                let Some(&id) = client.queue.front() else {
-                    break;
-                };
-                let task = &self.tasks[&id];
-                // A task that was on a dead worker runs alone, so a poison task kills no
-                // batch-mates.
-                if task.attempts > 0 && !writer.is_empty() {
-                    break;
-                }
-                client.queue.pop_front();
-                writer.push(id, &task.payload);
+            if front_is_suspect {
+                let id = client.queue.pop_front().expect("checked non-empty");
+                writer.push(id, &self.tasks[&id].payload);
                 worker.in_flight.insert(id);
-                if task.attempts > 0 {
-                    break;
+                worker.isolated = true;
+            } else {
+                while writer.len() < limit && writer.byte_len() < self.cfg.max_batch_bytes {
+                    let Some(&id) = client.queue.front() else {
+                        break;
+                    };
+                    let task = &self.tasks[&id];
+                    if task.attempts > 0 {
+                        break;
+                    }
+                    client.queue.pop_front();
+                    writer.push(id, &task.payload);
+                    worker.in_flight.insert(id);
                 }
             }
             if !client.queue.is_empty() {
@@ -553,6 +581,9 @@ impl Broker {
             let body = writer.finish();
             self.send_worker(&identity, Command::Tasks, Some(body));
             self.offer(&identity);
+        }
+        for identity in passed_over.into_iter().rev() {
+            self.lru.push_front(identity);
         }
     }
 

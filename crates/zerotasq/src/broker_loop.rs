@@ -11,8 +11,6 @@ use crate::transport::{poll, Pollable, SendError, Socket};
 
 /// Messages taken from one socket before the others get a turn.
 const RECV_BUDGET: usize = 256;
-/// How often the shared statistics are refreshed.
-const STATS_EVERY: Duration = Duration::from_millis(50);
 
 /// The broker's sockets: clients' ROUTER, workers' ROUTER, and the in-process control
 /// channel to the supervisor.
@@ -28,7 +26,6 @@ pub fn run(
     sockets: BrokerSockets,
     stats: Arc<Mutex<BrokerStats>>,
 ) -> Result<(), Error> {
-    let mut stats_at = Instant::now();
     loop {
         let now = Instant::now();
         let timeout = broker.next_wakeup(now).saturating_duration_since(now);
@@ -72,11 +69,10 @@ pub fn run(
             }
         }
         broker.tick(now);
+        broker.flush(now);
+        // Before sending, so a client that sees an outcome sees it counted.
+        *stats.lock().expect("stats lock") = broker.stats();
         send_all(&mut broker, &sockets, now)?;
-        if now.duration_since(stats_at) >= STATS_EVERY {
-            *stats.lock().expect("stats lock") = broker.stats();
-            stats_at = now;
-        }
     }
 }
 

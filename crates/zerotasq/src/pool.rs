@@ -73,6 +73,7 @@ pub struct RawPool {
     stopping: Arc<AtomicBool>,
     broker_alive: Arc<AtomicBool>,
     stats: Arc<Mutex<BrokerStats>>,
+    pids: Arc<Mutex<Vec<u32>>>,
     max_message: i64,
     ipc_dir: Option<IpcDir>,
     /// Dropped last: terminating a context waits for its sockets.
@@ -109,6 +110,7 @@ impl RawPool {
         supervise.connect(&supervise_endpoint)?;
 
         let stats = Arc::new(Mutex::new(BrokerStats::default()));
+        let pids = Arc::new(Mutex::new(Vec::new()));
         let broker_alive = Arc::new(AtomicBool::new(true));
         let broker_thread = {
             let stats = stats.clone();
@@ -152,6 +154,7 @@ impl RawPool {
             identity_prefix: format!("{tag}-p"),
             backoff_initial: spec.backoff_initial,
             backoff_max: spec.backoff_max,
+            pids: pids.clone(),
         };
         let supervisor_thread = std::thread::Builder::new()
             .name("zerotasq-supervisor".into())
@@ -191,6 +194,7 @@ impl RawPool {
             stopping,
             broker_alive,
             stats,
+            pids,
             max_message: spec.max_message,
             ipc_dir: Some(ipc_dir),
             ctx,
@@ -240,7 +244,12 @@ impl RawPool {
         &self.worker_endpoint
     }
 
-    /// The broker's counters (refreshed every 50 ms).
+    /// Pids of the local worker processes alive now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.pids.lock().expect("pids lock").clone()
+    }
+
+    /// The broker's counters, as of the broker's latest loop iteration.
     pub fn stats(&self) -> BrokerStats {
         self.stats.lock().expect("stats lock").clone()
     }

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -38,6 +39,8 @@ pub struct SupervisorConfig {
     pub identity_prefix: String,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Where the supervisor publishes the pids of its live children.
+    pub pids: Arc<Mutex<Vec<u32>>>,
 }
 
 /// Environment variable carrying a child's routing id.
@@ -78,6 +81,7 @@ pub fn run(cfg: SupervisorConfig, pool: Socket, broker: &Socket) -> Result<(), E
                     spawn(&cfg, index, slot, broker)?;
                 }
             }
+            publish_pids(&cfg, &slots);
         }
         let mut timeout = slots
             .iter()
@@ -101,6 +105,7 @@ pub fn run(cfg: SupervisorConfig, pool: Socket, broker: &Socket) -> Result<(), E
             while let Some(frames) = pool.recv(false)? {
                 if matches!(Message::decode(&frames), Ok(Message::Stop)) {
                     kill_all(&mut slots);
+                    publish_pids(&cfg, &slots);
                     return Ok(());
                 }
             }
@@ -123,7 +128,16 @@ pub fn run(cfg: SupervisorConfig, pool: Socket, broker: &Socket) -> Result<(), E
             }
         }
         reap(&cfg, &mut slots, broker)?;
+        publish_pids(&cfg, &slots);
     }
+}
+
+fn publish_pids(cfg: &SupervisorConfig, slots: &[Slot]) {
+    let pids = slots
+        .iter()
+        .filter_map(|s| s.child.as_ref().map(|(child, ..)| child.id()))
+        .collect();
+    *cfg.pids.lock().expect("pids lock") = pids;
 }
 
 /// Notices exited children, reports them, and schedules their restart.
