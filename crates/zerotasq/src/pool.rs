@@ -223,6 +223,18 @@ impl RawPool {
         ))
     }
 
+    /// A connector with blocking `send` and `recv` over this pool's byte payloads, for a
+    /// face that feeds from one thread and drains from another (or must wait interruptibly).
+    pub fn connector<T, O: Send + 'static>(
+        &self,
+        window: usize,
+        ordered: bool,
+        encode: EncodeFn<T>,
+        decode: DecodeFn<O>,
+    ) -> Result<Connector<T, O>, Error> {
+        Connector::new(self, window, ordered, encode, decode)
+    }
+
     /// A new client socket connected to this pool's broker.
     pub(crate) fn client_socket(&self) -> Result<Socket, Error> {
         let socket = self.ctx.socket(Kind::Dealer, self.max_message)?;
