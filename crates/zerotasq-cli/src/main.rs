@@ -1,7 +1,41 @@
-//! The `zerotasq` command line (being built: see issue 4).
+//! The `zerotasq` command line: `zerotasq map -j 4 -- python3 score.py < in.jsonl`.
+//!
+//! # Layout
+//! - `args` — the command line (clap), with examples in `--help`; `duration` parses `2s`.
+//! - `run` — `zerotasq map`: the pool, the start-up check, streaming, output, failures.
+//! - `adapter` — the hidden `__adapter` mode: each pool worker is this binary re-executed,
+//!   owning one long-lived child that runs the user's command over the line protocol.
+//! - `worker_command` — starting that child, forwarding its stderr, describing its end.
+//! - `payload` — the bytes between the CLI and its adapters (record numbers, worker numbers).
+//! - `events` — the side pipe from adapters to the CLI (stderr lines, deaths, start failures);
+//!   `monitor` — the CLI's reader of it.
+//! - `input` — lazy records from stdin or a file; `progress` — the bar; `summary` — the end.
+//! - `signals` — Ctrl-C as a message to the main thread; `wake` — an eventfd for poll loops.
+
+mod adapter;
+mod args;
+mod duration;
+mod events;
+mod input;
+mod monitor;
+mod payload;
+mod progress;
+mod run;
+mod signals;
+mod summary;
+mod wake;
+mod worker_command;
+
+use clap::Parser;
 
 fn main() {
-    zerotasq::serve_if_worker();
-    eprintln!("zerotasq: the command line is not built yet");
-    std::process::exit(2);
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == adapter::ADAPTER_ARG) {
+        std::process::exit(adapter::main(&argv[2..]));
+    }
+    let cli = args::Cli::parse();
+    let code = match cli.command {
+        args::Command::Map(map) => run::map(map),
+    };
+    std::process::exit(code);
 }

@@ -1,0 +1,463 @@
+//! The adapter: a local worker process of the engine that owns one long-lived child running
+//! the user's command and speaks the line protocol to it. The CLI's pool starts it as
+//! `zerotasq __adapter SEP TIMEOUT_MS GRACE_MS -- COMMAND...`.
+//!
+//! It is one event loop over the broker socket and the child's stdout. Unlike the engine's
+//! per-task `serve`, it pipelines: every task of a batch is written to the child at once and
+//! the answers are matched in order as they come, so tiny tasks cost a pipe write, not a
+//! round trip each. Any failure of the child (exit, crash, per-task timeout, output nobody
+//! asked for) ends the adapter with a non-zero status after reporting why on the events
+//! pipe; the engine then re-queues its tasks and restarts it with back-off, and a task that
+//! has killed `--retries` workers becomes an error outcome.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use zerotasq::child::{options_from_env, prepare_worker_process, EXIT_BROKER_LOST};
+use zerotasq::child::{EXIT_BAD_ENV, EXIT_INIT_FAILED};
+use zerotasq::protocol::{header, Command, ErrorKind, Message, Ready, ResultBatchWriter};
+use zerotasq::protocol::WireError;
+use zerotasq::transport::{poll, Context, Kind, Pollable, Socket};
+use zerotasq::worker_runtime::{hostname, report_init_failure, WorkerOptions};
+
+use crate::events::{Event, Sender};
+use crate::payload::{decode_task, encode_result, ResultHeader};
+use crate::wake::Wake;
+use crate::worker_command::WorkerProcess;
+
+/// The first argument that makes `zerotasq` an adapter.
+pub const ADAPTER_ARG: &str = "__adapter";
+/// Exit status of an adapter whose worker command failed.
+const EXIT_WORKER_DIED: i32 = 1;
+/// Answers are sent at least this often while a batch is being worked through.
+const FLUSH_EVERY: Duration = Duration::from_millis(5);
+/// Answers waiting beyond this many bytes are sent at once.
+const FLUSH_BYTES: usize = 1 << 20;
+/// How long a dying worker command gets to finish writing its stderr.
+const STDERR_GRACE: Duration = Duration::from_millis(300);
+
+/// What the CLI tells each adapter, on its command line.
+pub struct AdapterArgs {
+    pub separator: u8,
+    pub timeout: Option<Duration>,
+    /// A command still running after this long counts as started.
+    pub grace: Duration,
+    pub command: Vec<OsString>,
+}
+
+impl AdapterArgs {
+    /// The arguments after the program name.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            ADAPTER_ARG.into(),
+            self.separator.to_string().into(),
+            self.timeout.map_or(0, |t| t.as_millis().max(1)).to_string().into(),
+            self.grace.as_millis().to_string().into(),
+            "--".into(),
+        ];
+        args.extend(self.command.iter().cloned());
+        args
+    }
+
+    /// Parses what [`AdapterArgs::to_args`] wrote (after `__adapter`).
+    fn parse(args: &[OsString]) -> Option<AdapterArgs> {
+        let num = |i: usize| args.get(i)?.to_str()?.parse::<u64>().ok();
+        let timeout_ms = num(1)?;
+        if args.get(3)?.to_str()? != "--" || args.len() < 5 {
+            return None;
+        }
+        Some(AdapterArgs {
+            separator: u8::try_from(num(0)?).ok()?,
+            timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
+            grace: Duration::from_millis(num(2)?),
+            command: args[4..].to_vec(),
+        })
+    }
+}
+
+/// Runs an adapter; `args` are the arguments after `__adapter`. Returns the exit status.
+pub fn main(args: &[OsString]) -> i32 {
+    prepare_worker_process();
+    let (Some(args), Ok(opts)) = (AdapterArgs::parse(args), options_from_env()) else {
+        eprintln!("zerotasq: `{ADAPTER_ARG}` is internal; it is started by `zerotasq map`");
+        return EXIT_BAD_ENV;
+    };
+    let worker = worker_number(&opts.identity);
+    let events = Arc::new(Sender::from_env());
+    let ctx = Context::new();
+    let start_failed = |reason: String| {
+        events.send(&Event::StartFailed { worker, reason: reason.clone() });
+        let _ = report_init_failure(&ctx, &opts, &reason);
+        EXIT_INIT_FAILED
+    };
+    let (mut process, stdin, stdout) =
+        match WorkerProcess::spawn(&args.command, worker, events.clone()) {
+            Ok(started) => started,
+            Err(reason) => return start_failed(reason),
+        };
+    // A command that exits at once (not found by its interpreter, bad arguments) fails the
+    // start-up, so the CLI can stop before reading its input.
+    let until = Instant::now() + args.grace;
+    while Instant::now() < until {
+        if process.try_wait().is_some() {
+            let how = process.finish(STDERR_GRACE);
+            return start_failed(format!("{} {how} at start", process.display()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let code = match Adapter::new(&ctx, &opts, args, worker, events, process, stdin, stdout) {
+        Ok(mut adapter) => adapter.run(),
+        Err(e) => {
+            eprintln!("zerotasq adapter: {e}");
+            EXIT_BROKER_LOST
+        }
+    };
+    drop(ctx); // waits (bounded by the socket linger) for the last answers to leave
+    code
+}
+
+/// The 1-based worker number, from the routing id the supervisor gives each child
+/// (`…-{slot}-{generation}`).
+fn worker_number(identity: &[u8]) -> u32 {
+    let text = String::from_utf8_lossy(identity);
+    let mut parts = text.rsplit('-');
+    parts.next();
+    parts
+        .next()
+        .and_then(|slot| slot.parse::<u32>().ok())
+        .map_or(0, |slot| slot + 1)
+}
+
+/// A task written to the worker command, awaiting its answer.
+struct Pending {
+    id: u64,
+    record: u64,
+}
+
+struct Adapter {
+    opts: WorkerOptions,
+    args: AdapterArgs,
+    worker: u32,
+    events: Arc<Sender>,
+    process: WorkerProcess,
+    dealer: Socket,
+    /// Tasks, concatenated per batch, for the thread that writes the child's stdin.
+    to_child: mpsc::Sender<Vec<u8>>,
+    /// Chunks of the child's stdout (empty: end of file), and the wake-up that goes with them.
+    from_child: mpsc::Receiver<Vec<u8>>,
+    wake: Arc<Wake>,
+    pending: VecDeque<Pending>,
+    /// When the task at the front of `pending` began to be awaited.
+    front_since: Instant,
+    stdout_buf: Vec<u8>,
+    scanned: usize,
+    results: ResultBatchWriter,
+    busy: Duration,
+    unflushed_since: Option<Instant>,
+    scratch: Vec<u8>,
+    last_sent: Instant,
+    broker_seen: Instant,
+}
+
+impl Adapter {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &Context,
+        opts: &WorkerOptions,
+        args: AdapterArgs,
+        worker: u32,
+        events: Arc<Sender>,
+        process: WorkerProcess,
+        mut stdin: std::process::ChildStdin,
+        mut stdout: std::process::ChildStdout,
+    ) -> Result<Adapter, zerotasq::Error> {
+        let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
+        dealer.set_identity(&opts.identity)?;
+        dealer.connect(&opts.endpoint)?;
+        let ready = Ready {
+            capacity: opts.capacity,
+            pid: std::process::id(),
+            host: &hostname(),
+        };
+        send(&dealer, vec![header(Command::Ready).to_vec(), ready.encode()])?;
+
+        let (to_child, tasks) = mpsc::channel::<Vec<u8>>();
+        spawn("stdin", move || {
+            // Stops when the child closes its stdin; the stdout side then notices.
+            for bytes in tasks {
+                if stdin.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+        })?;
+        let wake = Arc::new(Wake::new().map_err(io_error("create an eventfd"))?);
+        let (chunks, from_child) = mpsc::channel::<Vec<u8>>();
+        {
+            let wake = wake.clone();
+            spawn("stdout", move || loop {
+                let mut chunk = vec![0; 64 << 10];
+                let n = stdout.read(&mut chunk).unwrap_or(0);
+                chunk.truncate(n);
+                let _ = chunks.send(chunk);
+                wake.signal();
+                if n == 0 {
+                    break;
+                }
+            })?;
+        }
+        let now = Instant::now();
+        Ok(Adapter {
+            opts: opts.clone(),
+            args,
+            worker,
+            events,
+            process,
+            dealer,
+            to_child,
+            from_child,
+            wake,
+            pending: VecDeque::new(),
+            front_since: now,
+            stdout_buf: Vec::new(),
+            scanned: 0,
+            results: ResultBatchWriter::new(),
+            busy: Duration::ZERO,
+            unflushed_since: None,
+            scratch: Vec::new(),
+            last_sent: now,
+            broker_seen: now,
+        })
+    }
+
+    /// Serves until the broker says stop (0), goes silent, or the child fails.
+    fn run(&mut self) -> i32 {
+        match self.serve() {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("zerotasq adapter: {e}");
+                self.process.kill();
+                EXIT_BROKER_LOST
+            }
+        }
+    }
+
+    fn serve(&mut self) -> Result<i32, zerotasq::Error> {
+        let heartbeat = self.opts.heartbeat_interval;
+        let silence = heartbeat * self.opts.liveness;
+        loop {
+            let now = Instant::now();
+            let mut wake_at = (self.last_sent + heartbeat).min(self.broker_seen + silence);
+            if let (Some(limit), false) = (self.args.timeout, self.pending.is_empty()) {
+                wake_at = wake_at.min(self.front_since + limit);
+            }
+            if let Some(since) = self.unflushed_since {
+                wake_at = wake_at.min(since + FLUSH_EVERY);
+            }
+            let readable = poll(
+                &[Pollable::Socket(&self.dealer), Pollable::Fd(self.wake.fd())],
+                Some(wake_at.saturating_duration_since(now)),
+            )?;
+            if readable[0] {
+                while let Some(frames) = self.dealer.recv(false)? {
+                    self.broker_seen = Instant::now();
+                    match Message::decode(&frames) {
+                        Ok(Message::Tasks(batch)) => {
+                            let tasks: Vec<(u64, &[u8])> = batch.iter().collect();
+                            self.submit(&tasks);
+                        }
+                        Ok(Message::Shutdown) => {
+                            self.process.kill();
+                            return Ok(0);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if readable[1] {
+                self.wake.clear();
+                while let Ok(chunk) = self.from_child.try_recv() {
+                    if chunk.is_empty() {
+                        return Ok(self.die("closed its stdout"));
+                    }
+                    if let Err(code) = self.take_answers(&chunk) {
+                        return Ok(code);
+                    }
+                }
+            }
+            let now = Instant::now();
+            if let (Some(limit), false) = (self.args.timeout, self.pending.is_empty()) {
+                if now.duration_since(self.front_since) >= limit {
+                    self.process.kill();
+                    let reason = format!("timed out after {}", crate::duration::show(limit));
+                    return Ok(self.die(&reason));
+                }
+            }
+            let due = self.unflushed_since.is_some_and(|s| now >= s + FLUSH_EVERY);
+            if !self.results.is_empty()
+                && (self.pending.is_empty() || due || self.results.byte_len() >= FLUSH_BYTES)
+            {
+                self.flush()?;
+            }
+            if now.duration_since(self.last_sent) >= heartbeat {
+                send(&self.dealer, vec![header(Command::Heartbeat).to_vec()])?;
+                self.last_sent = now;
+            }
+            if now.duration_since(self.broker_seen) > silence {
+                self.process.kill();
+                return Ok(EXIT_BROKER_LOST);
+            }
+        }
+    }
+
+    /// Writes a batch's records to the child, one per line.
+    fn submit(&mut self, tasks: &[(u64, &[u8])]) {
+        let mut bytes = Vec::new();
+        for &(id, payload) in tasks {
+            let Some((record, data)) = decode_task(payload) else {
+                self.results.push_err(
+                    id,
+                    &WireError {
+                        kind: ErrorKind::Codec,
+                        message: "malformed task payload",
+                        detail: "",
+                    },
+                );
+                continue;
+            };
+            bytes.extend_from_slice(data);
+            bytes.push(self.args.separator);
+            if self.pending.is_empty() {
+                self.front_since = Instant::now();
+                self.process.current.store(record, Ordering::Relaxed);
+            }
+            self.pending.push_back(Pending { id, record });
+        }
+        if !bytes.is_empty() {
+            // A send error means the writer stopped because the child is gone; the stdout
+            // side reports that.
+            let _ = self.to_child.send(bytes);
+        }
+    }
+
+    /// Matches complete answer records to pending tasks, in order.
+    fn take_answers(&mut self, chunk: &[u8]) -> Result<(), i32> {
+        self.stdout_buf.extend_from_slice(chunk);
+        let sep = self.args.separator;
+        let mut start = 0;
+        while let Some(offset) = self.stdout_buf[self.scanned..]
+            .iter()
+            .position(|&b| b == sep)
+        {
+            let end = self.scanned + offset;
+            let Some(task) = self.pending.pop_front() else {
+                self.process.kill();
+                return Err(self.die("wrote output no task asked for (one line per task)"));
+            };
+            let now = Instant::now();
+            let took = now.duration_since(self.front_since);
+            self.busy += took;
+            self.scratch.clear();
+            let head = ResultHeader {
+                record: task.record,
+                worker: self.worker,
+                busy_us: took.as_micros().min(u32::MAX as u128) as u32,
+            };
+            encode_result(head, &self.stdout_buf[start..end], &mut self.scratch);
+            self.results.push_ok(task.id, &self.scratch);
+            self.front_since = now;
+            let next = self.pending.front().map_or(0, |p| p.record);
+            self.process.current.store(next, Ordering::Relaxed);
+            start = end + 1;
+            self.scanned = start;
+        }
+        self.stdout_buf.drain(..start);
+        self.scanned = self.stdout_buf.len();
+        if !self.results.is_empty() && self.unflushed_since.is_none() {
+            self.unflushed_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), zerotasq::Error> {
+        let busy_us = self.busy.as_micros().max(1) as u64;
+        let body = std::mem::take(&mut self.results).finish(busy_us);
+        send(&self.dealer, vec![header(Command::Results).to_vec(), body])?;
+        self.busy = Duration::ZERO;
+        self.unflushed_since = None;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// The child failed: send the answers it did give, say why on the events pipe (after
+    /// its last stderr lines), and end with a failure status.
+    fn die(&mut self, what: &str) -> i32 {
+        if !self.results.is_empty() {
+            let _ = self.flush();
+        }
+        let how = self.process.finish(STDERR_GRACE);
+        let record = self.pending.front().map_or(0, |p| p.record);
+        let reason = if what.starts_with("timed out") || what.starts_with("wrote") {
+            format!("{} {what}", self.process.display())
+        } else {
+            format!("{} {what} and {how}", self.process.display())
+        };
+        self.events.send(&Event::Died {
+            worker: self.worker,
+            record,
+            reason,
+        });
+        self.process.kill();
+        EXIT_WORKER_DIED
+    }
+}
+
+fn send(socket: &Socket, frames: Vec<Vec<u8>>) -> Result<(), zerotasq::Error> {
+    socket.send(frames, true).map_err(|e| match e {
+        zerotasq::transport::SendError::Other(e) => e,
+        _ => zerotasq::Error::Closed,
+    })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), zerotasq::Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(io_error("start a thread"))
+}
+
+fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> zerotasq::Error {
+    move |source| zerotasq::Error::Io {
+        context: context.into(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_number_from_routing_id() {
+        assert_eq!(worker_number(b"123-0-p-2-7"), 3);
+        assert_eq!(worker_number(b"garbage"), 0);
+    }
+
+    #[test]
+    fn args_round_trip() {
+        let args = AdapterArgs {
+            separator: 0,
+            timeout: Some(Duration::from_millis(1500)),
+            grace: Duration::from_millis(100),
+            command: vec!["python3".into(), "-u".into()],
+        };
+        let parsed = AdapterArgs::parse(&args.to_args()[1..]).unwrap();
+        assert_eq!(parsed.separator, 0);
+        assert_eq!(parsed.timeout, args.timeout);
+        assert_eq!(parsed.command, args.command);
+    }
+}

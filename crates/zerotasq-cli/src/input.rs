@@ -1,0 +1,83 @@
+//! The input: records (lines, or NUL-separated with `-0`) read lazily from stdin or a file,
+//! numbered from 1. A read error ends the records and is kept for the caller to report, since
+//! an iterator of tasks cannot carry it.
+
+use std::io::BufRead;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// An iterator of `(record number, record without its separator)`.
+pub struct Records<R> {
+    reader: R,
+    separator: u8,
+    next: u64,
+    /// Bytes consumed so far, for the progress bar.
+    bytes_read: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl<R: BufRead> Records<R> {
+    pub fn new(reader: R, separator: u8) -> Self {
+        Records {
+            reader,
+            separator,
+            next: 1,
+            bytes_read: Arc::new(AtomicU64::new(0)),
+            error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn bytes_read(&self) -> Arc<AtomicU64> {
+        self.bytes_read.clone()
+    }
+
+    /// Where a read error is left.
+    pub fn error(&self) -> Arc<Mutex<Option<std::io::Error>>> {
+        self.error.clone()
+    }
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = (u64, Vec<u8>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut record = Vec::new();
+        match self.reader.read_until(self.separator, &mut record) {
+            Ok(0) => None,
+            Ok(n) => {
+                self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+                if record.last() == Some(&self.separator) {
+                    record.pop();
+                }
+                let number = self.next;
+                self.next += 1;
+                Some((number, record))
+            }
+            Err(e) => {
+                *self.error.lock().expect("input error lock") = Some(e);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_with_and_without_a_final_newline() {
+        let records: Vec<_> = Records::new(&b"a\n\nb"[..], b'\n').collect();
+        assert_eq!(
+            records,
+            [(1, b"a".to_vec()), (2, b"".to_vec()), (3, b"b".to_vec())]
+        );
+        assert_eq!(Records::new(&b""[..], b'\n').count(), 0);
+    }
+
+    #[test]
+    fn nul_records_keep_newlines() {
+        let records: Vec<_> = Records::new(&b"a\nb\0c\0"[..], 0).map(|r| r.1).collect();
+        assert_eq!(records, [b"a\nb".to_vec(), b"c".to_vec()]);
+    }
+}

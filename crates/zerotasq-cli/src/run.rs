@@ -1,0 +1,383 @@
+//! `zerotasq map`: starts a pool whose workers are adapters around the user's command,
+//! waits until one has started (or fails the run before reading any input), streams the
+//! records through it, writes the answers, reports failed tasks, and ends with a summary.
+//!
+//! Three threads matter: the run thread does the streaming; the events thread passes the
+//! workers' stderr through ([`Monitor`]); the main thread waits for the run to end or for a
+//! signal, and in both cases drops the pool, which kills and reaps every worker.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zerotasq::broker::BrokerConfig;
+use zerotasq::supervisor::WorkerCommand;
+use zerotasq::{ErrorKind, PoolSpec, RawPool, TaskError};
+
+use crate::adapter::AdapterArgs;
+use crate::args::{MapArgs, StatsFormat};
+use crate::events::{self, ENV_EVENTS_FD};
+use crate::input::Records;
+use crate::monitor::Monitor;
+use crate::payload::{decode_result, encode_task, ResultHeader};
+use crate::progress::{Figures, Progress};
+use crate::signals;
+use crate::summary::{Summary, WorkerTally};
+
+/// A worker command still running after this long has started (see the adapter).
+const START_GRACE: Duration = Duration::from_millis(150);
+/// Failed tasks reported with their worker's last stderr lines; later ones get one line.
+const DETAILED_FAILURES: u64 = 10;
+/// Longest wait for the news of why a task's worker died.
+const DEATH_NEWS_WAIT: Duration = Duration::from_millis(500);
+/// Output written to a pipe or file is flushed at least this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+pub const EXIT_FAILED_TASKS: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+enum Msg {
+    Done(i32),
+    Signal(i32),
+}
+
+/// Runs `zerotasq map`; returns the exit status.
+pub fn map(args: MapArgs) -> i32 {
+    signals::block();
+    let separator = if args.null { 0 } else { b'\n' };
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        |j| j as usize,
+    );
+    let (reader, total_bytes) = match open_input(args.input.as_ref()) {
+        Ok(input) => input,
+        Err(message) => {
+            eprintln!("zerotasq: {message}");
+            return EXIT_USAGE;
+        }
+    };
+    let show_progress = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
+    let progress = Progress::new(show_progress, total_bytes);
+    let (pipe, events_fd) = match events::pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            eprintln!("zerotasq: cannot create a pipe: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let monitor = Monitor::start(pipe, progress.clone());
+    let adapter = AdapterArgs {
+        separator,
+        timeout: args.timeout,
+        grace: START_GRACE,
+        command: args.command.clone(),
+    };
+    let broker = BrokerConfig {
+        max_retries: args.retries,
+        ..BrokerConfig::default()
+    };
+    let max_init_failures = broker.max_init_failures as u64;
+    let spec = PoolSpec {
+        broker,
+        processes: Some((
+            jobs,
+            WorkerCommand {
+                program: "/proc/self/exe".into(),
+                args: adapter.to_args(),
+                env: vec![(ENV_EVENTS_FD.into(), events_fd.to_string().into())],
+                stdin: Vec::new(),
+            },
+        )),
+        ..PoolSpec::default()
+    };
+    let pool = match RawPool::start(spec) {
+        Ok(pool) => Arc::new(Mutex::new(Some(pool))),
+        Err(e) => {
+            eprintln!("zerotasq: cannot start the pool: {e}");
+            return EXIT_USAGE;
+        }
+    };
+
+    let (tx, rx) = mpsc::channel();
+    signals::forward(tx.clone(), Msg::Signal);
+    let run = Run {
+        pool: pool.clone(),
+        monitor,
+        progress: progress.clone(),
+        separator,
+        jobs,
+        max_init_failures,
+        args,
+    };
+    std::thread::Builder::new()
+        .name("run".into())
+        .spawn(move || {
+            let code = run.run(reader);
+            let _ = tx.send(Msg::Done(code));
+        })
+        .expect("start the run thread");
+    let code = match rx.recv() {
+        Ok(Msg::Done(code)) => code,
+        Ok(Msg::Signal(sig)) => {
+            progress.finish();
+            eprintln!("zerotasq: interrupted; stopping the workers");
+            128 + sig
+        }
+        Err(_) => EXIT_USAGE,
+    };
+    // Kills and reaps every worker and its command, whatever the run thread is doing.
+    drop(pool.lock().map(|mut p| p.take()));
+    code
+}
+
+type Input = (Box<dyn BufRead + Send>, Option<u64>);
+
+/// The input and, when it is a regular file, its size (for the progress bar's ETA).
+fn open_input(path: Option<&PathBuf>) -> Result<Input, String> {
+    match path {
+        Some(path) => {
+            let file =
+                File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let size = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+            Ok((Box::new(BufReader::with_capacity(256 << 10, file)), size))
+        }
+        None => {
+            let stdin = std::io::stdin();
+            // SAFETY: fstat on our own stdin into a local buffer.
+            let size = unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                (libc::fstat(stdin.as_raw_fd(), &mut st) == 0
+                    && st.st_mode & libc::S_IFMT == libc::S_IFREG)
+                    .then_some(st.st_size as u64)
+            };
+            Ok((Box::new(BufReader::with_capacity(256 << 10, stdin)), size))
+        }
+    }
+}
+
+/// One answer, as decoded from its result.
+struct Answer {
+    head: ResultHeader,
+    bytes: Vec<u8>,
+}
+
+struct Run {
+    pool: Arc<Mutex<Option<RawPool>>>,
+    monitor: Monitor,
+    progress: Progress,
+    separator: u8,
+    jobs: usize,
+    max_init_failures: u64,
+    args: MapArgs,
+}
+
+impl Run {
+    fn stats(&self) -> Option<zerotasq::broker::BrokerStats> {
+        self.pool.lock().ok()?.as_ref().map(|p| p.stats())
+    }
+
+    /// Waits until a worker is ready; `Err(message)` when the command cannot start.
+    fn wait_for_a_worker(&self) -> Result<(), String> {
+        loop {
+            let Some(stats) = self.stats() else {
+                return Err("the pool stopped".into());
+            };
+            if stats.workers_ready > 0 {
+                return Ok(());
+            }
+            if stats.init_failures >= self.max_init_failures {
+                let reason = self
+                    .monitor
+                    .start_failure()
+                    .map_or_else(|| "no worker could start".to_string(), |(_, r)| r);
+                return Err(format!("the worker command could not start: {reason}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn run(self, reader: Box<dyn BufRead + Send>) -> i32 {
+        let started = Instant::now();
+        if let Err(message) = self.wait_for_a_worker() {
+            self.progress.finish();
+            eprintln!("zerotasq: {message}");
+            return EXIT_USAGE;
+        }
+        let records = Records::new(reader, self.separator);
+        let bytes_read = records.bytes_read();
+        let input_error = records.error();
+        // Unordered outcomes do not say which task failed: keep the open records to tell.
+        let open: Option<Arc<Mutex<BTreeSet<u64>>>> =
+            self.args.unordered.then(|| Arc::new(Mutex::new(BTreeSet::new())));
+        let open_in_encoder = open.clone();
+        let encode = Box::new(move |(record, data): (u64, Vec<u8>), buf: &mut Vec<u8>| {
+            if let Some(open) = &open_in_encoder {
+                open.lock().expect("open records lock").insert(record);
+            }
+            encode_task(record, &data, buf);
+            Ok(())
+        });
+        let decode = Box::new(|bytes: &[u8]| {
+            decode_result(bytes)
+                .map(|(head, answer)| Answer {
+                    head,
+                    bytes: answer.to_vec(),
+                })
+                .ok_or_else(|| TaskError::new(ErrorKind::Codec, "malformed result from a worker"))
+        });
+        let stream = {
+            let pool = self.pool.lock().expect("pool lock");
+            let Some(pool) = pool.as_ref() else {
+                return EXIT_USAGE;
+            };
+            pool.stream(
+                records,
+                self.args.window as usize,
+                !self.args.unordered,
+                encode,
+                decode,
+            )
+        };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                eprintln!("zerotasq: {e}");
+                return EXIT_USAGE;
+            }
+        };
+
+        let stdout = std::io::stdout();
+        let flush_each = stdout.is_terminal();
+        let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
+        let mut last_flush = Instant::now();
+        let mut tallies = vec![WorkerTally::default(); self.jobs];
+        let (mut done, mut failed, mut position) = (0u64, 0u64, 0u64);
+        let mut write_error = None;
+        for outcome in stream {
+            position += 1;
+            done += 1;
+            match outcome {
+                Ok(answer) => {
+                    let record = answer.head.record;
+                    if let Some(open) = &open {
+                        open.lock().expect("open records lock").remove(&record);
+                    }
+                    self.monitor.forget(record);
+                    if let Some(t) = tallies.get_mut(answer.head.worker as usize - 1) {
+                        t.tasks += 1;
+                        t.busy += Duration::from_micros(answer.head.busy_us as u64);
+                    }
+                    let written = out
+                        .write_all(&answer.bytes)
+                        .and_then(|()| out.write_all(&[self.separator]));
+                    if let Err(e) = written {
+                        write_error = Some(e);
+                        break;
+                    }
+                }
+                Err(error) => {
+                    failed += 1;
+                    let record = match &open {
+                        None => Some(position),
+                        Some(open) => self.which_failed(open),
+                    };
+                    self.report_failure(record, &error, failed <= DETAILED_FAILURES);
+                    if self.args.fail_fast {
+                        self.progress.println("zerotasq: stopping (--fail-fast)");
+                        break;
+                    }
+                }
+            }
+            if flush_each || last_flush.elapsed() >= FLUSH_EVERY {
+                if let Err(e) = out.flush() {
+                    write_error = Some(e);
+                    break;
+                }
+                last_flush = Instant::now();
+            }
+            if self.progress.due() {
+                let stats = self.stats().unwrap_or_default();
+                self.progress.update(&Figures {
+                    done,
+                    failed,
+                    bytes_read: bytes_read.load(Ordering::Relaxed),
+                    workers_alive: stats.workers_alive,
+                    retries: stats.requeued,
+                });
+            }
+        }
+        if write_error.is_none() {
+            write_error = out.flush().err();
+        }
+        self.progress.finish();
+        if let Some(e) = write_error {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return 0; // `| head`: the reader has all it wants
+            }
+            eprintln!("zerotasq: cannot write the output: {e}");
+            return EXIT_USAGE;
+        }
+        let mut code = if failed > 0 { EXIT_FAILED_TASKS } else { 0 };
+        if let Some(e) = input_error.lock().expect("input error lock").take() {
+            eprintln!("zerotasq: cannot read the input: {e}");
+            code = EXIT_USAGE;
+        }
+        let summary = Summary {
+            tasks: done,
+            failed,
+            retries: self.stats().map_or(0, |s| s.requeued),
+            wall: started.elapsed(),
+            jobs: self.jobs,
+            tallies,
+            slots: self.monitor.slots(),
+        };
+        match self.args.stats {
+            StatsFormat::Text => eprintln!("{}", summary.text()),
+            StatsFormat::Json => eprintln!("{}", summary.json()),
+            StatsFormat::None => {}
+        }
+        code
+    }
+
+    /// In unordered mode, the open record an error outcome belongs to: the one whose
+    /// workers died most, else the oldest.
+    fn which_failed(&self, open: &Mutex<BTreeSet<u64>>) -> Option<u64> {
+        let mut open = open.lock().expect("open records lock");
+        // Let the news of the last death arrive.
+        std::thread::sleep(Duration::from_millis(20));
+        let record = self
+            .monitor
+            .most_deaths(open.iter().copied())
+            .or_else(|| open.first().copied())?;
+        open.remove(&record);
+        Some(record)
+    }
+
+    fn report_failure(&self, record: Option<u64>, error: &TaskError, detailed: bool) {
+        let noun = if self.separator == b'\n' { "line" } else { "record" };
+        let place = record.map_or_else(|| format!("a {noun}"), |r| format!("{noun} {r}"));
+        let death = match (record, error.kind()) {
+            (Some(r), ErrorKind::WorkerLost) => self.monitor.death(r, DEATH_NEWS_WAIT),
+            _ => None,
+        };
+        let mut text = match &death {
+            Some(death) => format!(
+                "zerotasq: {place} failed after {} tries: {} (worker {})",
+                self.args.retries, death.reason, death.worker
+            ),
+            None => format!("zerotasq: {place} failed: {error}"),
+        };
+        if let (true, Some(death)) = (detailed, &death) {
+            for line in &death.tail {
+                text.push_str(&format!("\n  [w{}] {line}", death.worker));
+            }
+        }
+        self.progress.println(&text);
+    }
+}
+

@@ -1,0 +1,167 @@
+//! The user's worker command, as an adapter runs it: started once with piped stdin, stdout
+//! and stderr, dying with the adapter (parent-death signal), its stderr forwarded line by
+//! line as [`Event::Stderr`], tagged with the record the worker is on.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::events::{Event, Sender};
+
+/// Environment variable telling the worker command its 1-based worker number.
+pub const ENV_WORKER_NUMBER: &str = "ZEROTASQ_WORKER";
+
+pub struct WorkerProcess {
+    child: Child,
+    /// The record whose answer is awaited (0: none), for tagging stderr lines.
+    pub current: Arc<AtomicU64>,
+    stderr_done: mpsc::Receiver<()>,
+    display: String,
+}
+
+impl WorkerProcess {
+    /// Starts `argv` and its stderr forwarder; the caller takes stdin and stdout.
+    pub fn spawn(
+        argv: &[OsString],
+        worker: u32,
+        events: Arc<Sender>,
+    ) -> Result<(WorkerProcess, ChildStdin, ChildStdout), String> {
+        let display = display(argv);
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // The engine's variables are for the adapter, not for the user's program.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ZEROTASQ_") {
+                command.env_remove(key);
+            }
+        }
+        command.env(ENV_WORKER_NUMBER, worker.to_string());
+        // SAFETY: prctl is async-signal-safe. The command dies with this adapter, even when
+        // the adapter is SIGKILLed.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {display}: {e}"))?;
+        let (stdin, stdout, stderr) = (
+            child.stdin.take().expect("piped"),
+            child.stdout.take().expect("piped"),
+            child.stderr.take().expect("piped"),
+        );
+        events.send(&Event::Started {
+            worker,
+            pid: child.id(),
+        });
+        let current = Arc::new(AtomicU64::new(0));
+        let (done_tx, stderr_done) = mpsc::channel();
+        {
+            let current = current.clone();
+            std::thread::Builder::new()
+                .name("stderr".into())
+                .spawn(move || {
+                    let mut reader = BufReader::new(stderr);
+                    let mut line = Vec::new();
+                    while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        events.send(&Event::Stderr {
+                            worker,
+                            record: current.load(Ordering::Relaxed),
+                            text: std::mem::take(&mut line),
+                        });
+                    }
+                    let _ = done_tx.send(());
+                })
+                .map_err(|e| format!("cannot start a thread: {e}"))?;
+        }
+        Ok((
+            WorkerProcess {
+                child,
+                current,
+                stderr_done,
+                display,
+            },
+            stdin,
+            stdout,
+        ))
+    }
+
+    /// The command as the user typed it, for messages.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Kills the command (not its own children: the supervisor kills the adapter's whole
+    /// process group once the adapter has exited).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Waits (bounded) for the command to end and its stderr to be forwarded, so that a
+    /// death is reported with the lines that explain it; says how it ended.
+    pub fn finish(&mut self, grace: Duration) -> String {
+        let deadline = std::time::Instant::now() + grace;
+        let status = loop {
+            if let Some(status) = self.try_wait() {
+                break Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let _ = self.stderr_done.recv_timeout(left.max(Duration::from_millis(50)));
+        match status {
+            Some(status) => describe(status),
+            None => "is still running".to_string(),
+        }
+    }
+}
+
+/// `exited with status 1` / `was killed by signal 9 (SIGKILL)`.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (_, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
+        _ => "ended".to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGPIPE => " (SIGPIPE)",
+        libc::SIGINT => " (SIGINT)",
+        _ => "",
+    }
+}
+
+/// `` `python3 score.py` ``
+pub fn display(argv: &[OsString]) -> String {
+    let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+    format!("`{}`", words.join(" "))
+}
