@@ -8,7 +8,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ pub struct Connector<T, O> {
     permits: Mutex<Permits>,
     freed: Condvar,
     window: usize,
+    stop: Arc<AtomicBool>,
     io: Option<JoinHandle<()>>,
 }
 
@@ -65,6 +66,8 @@ impl<T, O: Send + 'static> Connector<T, O> {
         feed.connect(&endpoint)?;
         let (tx, rx) = channel();
         let alive = pool.broker_alive();
+        let stop = Arc::new(AtomicBool::new(false));
+        let io_stop = stop.clone();
         let io = std::thread::Builder::new()
             .name("zerotasq-connector".into())
             .spawn(move || {
@@ -80,7 +83,7 @@ impl<T, O: Send + 'static> Connector<T, O> {
                     slots: VecDeque::new(),
                     finished: false,
                 };
-                if let Err(e) = io.run(&alive) {
+                if let Err(e) = io.run(&alive, &io_stop) {
                     io.fail_all(TaskError::new(ErrorKind::Cancelled, e.to_string()));
                 }
             })
@@ -95,6 +98,7 @@ impl<T, O: Send + 'static> Connector<T, O> {
             }),
             freed: Condvar::new(),
             window: window.max(1),
+            stop,
             io: Some(io),
         })
     }
@@ -114,10 +118,12 @@ impl<T, O: Send + 'static> Connector<T, O> {
         permits.in_flight += 1;
         drop(permits);
         let frames: [Frame; 2] = [TASK.into(), bytes.into()];
+        // Non-blocking: the window keeps the pair far below its high-water mark, so a refusal
+        // means the I/O thread has ended (the pool is gone).
         self.feed
             .lock()
             .expect("feed lock")
-            .send(frames, true)
+            .send(frames, false)
             .map_err(|_| TaskError::new(ErrorKind::Cancelled, "the connector is closed"))
     }
 
@@ -126,7 +132,7 @@ impl<T, O: Send + 'static> Connector<T, O> {
         let mut permits = self.permits.lock().expect("permits lock");
         if !permits.finished {
             permits.finished = true;
-            let _ = self.feed.lock().expect("feed lock").send([FINISH], true);
+            let _ = self.feed.lock().expect("feed lock").send([FINISH], false);
         }
     }
 
@@ -168,8 +174,10 @@ impl<T, O: Send + 'static> Connector<T, O> {
 
 impl<T, O> Drop for Connector<T, O> {
     fn drop(&mut self) {
+        // The I/O thread may have ended already (all outcomes delivered): never block here.
+        self.stop.store(true, Ordering::Release);
         if let Ok(feed) = self.feed.lock() {
-            let _ = feed.send([STOP], true);
+            let _ = feed.send([STOP], false);
         }
         if let Some(io) = self.io.take() {
             let _ = io.join();
@@ -193,9 +201,13 @@ struct ConnectorIo<O> {
 }
 
 impl<O> ConnectorIo<O> {
-    fn run(&mut self, alive: &AtomicBool) -> Result<(), Error> {
+    fn run(&mut self, alive: &AtomicBool, stop: &AtomicBool) -> Result<(), Error> {
         loop {
             if self.finished && self.outstanding.is_empty() {
+                return Ok(());
+            }
+            if stop.load(Ordering::Acquire) {
+                let _ = self.client.send([header(Command::Cancel)], false);
                 return Ok(());
             }
             let readable = poll(
