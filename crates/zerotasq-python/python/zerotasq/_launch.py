@@ -1,0 +1,49 @@
+"""Starting a native pool whose workers are fresh interpreters running ``zerotasq._worker``:
+the command line, the environment, and the worker definitions written to each worker's
+stdin (a JSON header with the caller's ``sys.path``, then the cloudpickled definitions)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from zerotasq import _native
+from zerotasq._codec import dumps_by_value
+
+log = logging.getLogger("zerotasq")
+
+#: Where the ``zerotasq`` package lives, so the worker interpreter can import it.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def start_pool(definitions: List[object], n_workers: Optional[int] = None, *, max_retries: int = 3,
+               prefetch: int = 2, heartbeat_ms: int = 500, liveness: int = 6) -> "_native.NativePool":
+    """Starts ``n_workers`` worker processes; worker ``i`` runs ``definitions[i % len]``."""
+    if not definitions:
+        raise ValueError("a pool needs at least one worker")
+    n = len(definitions) if n_workers is None else int(n_workers)
+    header = json.dumps({"v": 1, "sys_path": [p for p in sys.path if isinstance(p, str)]}).encode()
+    try:
+        payload = dumps_by_value(list(definitions))
+    except Exception as exc:
+        raise TypeError("the worker definition cannot be pickled (cloudpickle): %s" % exc) from exc
+    pythonpath = os.environ.get("PYTHONPATH")
+    env = [("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + pythonpath if pythonpath else ""))]
+    if not sys.executable:
+        raise RuntimeError("sys.executable is unknown: cannot start worker interpreters")
+    pool = _native.NativePool(sys.executable, ["-m", "zerotasq._worker"], env, header + b"\n" + payload,
+                              n, max_retries=max_retries, prefetch=prefetch, heartbeat_ms=heartbeat_ms,
+                              liveness=liveness)
+    log.debug("started a pool of %d worker processes", n)
+    return pool

@@ -1,0 +1,63 @@
+"""Entry of a worker process: ``python -m zerotasq._worker``. A fresh interpreter reads its
+worker definitions (cloudpickled) from stdin, picks its own by the index in its routing id,
+runs ``init`` and then the engine's worker loop, calling ``process`` for each task."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+
+def _index() -> int:
+    # The supervisor names children "<pool tag>-p-<index>-<generation>".
+    try:
+        return int(os.environ["ZEROTASQ_WORKER_ID"].rsplit("-", 2)[1])
+    except (KeyError, IndexError, ValueError):
+        return 0
+
+
+def main() -> int:
+    from zerotasq import _native
+
+    _native.prepare_worker_process()
+    data = sys.stdin.buffer.read()
+    header, _, payload = data.partition(b"\n")
+    try:
+        meta = json.loads(header)
+        paths = [p for p in meta.get("sys_path", []) if p not in sys.path]
+        sys.path[:0] = paths
+    except ValueError:
+        pass
+
+    from zerotasq._codec import dumps, loads
+    from zerotasq._errors import describe
+    from zerotasq.worker import log_level
+
+    try:
+        definitions = loads(payload)
+        worker = definitions[_index() % len(definitions)]
+        if getattr(worker, "loglevel", None) is not None and not logging.getLogger().handlers:
+            logging.basicConfig(
+                level=log_level(worker.loglevel),
+                format="%(asctime)s zerotasq-worker[%(process)d] %(levelname)s %(name)s: %(message)s")
+        worker.init(**getattr(worker, "init_kwargs", {}))
+    except BaseException as exc:  # noqa: B902 - any failure of init is reported, then we exit
+        message, detail = describe(exc)
+        print("zerotasq worker: init failed: %s\n%s" % (message, detail.split("\n\x00")[0]),
+              file=sys.stderr, flush=True)
+        try:
+            _native.report_init_failure(message)
+        except Exception:
+            pass
+        return 3
+    logging.getLogger("zerotasq.worker").debug("worker %d ready", os.getpid())
+    return _native.serve_worker(worker.process, describe, dumps, loads)
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)

@@ -1,0 +1,102 @@
+"""The seed's API, unchanged: ``LoadBalancer(workers, reply_sync=...)`` as a context manager
+giving a ``Connector`` with ``send``, ``receive`` and ``iter``.
+
+    workers = [Echo(init_kwargs={"prefix": ">"}) for _ in range(4)]
+    with LoadBalancer(workers, reply_sync=True) as conn:
+        for y in conn.iter(stream, cache_size=200):
+            ...
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable, Iterator, List, Optional
+
+from zerotasq._codec import dumps, loads
+from zerotasq._errors import make_error
+from zerotasq._launch import start_pool
+from zerotasq.results import Results
+from zerotasq.worker import Worker
+
+__all__ = ["LoadBalancer", "Connector"]
+
+
+class Connector:
+    """Sends tasks to the workers and receives their results. ``send`` blocks while
+    ``cache_size`` tasks are sent and not yet received; ``receive`` blocks until a result is
+    there (in send order when ``reply_sync``). Both may be used from two threads."""
+
+    def __init__(self, native_pool, reply_sync: bool, cache_size: int, return_exceptions: bool):
+        self._pool = native_pool
+        self.reply_sync = reply_sync
+        self.cache_size = cache_size
+        self.return_exceptions = return_exceptions
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def _connector(self):
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._pool.connector(self.cache_size, self.reply_sync, dumps, loads, make_error)
+            return self._conn
+
+    def send(self, task: Any) -> None:
+        """Sends one task (blocks while the queue is full)."""
+        self._connector().send(task)
+
+    def receive(self, timeout: Optional[float] = None) -> Any:
+        """The next result (blocks until there is one). A failed task raises ``TaskError``,
+        or returns it with ``return_exceptions=True``; ``TimeoutError`` after ``timeout``."""
+        got = self._connector().recv(timeout)
+        if got is None:
+            raise EOFError("every task's result has been received")
+        ok, value = got
+        if ok or self.return_exceptions:
+            return value
+        raise value
+
+    def iter(self, iterable: Iterable, cache_size: int = 100) -> Iterator:
+        """Feeds ``iterable`` to the workers and yields the results (in input order when
+        ``reply_sync``), keeping at most ``cache_size`` tasks in flight."""
+        native = self._pool.results(iterable, cache_size, self.reply_sync, dumps, loads, make_error,
+                                    self.return_exceptions)
+        return Results(native)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class LoadBalancer:
+    """Starts one worker process per ``Worker`` instance in ``workers`` (each a fresh
+    interpreter running that instance's ``init``) and a broker thread; stops them all on exit."""
+
+    def __init__(self, workers: List[Worker], reply_sync: bool = False, loglevel: Any = None,
+                 cache_size: int = 100, max_retries: int = 3, return_exceptions: bool = False):
+        workers = list(workers)
+        if not workers or not all(isinstance(w, Worker) for w in workers):
+            raise TypeError("LoadBalancer needs a non-empty list of Worker instances")
+        if loglevel is not None:
+            for w in workers:
+                if getattr(w, "loglevel", None) is None:
+                    w.loglevel = loglevel
+        self.workers = workers
+        self.reply_sync = reply_sync
+        self.cache_size = cache_size
+        self.max_retries = max_retries
+        self.return_exceptions = return_exceptions
+        self._pool = None
+        self._conn: Optional[Connector] = None
+
+    def __enter__(self) -> Connector:
+        self._pool = start_pool(self.workers, len(self.workers), max_retries=self.max_retries)
+        self._conn = Connector(self._pool, self.reply_sync, self.cache_size, self.return_exceptions)
+        return self._conn
+
+    def __exit__(self, *exc) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._pool is not None:
+            self._pool.close()

@@ -1,0 +1,134 @@
+"""The modern API: ``Pool`` (a context manager with ``imap``, ``imap_unordered`` and ``map``)
+and ``zerotasq.map`` for a one-off function over an iterable, lambdas and closures included.
+
+    with Pool(Model, n_workers=4, init_kwargs={"path": "m.bin"}) as pool:
+        for y in pool.imap(items):
+            ...
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Union
+
+from zerotasq._codec import dumps, loads
+from zerotasq._errors import make_error
+from zerotasq._launch import default_workers, start_pool
+from zerotasq.results import Results
+from zerotasq.worker import FunctionWorker, Worker
+
+__all__ = ["Pool", "map", "DEFAULT_WINDOW"]
+
+log = logging.getLogger("zerotasq")
+
+#: Tasks in flight (pulled and not yet yielded) per stream by default.
+DEFAULT_WINDOW = 1024
+
+
+def _length(iterable) -> Optional[int]:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
+
+
+def worker_definitions(worker, n_workers: Optional[int], init_kwargs: Optional[dict],
+                       initializer: Optional[Callable], initargs: Sequence, loglevel: Any) -> List[Worker]:
+    """What each worker process runs, from a Worker subclass, instance(s) or a function."""
+    if isinstance(worker, Worker):
+        return [worker]
+    if isinstance(worker, (list, tuple)) and worker and all(isinstance(w, Worker) for w in worker):
+        return list(worker)
+    if isinstance(worker, type) and issubclass(worker, Worker):
+        return [worker(init_kwargs=init_kwargs, loglevel=loglevel)]
+    if callable(worker):
+        if init_kwargs:
+            raise TypeError("init_kwargs is for Worker classes; a function takes initializer/initargs")
+        return [FunctionWorker(worker, initializer, initargs, loglevel)]
+    raise TypeError("Pool needs a Worker subclass, Worker instances or a function, not %r" % (worker,))
+
+
+class Pool:
+    """Long-lived worker processes, each a fresh interpreter that runs ``init`` once.
+
+    ``worker`` is a ``Worker`` subclass (built with ``init_kwargs``), ``Worker`` instances, or
+    a function (with an optional ``initializer(*initargs)``). ``window`` bounds the tasks in
+    flight per stream; a task that was on ``max_retries`` workers that died yields
+    ``WorkerLost``. With ``return_exceptions=True`` failed tasks are yielded as ``TaskError``
+    values instead of raised.
+    """
+
+    def __init__(self, worker: Union[type, Worker, Callable, Sequence[Worker]], n_workers: Optional[int] = None,
+                 init_kwargs: Optional[dict] = None, window: int = DEFAULT_WINDOW, max_retries: int = 3, *,
+                 initializer: Optional[Callable] = None, initargs: Sequence = (),
+                 return_exceptions: bool = False, progress: bool = False, loglevel: Any = None,
+                 prefetch: int = 2):
+        definitions = worker_definitions(worker, n_workers, init_kwargs, initializer, initargs, loglevel)
+        if n_workers is None:
+            n_workers = len(definitions) if len(definitions) > 1 else default_workers()
+        self.n_workers = int(n_workers)
+        self.window = max(1, int(window))
+        self.return_exceptions = return_exceptions
+        self.progress = progress
+        self._native = start_pool(definitions, self.n_workers, max_retries=max_retries, prefetch=prefetch)
+        self._finalizer = weakref.finalize(self, self._native.close)
+
+    # -- streams -------------------------------------------------------------------------------
+    def imap(self, iterable: Iterable, *, ordered: bool = True, window: Optional[int] = None,
+             return_exceptions: Optional[bool] = None, progress: Optional[bool] = None) -> Results:
+        """Results in input order, lazily: the input is pulled as results are consumed."""
+        native = self._native.results(
+            iterable, self.window if window is None else max(1, int(window)), ordered, dumps, loads, make_error,
+            self.return_exceptions if return_exceptions is None else return_exceptions)
+        show = self.progress if progress is None else progress
+        return Results(native, _length(iterable) if show else None, show)
+
+    def imap_unordered(self, iterable: Iterable, **kwargs) -> Results:
+        """Results as they complete."""
+        return self.imap(iterable, ordered=False, **kwargs)
+
+    def map(self, iterable: Iterable, **kwargs) -> list:
+        """All results, in input order, as a list."""
+        return list(self.imap(iterable, **kwargs))
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def worker_pids(self) -> List[int]:
+        """The pids of the live worker processes."""
+        return self._native.worker_pids()
+
+    def stats(self) -> dict:
+        """The broker's counters (submitted, completed, requeued, workers_lost, …)."""
+        return self._native.stats()
+
+    @property
+    def closed(self) -> bool:
+        return self._native.closed
+
+    def close(self) -> None:
+        """Stops the workers at once; open tasks end as cancelled. Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def map(func: Callable, iterable: Iterable, *, n_workers: Optional[int] = None, ordered: bool = True,
+        window: int = DEFAULT_WINDOW, max_retries: int = 3, return_exceptions: bool = False,
+        progress: bool = False, initializer: Optional[Callable] = None, initargs: Sequence = ()) -> Iterator:
+    """``func`` over ``iterable`` in worker processes, lazily, like the builtin ``map``.
+    ``func`` may be a lambda or a closure. The workers stop when the iterator is exhausted,
+    closed or garbage-collected."""
+    pool = Pool(func, n_workers, window=window, max_retries=max_retries, initializer=initializer,
+                initargs=initargs, return_exceptions=return_exceptions, progress=progress)
+
+    def generate():
+        try:
+            yield from pool.imap(iterable, ordered=ordered)
+        finally:
+            pool.close()
+
+    return generate()

@@ -1,0 +1,70 @@
+"""``Results``: what ``imap`` returns. Iterating it (``for``) runs the native iterator
+directly; ``async for`` awaits each result in a thread so the event loop keeps running;
+``progress=True`` adds a bar."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Iterator, Optional
+
+from zerotasq import _native
+
+__all__ = ["Results"]
+
+_END = object()
+
+
+class Results:
+    """A lazy stream of results, in input order or as completed. At most ``window`` inputs are
+    pulled ahead of what has been yielded."""
+
+    def __init__(self, native: "_native.NativeResults", total: Optional[int] = None,
+                 progress: bool = False, on_close: Optional[Callable[[], Any]] = None):
+        self._native = native
+        self._total = total
+        self._progress = progress
+        self._on_close = on_close
+        self._iter: Optional[Iterator] = None
+
+    def _it(self) -> Iterator:
+        if self._iter is None:
+            if self._progress:
+                from zerotasq._progress import with_progress
+
+                self._iter = with_progress(self._native, self._total)
+            else:
+                self._iter = self._native
+        return self._iter
+
+    def __iter__(self) -> Iterator:
+        return self._it()
+
+    def __next__(self):
+        return next(self._it())
+
+    @property
+    def pulled(self) -> int:
+        """How many input items have been pulled so far."""
+        return self._native.pulled
+
+    def close(self) -> None:
+        """Stops the stream: tasks still open are cancelled."""
+        self._native.close()
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> "Results":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __aiter__(self) -> "Results":
+        return self
+
+    async def __anext__(self):
+        loop = asyncio.get_running_loop()
+        value = await loop.run_in_executor(None, next, self._it(), _END)
+        if value is _END:
+            raise StopAsyncIteration
+        return value

@@ -1,0 +1,47 @@
+//! `zerotasq._native`: the thin PyO3 layer between the ZeroTasQ engine and the Python
+//! package `zerotasq`. It holds no logic of its own: the broker, the client and the worker
+//! loop are the engine's; this crate turns Python objects into task bytes and back, and
+//! releases the GIL around every blocking call.
+//!
+//! # Layout
+//! - [`pool`] — `NativePool`: a running engine pool whose workers are fresh interpreters.
+//! - [`results`] — `NativeResults`: the lazy, windowed iterator behind `imap`.
+//! - [`connector`] — `NativeConnector`: blocking `send`/`recv` from any thread.
+//! - [`codec`] — Python object ⇄ task bytes (raw `bytes` fast path, pickle otherwise).
+//! - [`failure`] — engine `TaskError` → the Python `zerotasq.TaskError` factory.
+//! - [`wait`] — waiting without the GIL while staying responsive to Ctrl-C.
+//! - [`worker`] — the worker process side: the engine's `serve` loop calling `process`.
+
+use pyo3::prelude::*;
+
+pub mod codec;
+pub mod connector;
+pub mod failure;
+pub mod pool;
+pub mod results;
+pub mod wait;
+pub mod worker;
+
+pyo3::create_exception!(
+    _native,
+    PoolError,
+    pyo3::exceptions::PyRuntimeError,
+    "The pool itself failed (not one task)."
+);
+
+/// Turns an engine error into a Python `PoolError`.
+pub(crate) fn pool_error(e: impl std::fmt::Display) -> PyErr {
+    PoolError::new_err(e.to_string())
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("PoolError", m.py().get_type::<PoolError>())?;
+    m.add_class::<pool::NativePool>()?;
+    m.add_class::<results::NativeResults>()?;
+    m.add_class::<connector::NativeConnector>()?;
+    m.add_function(wrap_pyfunction!(worker::serve_worker, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::report_init_failure, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::prepare_worker_process, m)?)?;
+    Ok(())
+}

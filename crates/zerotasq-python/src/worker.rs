@@ -1,0 +1,118 @@
+//! The worker process side: a fresh interpreter runs `zerotasq._worker`, which builds the
+//! user's worker and calls [`serve_worker`]. The loop, the heartbeats and the socket are the
+//! engine's (`serve`); Python runs only inside `process`, with the GIL taken per task.
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use zerotasq::child::{options_from_env, EXIT_BAD_ENV, EXIT_BROKER_LOST};
+use zerotasq::transport::Context;
+use zerotasq::worker_runtime::{serve, ServeEnd};
+use zerotasq::{ErrorKind, TaskError};
+
+use crate::codec::Codec;
+use crate::failure;
+
+/// Prepares this process for its parent's death (removes the pool's ipc directory on the
+/// parent-death signal). Call it first.
+#[pyfunction]
+pub fn prepare_worker_process() {
+    zerotasq::child::prepare_worker_process();
+}
+
+/// Tells the broker this worker's init failed, with `message`.
+#[pyfunction]
+pub fn report_init_failure(py: Python<'_>, message: &str) -> PyResult<()> {
+    let opts = options_from_env().map_err(crate::pool_error)?;
+    py.detach(|| zerotasq::worker_runtime::report_init_failure(&Context::new(), &opts, message))
+        .map_err(crate::pool_error)
+}
+
+/// Serves tasks until the broker says stop; returns the process's exit status.
+///
+/// `process(request)` runs each task; `describe(exc)` turns an exception it raised into
+/// `(message, detail)`; `dumps`/`loads` pickle results and read tasks.
+#[pyfunction]
+pub fn serve_worker(
+    py: Python<'_>,
+    process: Py<PyAny>,
+    describe: Py<PyAny>,
+    dumps: Py<PyAny>,
+    loads: Py<PyAny>,
+) -> i32 {
+    let opts = match options_from_env() {
+        Ok(opts) => opts,
+        Err(e) => {
+            eprintln!("zerotasq worker: {e}");
+            return EXIT_BAD_ENV;
+        }
+    };
+    let codec = Codec { dumps, loads };
+    let handler = move |task: &[u8], out: &mut Vec<u8>| -> Result<(), TaskError> {
+        Python::attach(|py| run_task(py, &codec, &process, &describe, task, out))
+    };
+    let end = py.detach(|| serve(&Context::new(), &opts, handler));
+    match end {
+        Ok(ServeEnd::Shutdown) => 0,
+        Ok(ServeEnd::BrokerLost) => EXIT_BROKER_LOST,
+        Err(e) => {
+            eprintln!("zerotasq worker: {e}");
+            EXIT_BROKER_LOST
+        }
+    }
+}
+
+fn run_task(
+    py: Python<'_>,
+    codec: &Codec,
+    process: &Py<PyAny>,
+    describe: &Py<PyAny>,
+    task: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), TaskError> {
+    let request = codec.decode(py, task).map_err(|e| {
+        TaskError::new(
+            ErrorKind::Codec,
+            format!("the task cannot be unpickled in the worker: {}", failure::describe(py, &e)),
+        )
+    })?;
+    let result = match process.bind(py).call1((&request,)) {
+        Ok(result) => result,
+        Err(e) => return Err(python_failure(py, describe, e)),
+    };
+    codec.encode(&result, out).map_err(|e| {
+        out.clear();
+        let shown = request
+            .repr()
+            .map(|r| {
+                let r = r.to_string();
+                if r.len() > 80 {
+                    format!("{}…", &r[..r.floor_char_boundary(80)])
+                } else {
+                    r
+                }
+            })
+            .unwrap_or_default();
+        TaskError::new(
+            ErrorKind::Codec,
+            format!(
+                "the result of the task {shown} cannot be pickled: {}",
+                failure::describe(py, &e)
+            ),
+        )
+    })
+}
+
+/// An exception raised by `process`, as a `Failed` task error with the remote traceback.
+fn python_failure(py: Python<'_>, describe: &Py<PyAny>, err: PyErr) -> TaskError {
+    let described = describe
+        .bind(py)
+        .call1((err.value(py),))
+        .and_then(|t| {
+            let t = t.cast_into::<PyTuple>()?;
+            Ok((t.get_item(0)?.extract::<String>()?, t.get_item(1)?.extract::<String>()?))
+        });
+    match described {
+        Ok((message, detail)) => TaskError::new(ErrorKind::Failed, message).with_detail(detail),
+        Err(_) => TaskError::new(ErrorKind::Failed, failure::describe(py, &err)),
+    }
+}
