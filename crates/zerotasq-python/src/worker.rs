@@ -104,9 +104,14 @@ fn run_task(
 
 /// An exception raised by `process`, as a `Failed` task error with the remote traceback.
 fn python_failure(py: Python<'_>, describe: &Py<PyAny>, err: PyErr) -> TaskError {
+    let value = err.value(py);
+    if let Some(tb) = err.traceback(py) {
+        // Python 3.11 keeps a raised exception's traceback beside it, not on it.
+        let _ = value.setattr(pyo3::intern!(py, "__traceback__"), tb);
+    }
     let described = describe
         .bind(py)
-        .call1((err.value(py),))
+        .call1((value,))
         .and_then(|t| {
             let t = t.cast_into::<PyTuple>()?;
             Ok((t.get_item(0)?.extract::<String>()?, t.get_item(1)?.extract::<String>()?))
