@@ -10,4 +10,4 @@ test:
 
 bench:
 	scripts/setup
-	cargo run --release -p zerotasq --example bench
+	cargo bench -p zerotasq --bench engine
