@@ -84,8 +84,8 @@ fn parent_role() {
     std::thread::sleep(Duration::from_secs(600));
 }
 
-#[test]
-fn sigkill_of_the_parent_takes_the_workers_and_the_ipc_dir_along() {
+/// Starts the parent role; returns it, its workers' pids and its ipc directory.
+fn start_parent() -> (std::process::Child, Vec<u32>, std::path::PathBuf) {
     let mut parent = Command::new(std::env::current_exe().unwrap())
         .env("ZT_TEST_PARENT", "1")
         .stdout(Stdio::piped())
@@ -106,6 +106,21 @@ fn sigkill_of_the_parent_takes_the_workers_and_the_ipc_dir_along() {
     }
     assert!(!workers.is_empty() && !endpoint.is_empty());
     assert!(workers.iter().all(|pid| alive(*pid)));
+    let dir = std::path::Path::new(&endpoint)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    (parent, workers, dir)
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: signals our own child process.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+#[test]
+fn sigkill_of_the_parent_takes_the_workers_and_the_ipc_dir_along() {
+    let (mut parent, workers, dir) = start_parent();
     parent.kill().unwrap(); // SIGKILL
     parent.wait().unwrap();
     assert!(
@@ -114,12 +129,39 @@ fn sigkill_of_the_parent_takes_the_workers_and_the_ipc_dir_along() {
             .all(|pid| !alive(*pid))),
         "workers outlived their SIGKILLed parent"
     );
-    let dir = std::path::Path::new(&endpoint)
-        .parent()
-        .unwrap()
-        .to_path_buf();
     assert!(
         eventually(Duration::from_secs(10), || !dir.exists()),
         "ipc dir {dir:?} left behind"
     );
+}
+
+#[test]
+fn ctrl_c_in_the_parent_leaves_no_worker_and_no_ipc_dir() {
+    let (mut parent, workers, dir) = start_parent();
+    signal(&parent, libc::SIGINT);
+    parent.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || workers
+            .iter()
+            .all(|pid| !alive(*pid))),
+        "workers outlived Ctrl-C"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !dir.exists()),
+        "ipc dir {dir:?} left behind"
+    );
+}
+
+#[test]
+fn workers_leave_when_their_broker_falls_silent() {
+    let (mut parent, workers, _dir) = start_parent();
+    // A frozen parent: its broker sends no heartbeats, but it is not dead, so no
+    // parent-death signal fires. The workers must notice the silence themselves.
+    signal(&parent, libc::SIGSTOP);
+    let gone = eventually(Duration::from_secs(10), || {
+        workers.iter().all(|pid| !alive(*pid))
+    });
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    assert!(gone, "workers kept waiting for a silent broker");
 }
