@@ -336,13 +336,8 @@ impl<W: Worker> Pool<W> {
     /// A connector with blocking `send` and `recv`, for a program that feeds from one thread
     /// and drains from another.
     pub fn connector(&self, ordered: bool) -> Result<Connector<W::Input, W::Output>, Error> {
-        Connector::new(
-            &self.raw,
-            self.window,
-            ordered,
-            encoder::<W>(),
-            decoder::<W>(),
-        )
+        self.raw
+            .connector(self.window, ordered, encoder::<W>(), decoder::<W>())
     }
 
     /// The engine underneath.
