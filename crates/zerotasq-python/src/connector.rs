@@ -8,18 +8,17 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use zerotasq::connector::TimedOut;
-use zerotasq::{Connector, RawPool};
+use zerotasq::RawPool;
 
 use crate::codec::Codec;
 use crate::failure;
 use crate::pool_error;
-use crate::results::byte_connector;
+use crate::results::{byte_connector, ByteConnector};
 use crate::wait::interruptible;
 
 #[pyclass(module = "zerotasq._native", frozen)]
 pub struct NativeConnector {
-    conn: Mutex<Option<Arc<Connector<Vec<u8>, Vec<u8>>>>>,
+    conn: Mutex<Option<Arc<ByteConnector>>>,
     codec: Codec,
     make_error: Py<PyAny>,
     window: usize,
@@ -51,7 +50,7 @@ impl NativeConnector {
         })
     }
 
-    fn conn(&self) -> PyResult<Arc<Connector<Vec<u8>, Vec<u8>>>> {
+    fn conn(&self) -> PyResult<Arc<ByteConnector>> {
         self.conn
             .lock()
             .expect("connector lock")
@@ -90,7 +89,10 @@ impl NativeConnector {
         let index = self.sent.load(Ordering::Relaxed);
         let mut bytes = Vec::new();
         if let Err(e) = self.codec.encode(task, &mut bytes) {
-            let message = format!("task #{index} cannot be pickled: {}", failure::describe(py, &e));
+            let message = format!(
+                "task #{index} cannot be pickled: {}",
+                failure::describe(py, &e)
+            );
             let error = failure::make(py, &self.make_error, "codec", &message, "", Some(index))?;
             return Err(PyErr::from_value(error.into_bound(py)));
         }
@@ -121,10 +123,7 @@ impl NativeConnector {
             if self.closed.load(Ordering::Acquire) {
                 return Some(None);
             }
-            match conn.recv_timeout(slice) {
-                Ok(outcome) => Some(outcome),
-                Err(TimedOut) => None,
-            }
+            conn.recv_timeout(slice).ok()
         })?;
         let Some(outcome) = got else {
             return Err(pyo3::exceptions::PyTimeoutError::new_err(
@@ -139,12 +138,20 @@ impl NativeConnector {
             Ok(bytes) => match self.codec.decode(py, &bytes) {
                 Ok(value) => (true, value.unbind()),
                 Err(e) => {
-                    let message =
-                        format!("a result cannot be unpickled: {}", failure::describe(py, &e));
-                    (false, failure::make(py, &self.make_error, "codec", &message, "", None)?)
+                    let message = format!(
+                        "a result cannot be unpickled: {}",
+                        failure::describe(py, &e)
+                    );
+                    (
+                        false,
+                        failure::make(py, &self.make_error, "codec", &message, "", None)?,
+                    )
                 }
             },
-            Err(e) => (false, failure::from_task_error(py, &self.make_error, &e, None)?),
+            Err(e) => (
+                false,
+                failure::from_task_error(py, &self.make_error, &e, None)?,
+            ),
         }))
     }
 

@@ -18,7 +18,8 @@ use crate::failure;
 use crate::pool_error;
 use crate::wait::interruptible;
 
-type ByteConnector = Connector<Vec<u8>, Vec<u8>>;
+/// The engine connector over task and result bytes.
+pub(crate) type ByteConnector = Connector<Vec<u8>, Vec<u8>>;
 
 /// One pulled item, in input order.
 enum Slot {
@@ -134,7 +135,8 @@ impl NativeResults {
                     "task #{index} cannot be pickled: {}",
                     failure::describe(py, &e)
                 );
-                let error = failure::make(py, &self.make_error, "codec", &message, "", Some(index))?;
+                let error =
+                    failure::make(py, &self.make_error, "codec", &message, "", Some(index))?;
                 self.slots.push_back(Slot::Failed(error));
                 continue;
             }

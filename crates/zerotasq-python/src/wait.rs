@@ -11,7 +11,11 @@ pub const SLICE: Duration = Duration::from_millis(50);
 
 /// Calls `attempt(slice)` without the GIL until it returns `Some`, checking for signals
 /// between calls; gives up with `Ok(None)` after `timeout` (`None`: never).
-pub fn interruptible<T, F>(py: Python<'_>, timeout: Option<Duration>, mut attempt: F) -> PyResult<Option<T>>
+pub fn interruptible<T, F>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    mut attempt: F,
+) -> PyResult<Option<T>>
 where
     F: FnMut(Duration) -> Option<T> + Send,
     T: Send,

@@ -72,7 +72,10 @@ fn run_task(
     let request = codec.decode(py, task).map_err(|e| {
         TaskError::new(
             ErrorKind::Codec,
-            format!("the task cannot be unpickled in the worker: {}", failure::describe(py, &e)),
+            format!(
+                "the task cannot be unpickled in the worker: {}",
+                failure::describe(py, &e)
+            ),
         )
     })?;
     let result = match process.bind(py).call1((&request,)) {
@@ -85,10 +88,9 @@ fn run_task(
             .repr()
             .map(|r| {
                 let r = r.to_string();
-                if r.len() > 80 {
-                    format!("{}…", &r[..r.floor_char_boundary(80)])
-                } else {
-                    r
+                match r.char_indices().nth(80) {
+                    Some((cut, _)) => format!("{}…", &r[..cut]),
+                    None => r,
                 }
             })
             .unwrap_or_default();
@@ -109,13 +111,13 @@ fn python_failure(py: Python<'_>, describe: &Py<PyAny>, err: PyErr) -> TaskError
         // Python 3.11 keeps a raised exception's traceback beside it, not on it.
         let _ = value.setattr(pyo3::intern!(py, "__traceback__"), tb);
     }
-    let described = describe
-        .bind(py)
-        .call1((value,))
-        .and_then(|t| {
-            let t = t.cast_into::<PyTuple>()?;
-            Ok((t.get_item(0)?.extract::<String>()?, t.get_item(1)?.extract::<String>()?))
-        });
+    let described = describe.bind(py).call1((value,)).and_then(|t| {
+        let t = t.cast_into::<PyTuple>()?;
+        Ok((
+            t.get_item(0)?.extract::<String>()?,
+            t.get_item(1)?.extract::<String>()?,
+        ))
+    });
     match described {
         Ok((message, detail)) => TaskError::new(ErrorKind::Failed, message).with_detail(detail),
         Err(_) => TaskError::new(ErrorKind::Failed, failure::describe(py, &err)),
