@@ -21,11 +21,15 @@ The seed's API::
 The modern API: ``Pool``, ``zerotasq.map``, ``Executor``.
 """
 
-from zerotasq._errors import InitFailed, PoolError, RemoteTraceback, TaskCancelled, TaskError, WorkerLost
-from zerotasq.balancer import Connector, LoadBalancer
-from zerotasq.pool import Pool, map
-from zerotasq.results import Results
-from zerotasq.worker import FunctionWorker, Worker
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zerotasq._errors import InitFailed, PoolError, RemoteTraceback, TaskCancelled, TaskError, WorkerLost
+    from zerotasq.balancer import Connector, LoadBalancer
+    from zerotasq.executor import Executor
+    from zerotasq.pool import Pool, map
+    from zerotasq.results import Results
+    from zerotasq.worker import FunctionWorker, Worker
 
 __version__ = "0.1.0"
 
@@ -35,10 +39,26 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # concurrent.futures is imported only by programs that use the Executor.
-    if name == "Executor":
-        from zerotasq.executor import Executor
+# Names are imported on first use: a worker process imports this package too, and every
+# module it does not need costs start-up time.
+_WHERE = {
+    "Worker": "worker", "FunctionWorker": "worker", "LoadBalancer": "balancer", "Connector": "balancer",
+    "Pool": "pool", "map": "pool", "Executor": "executor", "Results": "results",
+    "TaskError": "_errors", "WorkerLost": "_errors", "InitFailed": "_errors", "TaskCancelled": "_errors",
+    "PoolError": "_errors", "RemoteTraceback": "_errors",
+}
 
-        return Executor
-    raise AttributeError("module 'zerotasq' has no attribute %r" % name)
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError("module 'zerotasq' has no attribute %r" % name)
+    import importlib
+
+    value = getattr(importlib.import_module("zerotasq." + module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_WHERE))

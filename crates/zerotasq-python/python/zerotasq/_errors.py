@@ -3,9 +3,8 @@ remote exception's type, message and traceback; the stream goes on after it."""
 
 from __future__ import annotations
 
-import base64
+import binascii
 import pickle
-import traceback
 from typing import Optional
 
 from zerotasq._native import PoolError
@@ -83,7 +82,7 @@ def make_error(kind: str, message: str, detail: str, index: Optional[int]) -> Ta
     if _EXC_MARK in detail:
         detail, _, blob = detail.partition(_EXC_MARK)
         try:
-            original = pickle.loads(base64.b64decode(blob))
+            original = pickle.loads(binascii.a2b_base64(blob))
         except Exception:
             original = None
     cls = _KINDS.get(kind, TaskError)
@@ -102,6 +101,8 @@ def make_error(kind: str, message: str, detail: str, index: Optional[int]) -> Ta
 def describe(exc: BaseException):
     """Worker side: ``(message, detail)`` of an exception raised by ``process``; the detail is
     the traceback, followed by the pickled exception when it pickles."""
+    import traceback
+
     name = type(exc).__qualname__
     module = type(exc).__module__
     if module not in ("builtins", "__main__"):
@@ -112,7 +113,7 @@ def describe(exc: BaseException):
     try:
         blob = pickle.dumps(exc, protocol=5)
         pickle.loads(blob)
-        detail += _EXC_MARK + base64.b64encode(blob).decode("ascii")
+        detail += _EXC_MARK + binascii.b2a_base64(blob, newline=False).decode("ascii")
     except Exception:
         pass
     return message, detail

@@ -1,10 +1,10 @@
 """Starting a native pool whose workers are fresh interpreters running ``zerotasq._worker``:
 the command line, the environment, and the worker definitions written to each worker's
-stdin (a JSON header with the caller's ``sys.path``, then the cloudpickled definitions)."""
+stdin (a header line with the caller's ``sys.path``, NUL-separated, then the cloudpickled
+definitions)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -33,7 +33,7 @@ def start_pool(definitions: List[object], n_workers: Optional[int] = None, *, ma
     if not definitions:
         raise ValueError("a pool needs at least one worker")
     n = len(definitions) if n_workers is None else int(n_workers)
-    header = json.dumps({"v": 1, "sys_path": [p for p in sys.path if isinstance(p, str)]}).encode()
+    header = "\0".join(p for p in sys.path if isinstance(p, str) and "\n" not in p).encode("utf-8", "surrogateescape")
     try:
         payload = dumps_by_value(list(definitions))
     except Exception as exc:

@@ -1,11 +1,10 @@
 """Entry of a worker process: ``python -m zerotasq._worker``. A fresh interpreter reads its
-worker definitions (cloudpickled) from stdin, picks its own by the index in its routing id,
+worker definitions (cloudpickled, after a header line with the caller's ``sys.path``)
+from stdin, picks its own by the index in its routing id,
 runs ``init`` and then the engine's worker loop, calling ``process`` for each task."""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 
@@ -24,12 +23,9 @@ def main() -> int:
     _native.prepare_worker_process()
     data = sys.stdin.buffer.read()
     header, _, payload = data.partition(b"\n")
-    try:
-        meta = json.loads(header)
-        paths = [p for p in meta.get("sys_path", []) if p not in sys.path]
-        sys.path[:0] = paths
-    except ValueError:
-        pass
+    # The header: the caller's sys.path, NUL-separated, so its modules import here too.
+    paths = [p for p in header.decode("utf-8", "surrogateescape").split("\0") if p and p not in sys.path]
+    sys.path[:0] = paths
 
     from zerotasq._codec import dumps, loads
     from zerotasq._errors import describe
@@ -38,7 +34,9 @@ def main() -> int:
     try:
         definitions = loads(payload)
         worker = definitions[_index() % len(definitions)]
-        if getattr(worker, "loglevel", None) is not None and not logging.getLogger().handlers:
+        if getattr(worker, "loglevel", None) is not None:
+            import logging
+
             logging.basicConfig(
                 level=log_level(worker.loglevel),
                 format="%(asctime)s zerotasq-worker[%(process)d] %(levelname)s %(name)s: %(message)s")
@@ -52,7 +50,6 @@ def main() -> int:
         except Exception:
             pass
         return 3
-    logging.getLogger("zerotasq.worker").debug("worker %d ready", os.getpid())
     return _native.serve_worker(worker.process, describe, dumps, loads)
 
 

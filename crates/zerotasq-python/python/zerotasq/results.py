@@ -4,7 +4,6 @@ directly; ``async for`` awaits each result in a thread so the event loop keeps r
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable, Iterator, Optional
 
 from zerotasq import _native
@@ -63,6 +62,8 @@ class Results:
         return self
 
     async def __anext__(self):
+        import asyncio  # imported on first use: it costs worker start-up time otherwise
+
         loop = asyncio.get_running_loop()
         value = await loop.run_in_executor(None, next, self._it(), _END)
         if value is _END:

@@ -4,7 +4,6 @@ the class to ``Pool``. ``FunctionWorker`` wraps a plain function (lambdas too)."
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Optional, Sequence
 
 __all__ = ["Worker", "FunctionWorker", "log_level"]
@@ -13,6 +12,8 @@ __all__ = ["Worker", "FunctionWorker", "log_level"]
 def log_level(loglevel) -> int:
     """The ``logging`` level a seed-style ``loglevel`` names: ``logging`` levels and names as
     they are; small integers as 0 = NOTSET, 1 = DEBUG, 2 = INFO, 3 = WARNING, 4 = ERROR."""
+    import logging
+
     if isinstance(loglevel, str):
         return logging.getLevelName(loglevel.upper())
     if isinstance(loglevel, int) and 0 <= loglevel < 10:
