@@ -1,42 +1,79 @@
 //! The broker's event loop: moves frames between its sockets and the [`Broker`] state
 //! machine. One thread; it never blocks on one peer (all its sends are non-blocking).
+//!
+//! Each side (clients, workers) may have several ROUTER sockets — in-process and ipc for
+//! local peers, a CURVE-secured TCP one for remote peers — since security is a property of a
+//! socket, not of an endpoint. The loop remembers which socket each peer came in on.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, BrokerStats, Route};
 use crate::error::Error;
 use crate::protocol::Message;
-use crate::transport::{poll, Pollable, SendError, Socket};
+use crate::transport::{poll, Frame, Pollable, SendError, Socket};
 
 /// Messages taken from one socket before the others get a turn.
 const RECV_BUDGET: usize = 256;
+/// Peers remembered per side before the table is reset (it only grows with new peers).
+const MAX_PEERS: usize = 100_000;
 
-/// The broker's sockets: clients' ROUTER, workers' ROUTER, and the in-process control
-/// channel to the supervisor.
+/// The ROUTER sockets of one side, and which one each peer uses.
+pub struct Side {
+    sockets: Vec<Socket>,
+    home: HashMap<Vec<u8>, usize>,
+}
+
+impl Side {
+    pub fn new(sockets: Vec<Socket>) -> Side {
+        Side {
+            sockets,
+            home: HashMap::new(),
+        }
+    }
+
+    fn recv(&mut self, index: usize) -> Result<Option<Vec<Frame>>, Error> {
+        let frames = self.sockets[index].recv(false)?;
+        if self.sockets.len() > 1 {
+            if let Some(identity) = frames.as_ref().and_then(|f| f.first()) {
+                if self.home.len() >= MAX_PEERS {
+                    self.home.clear();
+                }
+                self.home.insert(identity.to_vec(), index);
+            }
+        }
+        Ok(frames)
+    }
+
+    fn socket_for(&self, identity: &[u8]) -> &Socket {
+        &self.sockets[self.home.get(identity).copied().unwrap_or(0)]
+    }
+}
+
+/// The broker's sockets: clients' side, workers' side, and the in-process control channel
+/// to the supervisor.
 pub struct BrokerSockets {
-    pub frontend: Socket,
-    pub backend: Socket,
+    pub clients: Side,
+    pub workers: Side,
     pub control: Socket,
 }
 
 /// Runs until the control channel says [`Message::Stop`].
 pub fn run(
     mut broker: Broker,
-    sockets: BrokerSockets,
+    mut sockets: BrokerSockets,
     stats: Arc<Mutex<BrokerStats>>,
 ) -> Result<(), Error> {
+    let (n_workers, n_clients) = (sockets.workers.sockets.len(), sockets.clients.sockets.len());
     loop {
         let now = Instant::now();
         let timeout = broker.next_wakeup(now).saturating_duration_since(now);
-        let ready = poll(
-            &[
-                Pollable::Socket(&sockets.control),
-                Pollable::Socket(&sockets.backend),
-                Pollable::Socket(&sockets.frontend),
-            ],
-            Some(timeout.max(Duration::from_millis(1))),
-        )?;
+        let mut items = vec![Pollable::Socket(&sockets.control)];
+        items.extend(sockets.workers.sockets.iter().map(Pollable::Socket));
+        items.extend(sockets.clients.sockets.iter().map(Pollable::Socket));
+        let ready = poll(&items, Some(timeout.max(Duration::from_millis(1))))?;
+        drop(items);
         let now = Instant::now();
         if ready[0] {
             while let Some(frames) = sockets.control.recv(false)? {
@@ -48,9 +85,12 @@ pub fn run(
                 broker.on_control(&frames, now);
             }
         }
-        if ready[1] {
+        for index in 0..n_workers {
+            if !ready[1 + index] {
+                continue;
+            }
             for _ in 0..RECV_BUDGET {
-                let Some(frames) = sockets.backend.recv(false)? else {
+                let Some(frames) = sockets.workers.recv(index)? else {
                     break;
                 };
                 if let Some((identity, rest)) = frames.split_first() {
@@ -58,9 +98,12 @@ pub fn run(
                 }
             }
         }
-        if ready[2] {
+        for index in 0..n_clients {
+            if !ready[1 + n_workers + index] {
+                continue;
+            }
             for _ in 0..RECV_BUDGET {
-                let Some(frames) = sockets.frontend.recv(false)? else {
+                let Some(frames) = sockets.clients.recv(index)? else {
                     break;
                 };
                 if let Some((identity, rest)) = frames.split_first() {
@@ -87,8 +130,8 @@ fn send_all(broker: &mut Broker, sockets: &BrokerSockets, now: Instant) -> Resul
         for (route, frames) in broker.outbox() {
             sent_any = true;
             let (socket, identity) = match &route {
-                Route::Worker(id) => (&sockets.backend, Some(id)),
-                Route::Client(id) => (&sockets.frontend, Some(id)),
+                Route::Worker(id) => (sockets.workers.socket_for(id), Some(id)),
+                Route::Client(id) => (sockets.clients.socket_for(id), Some(id)),
                 Route::Supervisor => (&sockets.control, None),
             };
             let routed = identity

@@ -60,5 +60,6 @@ pub use child::serve_if_worker;
 pub use client::Stream;
 pub use connector::Connector;
 pub use error::{Error, ErrorKind, TaskError};
-pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool};
+pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
+pub use transport::curve::{KeyPair, PublicKey, Security};
 pub use worker::Worker;

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::broker::{Broker, BrokerConfig, BrokerStats};
-use crate::broker_loop::{self, BrokerSockets};
+use crate::broker_loop::{self, BrokerSockets, Side};
 use crate::child::{entry_env, entry_offset, worker_env};
 use crate::client::{DecodeFn, EncodeFn, Stream};
 use crate::codec;
@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::ipc_dir::IpcDir;
 use crate::protocol::Message;
 use crate::supervisor::{self, SupervisorConfig, WorkerCommand};
+use crate::transport::curve::{check_insecure, Security, ZapHandler};
 use crate::transport::{Context, Kind, Socket};
 use crate::worker::{init_worker, Worker, WorkerHandler};
 use crate::worker_runtime::{report_init_failure, serve, WorkerOptions};
@@ -45,6 +46,28 @@ pub struct PoolSpec {
     pub max_message: i64,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// TCP endpoints for remote workers and clients.
+    pub tcp: Option<TcpListen>,
+}
+
+/// Where a pool listens on TCP, and how it authenticates peers there.
+#[derive(Debug, Clone)]
+pub struct TcpListen {
+    /// For remote workers, e.g. `tcp://0.0.0.0:5555` (port 0: any free port).
+    pub workers: Option<String>,
+    /// For remote clients (a standalone broker).
+    pub clients: Option<String>,
+    /// [`Security::Server`] (CURVE, the default of every face) or [`Security::Insecure`].
+    pub security: Security,
+    /// Plain TCP on a non-loopback address; refused unless set.
+    pub allow_insecure_remote: bool,
+}
+
+/// The TCP endpoints a pool actually bound (ports resolved).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpEndpoints {
+    pub workers: Option<String>,
+    pub clients: Option<String>,
 }
 
 impl Default for PoolSpec {
@@ -57,6 +80,7 @@ impl Default for PoolSpec {
             max_message: 256 << 20,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            tcp: None,
         }
     }
 }
@@ -75,6 +99,9 @@ pub struct RawPool {
     stats: Arc<Mutex<BrokerStats>>,
     pids: Arc<Mutex<Vec<u32>>>,
     max_message: i64,
+    tcp_endpoints: TcpEndpoints,
+    /// Answers CURVE authentication while the broker runs.
+    zap: Option<ZapHandler>,
     ipc_dir: Option<IpcDir>,
     /// Dropped last: terminating a context waits for its sockets.
     ctx: Context,
@@ -91,14 +118,52 @@ impl RawPool {
         let worker_endpoint = ipc_dir.endpoint();
         let inproc_workers = format!("inproc://zerotasq-{tag}-workers");
 
+        let local_clients = ctx.socket(Kind::Router, spec.max_message)?;
+        local_clients.bind(&frontend)?;
+        let local_workers = ctx.socket(Kind::Router, spec.max_message)?;
+        local_workers.bind(&worker_endpoint)?;
+        local_workers.bind(&inproc_workers)?;
+        let mut client_sockets = vec![local_clients];
+        let mut worker_sockets = vec![local_workers];
+        let mut tcp_endpoints = TcpEndpoints::default();
+        let mut zap = None;
+        if let Some(tcp) = &spec.tcp {
+            match &tcp.security {
+                Security::Server { allowed, .. } => {
+                    zap = Some(ZapHandler::start(&ctx, allowed)?);
+                }
+                Security::Insecure => {
+                    for endpoint in tcp.workers.iter().chain(&tcp.clients) {
+                        check_insecure(endpoint, tcp.allow_insecure_remote)?;
+                    }
+                }
+                Security::Client { .. } => {
+                    return Err(Error::Config("a pool listens with server keys".into()))
+                }
+            }
+            let listen = |endpoint: &str| -> Result<(Socket, String), Error> {
+                let socket = ctx.socket(Kind::Router, spec.max_message)?;
+                socket.secure(&tcp.security)?;
+                socket.bind(endpoint)?;
+                let bound = socket.last_endpoint()?;
+                Ok((socket, bound))
+            };
+            if let Some(endpoint) = &tcp.workers {
+                let (socket, bound) = listen(endpoint)?;
+                worker_sockets.push(socket);
+                tcp_endpoints.workers = Some(bound);
+            }
+            if let Some(endpoint) = &tcp.clients {
+                let (socket, bound) = listen(endpoint)?;
+                client_sockets.push(socket);
+                tcp_endpoints.clients = Some(bound);
+            }
+        }
         let sockets = BrokerSockets {
-            frontend: ctx.socket(Kind::Router, spec.max_message)?,
-            backend: ctx.socket(Kind::Router, spec.max_message)?,
+            clients: Side::new(client_sockets),
+            workers: Side::new(worker_sockets),
             control: ctx.socket(Kind::Pair, -1)?,
         };
-        sockets.frontend.bind(&frontend)?;
-        sockets.backend.bind(&worker_endpoint)?;
-        sockets.backend.bind(&inproc_workers)?;
         let control = format!("inproc://zerotasq-{tag}-control");
         sockets.control.bind(&control)?;
         let supervisor_broker = ctx.socket(Kind::Pair, -1)?;
@@ -196,6 +261,8 @@ impl RawPool {
             stats,
             pids,
             max_message: spec.max_message,
+            tcp_endpoints,
+            zap,
             ipc_dir: Some(ipc_dir),
             ctx,
         })
@@ -256,6 +323,11 @@ impl RawPool {
         &self.worker_endpoint
     }
 
+    /// The TCP endpoints this pool listens on, if any.
+    pub fn tcp_endpoints(&self) -> &TcpEndpoints {
+        &self.tcp_endpoints
+    }
+
     /// Pids of the local worker processes alive now.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.pids.lock().expect("pids lock").clone()
@@ -286,6 +358,7 @@ impl Drop for RawPool {
                 let _ = handle.join();
             }
         }
+        self.zap.take();
         self.ipc_dir.take();
     }
 }

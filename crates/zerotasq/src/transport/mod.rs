@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+pub mod curve;
+
 /// Messages (multipart messages count per part) a socket queues before pushing back.
 const HIGH_WATER_MARK: i32 = 100_000;
 /// How long closing a socket may wait to flush what it queued.
@@ -148,6 +150,15 @@ impl Socket {
             context: format!("connect {endpoint}"),
             source: e,
         })
+    }
+
+    /// The endpoint this socket last bound, with a wildcard port resolved.
+    pub fn last_endpoint(&self) -> Result<String, Error> {
+        match self.0.get_last_endpoint() {
+            Ok(Ok(endpoint)) => Ok(endpoint),
+            Ok(Err(_)) => Err(Error::Config("endpoint is not UTF-8".into())),
+            Err(e) => Err(zmq_err("read the bound endpoint")(e)),
+        }
     }
 
     /// Sends one multipart message. With `wait == false` a full queue is

@@ -1,0 +1,264 @@
+//! CURVE security: key pairs and key files, socket set-up for servers and clients, and the
+//! ZAP handler that admits only listed client keys (without one, libzmq admits anyone who
+//! knows the server's public key).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::{zmq_err, Context, Socket};
+use crate::error::Error;
+
+/// The ZAP domain our servers authenticate in.
+const ZAP_DOMAIN: &str = "zerotasq";
+/// Where libzmq sends authentication requests, per context.
+const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+/// A CURVE public key (32 bytes; Z85 text in files and on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(pub [u8; 32]);
+
+/// A CURVE key pair.
+#[derive(Clone)]
+pub struct KeyPair {
+    pub public: PublicKey,
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyPair({})", self.public)
+    }
+}
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&zmq::z85_encode(&self.0).expect("32 bytes encode"))
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        decode_key(text.trim()).map(PublicKey)
+    }
+}
+
+fn decode_key(text: &str) -> Result<[u8; 32], Error> {
+    let bytes = zmq::z85_decode(text)
+        .map_err(|_| Error::Config(format!("{text:?} is not a Z85-encoded CURVE key")))?;
+    bytes
+        .try_into()
+        .map_err(|_| Error::Config(format!("{text:?} is not a 32-byte CURVE key")))
+}
+
+impl KeyPair {
+    /// A fresh key pair.
+    pub fn generate() -> Result<KeyPair, Error> {
+        let pair = zmq::CurveKeyPair::new().map_err(zmq_err("generate a CURVE key pair"))?;
+        Ok(KeyPair {
+            public: PublicKey(pair.public_key),
+            secret: pair.secret_key,
+        })
+    }
+
+    /// Writes `<base>.key` (the public key, to share) and `<base>.key_secret` (mode 0600).
+    pub fn write(&self, base: &Path) -> Result<(), Error> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let public = base.with_extension("key");
+        std::fs::write(&public, format!("{}\n", self.public))
+            .map_err(Error::io(format!("write {}", public.display())))?;
+        let secret_path = base.with_extension("key_secret");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&secret_path)
+            .map_err(Error::io(format!("write {}", secret_path.display())))?;
+        let secret = zmq::z85_encode(&self.secret).expect("32 bytes encode");
+        writeln!(file, "public = {}\nsecret = {secret}", self.public)
+            .map_err(Error::io(format!("write {}", secret_path.display())))
+    }
+
+    /// Reads a `.key_secret` file written by [`KeyPair::write`].
+    pub fn read(path: &Path) -> Result<KeyPair, Error> {
+        let text =
+            std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+        let field = |name: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim().to_string())
+                .ok_or_else(|| Error::Config(format!("{}: no `{name} = …` line", path.display())))
+        };
+        Ok(KeyPair {
+            public: field("public")?.parse()?,
+            secret: decode_key(&field("secret")?)?,
+        })
+    }
+}
+
+/// Reads public keys, one per line (`#` starts a comment), from a file.
+pub fn read_public_keys(path: &Path) -> Result<Vec<PublicKey>, Error> {
+    let text =
+        std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse())
+        .collect()
+}
+
+/// How a socket secures its TCP connections.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// Plain text: only for loopback, or when explicitly allowed.
+    Insecure,
+    /// A server (the broker): its key pair; clients must hold one of `allowed`.
+    Server {
+        keys: KeyPair,
+        allowed: Vec<PublicKey>,
+    },
+    /// A client or worker: its key pair and the server's public key.
+    Client { keys: KeyPair, server: PublicKey },
+}
+
+impl Socket {
+    /// Applies `security` (before bind/connect).
+    pub fn secure(&self, security: &Security) -> Result<(), Error> {
+        let apply = || -> Result<(), zmq::Error> {
+            match security {
+                Security::Insecure => {}
+                Security::Server { keys, .. } => {
+                    self.0.set_zap_domain(ZAP_DOMAIN)?;
+                    self.0.set_curve_server(true)?;
+                    self.0.set_curve_secretkey(&keys.secret)?;
+                }
+                Security::Client { keys, server } => {
+                    self.0.set_curve_serverkey(&server.0)?;
+                    self.0.set_curve_publickey(&keys.public.0)?;
+                    self.0.set_curve_secretkey(&keys.secret)?;
+                }
+            }
+            Ok(())
+        };
+        apply().map_err(zmq_err("set CURVE options"))
+    }
+}
+
+/// The ZAP handler of one context: answers libzmq's authentication requests until dropped.
+pub struct ZapHandler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ZapHandler {
+    /// Starts admitting CURVE clients whose public key is in `allowed`, and no one else.
+    pub fn start(ctx: &Context, allowed: &[PublicKey]) -> Result<ZapHandler, Error> {
+        let socket = ctx
+            .0
+            .socket(zmq::REP)
+            .map_err(zmq_err("create the ZAP socket"))?;
+        socket.set_linger(0).map_err(zmq_err("set ZAP linger"))?;
+        socket
+            .bind(ZAP_ENDPOINT)
+            .map_err(zmq_err("bind the ZAP handler"))?;
+        let allowed: HashSet<[u8; 32]> = allowed.iter().map(|k| k.0).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("zerotasq-zap".into())
+            .spawn(move || {
+                while !thread_stop.load(Ordering::Acquire) {
+                    match socket.poll(zmq::POLLIN, 100) {
+                        Ok(0) => continue,
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                    let Ok(request) = socket.recv_multipart(0) else {
+                        return;
+                    };
+                    let reply = answer(&request, &allowed);
+                    if socket.send_multipart(reply, 0).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(Error::io("start the ZAP handler"))?;
+        Ok(ZapHandler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ZapHandler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The ZAP 1.0 reply to one request (RFC 27): 200 for a listed CURVE key, 400 otherwise.
+fn answer(request: &[Vec<u8>], allowed: &HashSet<[u8; 32]>) -> Vec<Vec<u8>> {
+    let version = request.first().cloned().unwrap_or_default();
+    let request_id = request.get(1).cloned().unwrap_or_default();
+    let domain = request.get(2).map(|d| &d[..]);
+    let mechanism = request.get(5).map(|m| &m[..]);
+    let key = request
+        .get(6)
+        .and_then(|k| <[u8; 32]>::try_from(&k[..]).ok());
+    let admitted = version == b"1.0"
+        && domain == Some(ZAP_DOMAIN.as_bytes())
+        && mechanism == Some(b"CURVE".as_slice())
+        && key.is_some_and(|k| allowed.contains(&k));
+    let (code, text, user) = match (admitted, key) {
+        (true, Some(k)) => ("200", "OK", PublicKey(k).to_string()),
+        _ => {
+            tracing::warn!(
+                "refused a peer: {}",
+                key.map_or("no CURVE key".to_string(), |k| format!(
+                    "key {} is not allowed",
+                    PublicKey(k)
+                ))
+            );
+            ("400", "key not allowed", String::new())
+        }
+    };
+    vec![
+        b"1.0".to_vec(),
+        request_id,
+        code.as_bytes().to_vec(),
+        text.as_bytes().to_vec(),
+        user.into_bytes(),
+        Vec::new(),
+    ]
+}
+
+/// Refuses plain TCP on anything but loopback unless `allow_remote` (the caller's explicit
+/// `--allow-insecure-remote`).
+pub fn check_insecure(endpoint: &str, allow_remote: bool) -> Result<(), Error> {
+    let Some(rest) = endpoint.strip_prefix("tcp://") else {
+        return Ok(());
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || allow_remote {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "plain TCP on {endpoint} would let anyone on the network submit tasks and read \
+             results; use CURVE keys, or allow it explicitly"
+        )))
+    }
+}
