@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use zerotasq::child::{options_from_env, prepare_worker_process, EXIT_BROKER_LOST};
 use zerotasq::child::{EXIT_BAD_ENV, EXIT_INIT_FAILED};
-use zerotasq::protocol::{header, Command, ErrorKind, Message, Ready, ResultBatchWriter};
 use zerotasq::protocol::WireError;
+use zerotasq::protocol::{header, Command, ErrorKind, Message, Ready, ResultBatchWriter};
 use zerotasq::transport::{poll, Context, Kind, Pollable, Socket};
 use zerotasq::worker_runtime::{hostname, report_init_failure, WorkerOptions};
 
@@ -40,6 +40,11 @@ const FLUSH_BYTES: usize = 1 << 20;
 /// How long a dying worker command gets to finish writing its stderr.
 const STDERR_GRACE: Duration = Duration::from_millis(300);
 
+/// How long a dying adapter waits after sending its last answers.
+const ANSWERS_HEAD_START: Duration = Duration::from_millis(50);
+/// Why an adapter gave up when its command's stdout ended.
+const STDOUT_CLOSED: &str = "closed its stdout";
+
 /// What the CLI tells each adapter, on its command line.
 pub struct AdapterArgs {
     pub separator: u8,
@@ -55,7 +60,10 @@ impl AdapterArgs {
         let mut args: Vec<OsString> = vec![
             ADAPTER_ARG.into(),
             self.separator.to_string().into(),
-            self.timeout.map_or(0, |t| t.as_millis().max(1)).to_string().into(),
+            self.timeout
+                .map_or(0, |t| t.as_millis().max(1))
+                .to_string()
+                .into(),
             self.grace.as_millis().to_string().into(),
             "--".into(),
         ];
@@ -81,6 +89,9 @@ impl AdapterArgs {
 
 /// Runs an adapter; `args` are the arguments after `__adapter`. Returns the exit status.
 pub fn main(args: &[OsString]) -> i32 {
+    // The CLI blocks SIGINT and SIGTERM in its threads and the mask is inherited: undo it,
+    // for the parent-death signal and for the worker command.
+    crate::signals::unblock_all();
     prepare_worker_process();
     let (Some(args), Ok(opts)) = (AdapterArgs::parse(args), options_from_env()) else {
         eprintln!("zerotasq: `{ADAPTER_ARG}` is internal; it is started by `zerotasq map`");
@@ -90,7 +101,10 @@ pub fn main(args: &[OsString]) -> i32 {
     let events = Arc::new(Sender::from_env());
     let ctx = Context::new();
     let start_failed = |reason: String| {
-        events.send(&Event::StartFailed { worker, reason: reason.clone() });
+        events.send(&Event::StartFailed {
+            worker,
+            reason: reason.clone(),
+        });
         let _ = report_init_failure(&ctx, &opts, &reason);
         EXIT_INIT_FAILED
     };
@@ -183,7 +197,10 @@ impl Adapter {
             pid: std::process::id(),
             host: &hostname(),
         };
-        send(&dealer, vec![header(Command::Ready).to_vec(), ready.encode()])?;
+        send(
+            &dealer,
+            vec![header(Command::Ready).to_vec(), ready.encode()],
+        )?;
 
         let (to_child, tasks) = mpsc::channel::<Vec<u8>>();
         spawn("stdin", move || {
@@ -281,7 +298,7 @@ impl Adapter {
                 self.wake.clear();
                 while let Ok(chunk) = self.from_child.try_recv() {
                     if chunk.is_empty() {
-                        return Ok(self.die("closed its stdout"));
+                        return Ok(self.die(STDOUT_CLOSED));
                     }
                     if let Err(code) = self.take_answers(&chunk) {
                         return Ok(code);
@@ -395,15 +412,19 @@ impl Adapter {
     /// The child failed: send the answers it did give, say why on the events pipe (after
     /// its last stderr lines), and end with a failure status.
     fn die(&mut self, what: &str) -> i32 {
-        if !self.results.is_empty() {
-            let _ = self.flush();
-        }
+        let flushed = !self.results.is_empty() && self.flush().is_ok();
         let how = self.process.finish(STDERR_GRACE);
+        if flushed {
+            // The broker hears of our exit on another channel: give the answers a head
+            // start, or their tasks are re-queued (and charged a try) as if never answered.
+            std::thread::sleep(ANSWERS_HEAD_START);
+        }
         let record = self.pending.front().map_or(0, |p| p.record);
-        let reason = if what.starts_with("timed out") || what.starts_with("wrote") {
-            format!("{} {what}", self.process.display())
-        } else {
-            format!("{} {what} and {how}", self.process.display())
+        // After the end of its stdout, how the command ended says more than that end.
+        let reason = match (what, how.as_str()) {
+            (STDOUT_CLOSED, "is still running") => format!("{} {what}", self.process.display()),
+            (STDOUT_CLOSED, _) => format!("{} {how}", self.process.display()),
+            _ => format!("{} {what}", self.process.display()),
         };
         self.events.send(&Event::Died {
             worker: self.worker,

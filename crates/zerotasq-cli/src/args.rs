@@ -102,7 +102,7 @@ pub struct MapArgs {
     pub stats: StatsFormat,
 
     /// The worker command and its arguments.
-    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }
 

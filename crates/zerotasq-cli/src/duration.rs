@@ -19,7 +19,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "" | "s" | "sec" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}; {hint}")),
+        other => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {other:?}; {hint}"
+            ))
+        }
     };
     if seconds <= 0.0 || !seconds.is_finite() || seconds > 1e9 {
         return Err(format!("invalid duration {text:?}: must be positive"));

@@ -146,7 +146,12 @@ impl Monitor {
         let (lock, _) = &*self.state;
         let state = lock.lock().expect("monitor lock");
         candidates
-            .filter_map(|r| state.deaths.get(&r).map(|d| (d.count, std::cmp::Reverse(r))))
+            .filter_map(|r| {
+                state
+                    .deaths
+                    .get(&r)
+                    .map(|d| (d.count, std::cmp::Reverse(r)))
+            })
             .max()
             .map(|(_, std::cmp::Reverse(r))| r)
     }

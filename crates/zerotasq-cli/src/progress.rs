@@ -1,7 +1,6 @@
 //! The progress bar on stderr (indicatif): tasks done, rate, workers alive, retries, and an
 //! ETA when the input is a file of known size. Without a bar, lines go straight to stderr.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,10 +32,8 @@ impl Progress {
                     ProgressDrawTarget::stderr_with_hz(10),
                 )
                 .with_style(
-                    ProgressStyle::with_template(
-                        "{wide_bar} {percent:>3}% ETA {eta:<4} {msg}",
-                    )
-                    .expect("valid template"),
+                    ProgressStyle::with_template("{wide_bar} {percent:>3}% ETA {eta:<4} {msg}")
+                        .expect("valid template"),
                 ),
                 None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10))
                     .with_style(
@@ -84,10 +81,8 @@ impl Progress {
     /// Prints a line on stderr above the bar.
     pub fn println(&self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => {
-                let _ = writeln!(std::io::stderr().lock(), "{line}");
-            }
+            Some(bar) => bar.suspend(|| crate::run::say(line)),
+            None => crate::run::say(line),
         }
     }
 

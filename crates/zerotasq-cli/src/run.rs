@@ -1,6 +1,6 @@
 //! `zerotasq map`: starts a pool whose workers are adapters around the user's command,
-//! waits until one has started (or fails the run before reading any input), streams the
-//! records through it, writes the answers, reports failed tasks, and ends with a summary.
+//! waits until one has started (or fails the run before reading any input), feeds the
+//! records to it through a connector, writes the answers, reports failed tasks, and ends with a summary.
 //!
 //! Three threads matter: the run thread does the streaming; the events thread passes the
 //! workers' stderr through ([`Monitor`]); the main thread waits for the run to end or for a
@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,15 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 pub const EXIT_FAILED_TASKS: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
+/// Set once a signal has come: the run thread then stops quietly.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Prints a line on stderr; a closed stderr must not stop the clean-up (`eprintln!` would
+/// panic).
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 enum Msg {
     Done(i32),
     Signal(i32),
@@ -57,7 +66,7 @@ pub fn map(args: MapArgs) -> i32 {
     let (reader, total_bytes) = match open_input(args.input.as_ref()) {
         Ok(input) => input,
         Err(message) => {
-            eprintln!("zerotasq: {message}");
+            say(&format!("zerotasq: {message}"));
             return EXIT_USAGE;
         }
     };
@@ -66,7 +75,7 @@ pub fn map(args: MapArgs) -> i32 {
     let (pipe, events_fd) = match events::pipe() {
         Ok(pipe) => pipe,
         Err(e) => {
-            eprintln!("zerotasq: cannot create a pipe: {e}");
+            say(&format!("zerotasq: cannot create a pipe: {e}"));
             return EXIT_USAGE;
         }
     };
@@ -98,7 +107,7 @@ pub fn map(args: MapArgs) -> i32 {
     let pool = match RawPool::start(spec) {
         Ok(pool) => Arc::new(Mutex::new(Some(pool))),
         Err(e) => {
-            eprintln!("zerotasq: cannot start the pool: {e}");
+            say(&format!("zerotasq: cannot start the pool: {e}"));
             return EXIT_USAGE;
         }
     };
@@ -124,14 +133,17 @@ pub fn map(args: MapArgs) -> i32 {
     let code = match rx.recv() {
         Ok(Msg::Done(code)) => code,
         Ok(Msg::Signal(sig)) => {
+            INTERRUPTED.store(true, Ordering::Release);
             progress.finish();
-            eprintln!("zerotasq: interrupted; stopping the workers");
             128 + sig
         }
         Err(_) => EXIT_USAGE,
     };
     // Kills and reaps every worker and its command, whatever the run thread is doing.
     drop(pool.lock().map(|mut p| p.take()));
+    if INTERRUPTED.load(Ordering::Acquire) {
+        say("zerotasq: interrupted; the workers are stopped");
+    }
     code
 }
 
@@ -143,7 +155,11 @@ fn open_input(path: Option<&PathBuf>) -> Result<Input, String> {
         Some(path) => {
             let file =
                 File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let size = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+            let size = file
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
             Ok((Box::new(BufReader::with_capacity(256 << 10, file)), size))
         }
         None => {
@@ -205,15 +221,17 @@ impl Run {
         let started = Instant::now();
         if let Err(message) = self.wait_for_a_worker() {
             self.progress.finish();
-            eprintln!("zerotasq: {message}");
+            say(&format!("zerotasq: {message}"));
             return EXIT_USAGE;
         }
         let records = Records::new(reader, self.separator);
         let bytes_read = records.bytes_read();
         let input_error = records.error();
         // Unordered outcomes do not say which task failed: keep the open records to tell.
-        let open: Option<Arc<Mutex<BTreeSet<u64>>>> =
-            self.args.unordered.then(|| Arc::new(Mutex::new(BTreeSet::new())));
+        let open: Option<Arc<Mutex<BTreeSet<u64>>>> = self
+            .args
+            .unordered
+            .then(|| Arc::new(Mutex::new(BTreeSet::new())));
         let open_in_encoder = open.clone();
         let encode = Box::new(move |(record, data): (u64, Vec<u8>), buf: &mut Vec<u8>| {
             if let Some(open) = &open_in_encoder {
@@ -230,27 +248,41 @@ impl Run {
                 })
                 .ok_or_else(|| TaskError::new(ErrorKind::Codec, "malformed result from a worker"))
         });
-        let stream = {
+        let connector = {
             let pool = self.pool.lock().expect("pool lock");
             let Some(pool) = pool.as_ref() else {
                 return EXIT_USAGE;
             };
-            pool.stream(
-                records,
+            pool.connector(
                 self.args.window as usize,
                 !self.args.unordered,
                 encode,
                 decode,
             )
         };
-        let stream = match stream {
-            Ok(stream) => stream,
+        let connector = match connector {
+            Ok(connector) => Arc::new(connector),
             Err(e) => {
-                eprintln!("zerotasq: {e}");
+                say(&format!("zerotasq: {e}"));
                 return EXIT_USAGE;
             }
         };
-
+        // A thread of its own feeds the pool, so each record is sent as soon as it is read:
+        // a slow or endless input (`tail -f`) streams instead of waiting for a full window.
+        {
+            let connector = connector.clone();
+            std::thread::Builder::new()
+                .name("feed".into())
+                .spawn(move || {
+                    for record in records {
+                        if connector.send(record).is_err() {
+                            break;
+                        }
+                    }
+                    connector.finish();
+                })
+                .expect("start the feeding thread");
+        }
         let stdout = std::io::stdout();
         let flush_each = stdout.is_terminal();
         let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
@@ -258,7 +290,7 @@ impl Run {
         let mut tallies = vec![WorkerTally::default(); self.jobs];
         let (mut done, mut failed, mut position) = (0u64, 0u64, 0u64);
         let mut write_error = None;
-        for outcome in stream {
+        while let Some(outcome) = connector.recv() {
             position += 1;
             done += 1;
             match outcome {
@@ -280,6 +312,7 @@ impl Run {
                         break;
                     }
                 }
+                Err(_) if INTERRUPTED.load(Ordering::Acquire) => break,
                 Err(error) => {
                     failed += 1;
                     let record = match &open {
@@ -315,16 +348,19 @@ impl Run {
             write_error = out.flush().err();
         }
         self.progress.finish();
+        if INTERRUPTED.load(Ordering::Acquire) {
+            return 0; // the main thread reports the interruption
+        }
         if let Some(e) = write_error {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return 0; // `| head`: the reader has all it wants
             }
-            eprintln!("zerotasq: cannot write the output: {e}");
+            say(&format!("zerotasq: cannot write the output: {e}"));
             return EXIT_USAGE;
         }
         let mut code = if failed > 0 { EXIT_FAILED_TASKS } else { 0 };
         if let Some(e) = input_error.lock().expect("input error lock").take() {
-            eprintln!("zerotasq: cannot read the input: {e}");
+            say(&format!("zerotasq: cannot read the input: {e}"));
             code = EXIT_USAGE;
         }
         let summary = Summary {
@@ -337,8 +373,8 @@ impl Run {
             slots: self.monitor.slots(),
         };
         match self.args.stats {
-            StatsFormat::Text => eprintln!("{}", summary.text()),
-            StatsFormat::Json => eprintln!("{}", summary.json()),
+            StatsFormat::Text => say(&summary.text()),
+            StatsFormat::Json => say(&summary.json()),
             StatsFormat::None => {}
         }
         code
@@ -359,7 +395,11 @@ impl Run {
     }
 
     fn report_failure(&self, record: Option<u64>, error: &TaskError, detailed: bool) {
-        let noun = if self.separator == b'\n' { "line" } else { "record" };
+        let noun = if self.separator == b'\n' {
+            "line"
+        } else {
+            "record"
+        };
         let place = record.map_or_else(|| format!("a {noun}"), |r| format!("{noun} {r}"));
         let death = match (record, error.kind()) {
             (Some(r), ErrorKind::WorkerLost) => self.monitor.death(r, DEATH_NEWS_WAIT),
@@ -380,4 +420,3 @@ impl Run {
         self.progress.println(&text);
     }
 }
-

@@ -28,17 +28,20 @@ pub struct Summary {
 impl Summary {
     /// Worker processes started beyond the first one of each slot.
     pub fn restarts(&self) -> u64 {
-        self.slots.values().map(|s| s.starts.saturating_sub(1)).sum()
+        self.slots
+            .values()
+            .map(|s| s.starts.saturating_sub(1))
+            .sum()
     }
 
     fn rate(&self) -> f64 {
         self.tasks as f64 / self.wall.as_secs_f64().max(1e-6)
     }
 
-    /// `zerotasq: 1000 tasks, 0 failed, 0 restarts, 0 retries in 1.2s (833/s)`
+    /// `zerotasq: 1000 tasks, 0 failed, 0 worker restarts, 0 re-queued in 1.2s (833/s)`
     pub fn text(&self) -> String {
         format!(
-            "zerotasq: {} tasks, {} failed, {} restarts, {} retries in {} ({}/s)",
+            "zerotasq: {} tasks, {} failed, {} worker restarts, {} re-queued in {} ({}/s)",
             self.tasks,
             self.failed,
             self.restarts(),
@@ -50,7 +53,7 @@ impl Summary {
 
     pub fn json(&self) -> String {
         let mut out = format!(
-            "{{\"tasks\":{},\"ok\":{},\"failed\":{},\"restarts\":{},\"retries\":{},\
+            "{{\"tasks\":{},\"ok\":{},\"failed\":{},\"restarts\":{},\"requeued\":{},\
              \"wall_s\":{:.3},\"rate\":{:.1},\"workers\":[",
             self.tasks,
             self.tasks - self.failed,
@@ -102,7 +105,10 @@ mod tests {
             slots: HashMap::new(),
         };
         let json = summary.json();
-        assert!(json.starts_with("{\"tasks\":10,\"ok\":9,\"failed\":1,"), "{json}");
+        assert!(
+            json.starts_with("{\"tasks\":10,\"ok\":9,\"failed\":1,"),
+            "{json}"
+        );
         assert!(json.contains("{\"worker\":2,\"tasks\":0,"), "{json}");
         assert!(summary.text().contains("10 tasks, 1 failed"));
     }

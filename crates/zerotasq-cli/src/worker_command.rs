@@ -131,7 +131,9 @@ impl WorkerProcess {
             std::thread::sleep(Duration::from_millis(2));
         };
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let _ = self.stderr_done.recv_timeout(left.max(Duration::from_millis(50)));
+        let _ = self
+            .stderr_done
+            .recv_timeout(left.max(Duration::from_millis(50)));
         match status {
             Some(status) => describe(status),
             None => "is still running".to_string(),
@@ -160,8 +162,13 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// `` `python3 score.py` ``
+/// `` `python3 score.py` ``, shortened when long (`sh -c '…'` scripts).
 pub fn display(argv: &[OsString]) -> String {
+    const LONGEST: usize = 60;
     let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
-    format!("`{}`", words.join(" "))
+    let text = words.join(" ");
+    match text.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("`{}…`", &text[..cut]),
+        None => format!("`{text}`"),
+    }
 }
