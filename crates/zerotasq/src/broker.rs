@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
-    header, Command, ErrorKind, Message, Outcome, ResultBatchWriter, TaskBatch, TaskBatchWriter,
-    WireError,
+    header, Command, ErrorKind, Message, Outcome, ProtocolError, ResultBatchWriter, TaskBatch,
+    TaskBatchWriter, WireError, VERSION,
 };
 
 /// Tuning of the broker; the pool builder fills it in.
@@ -98,6 +98,21 @@ struct Client {
     queue: VecDeque<u64>,
     /// Outcomes waiting for the end of this loop iteration.
     outbox: ResultBatchWriter,
+    /// Tasks accepted and not yet answered.
+    open: usize,
+    last_sent: Instant,
+}
+
+impl Client {
+    fn answer(&mut self, client_id: u64, outcome: Outcome<'_>) {
+        self.open = self.open.saturating_sub(1);
+        self.outbox.push_outcome(client_id, outcome);
+    }
+
+    fn fail(&mut self, client_id: u64, error: &WireError<'_>) {
+        self.open = self.open.saturating_sub(1);
+        self.outbox.push_err(client_id, error);
+    }
 }
 
 struct Worker {
@@ -210,7 +225,10 @@ impl Broker {
         }
         let msg = match Message::decode(frames) {
             Ok(msg) => msg,
-            Err(e) => return self.on_garbage(identity, &e.to_string(), true, now),
+            Err(e) => {
+                self.refuse_version(Route::Worker(identity.to_vec()), &e);
+                return self.on_garbage(identity, &e.to_string(), true, now);
+            }
         };
         if let Some(worker) = self.workers.get_mut(identity) {
             worker.last_seen = now;
@@ -279,10 +297,13 @@ impl Broker {
         }
         let msg = match Message::decode(frames) {
             Ok(msg) => msg,
-            Err(e) => return self.on_garbage(identity, &e.to_string(), false, now),
+            Err(e) => {
+                self.refuse_version(Route::Client(identity.to_vec()), &e);
+                return self.on_garbage(identity, &e.to_string(), false, now);
+            }
         };
         match msg {
-            Message::Submit(batch) => self.on_submit(identity, batch),
+            Message::Submit(batch) => self.on_submit(identity, batch, now),
             Message::Cancel => self.cancel_client(identity),
             Message::Heartbeat => {}
             other => self.on_garbage(
@@ -349,6 +370,19 @@ impl Broker {
                 w.last_sent = now;
             }
         }
+        // Clients waiting for outcomes hear from us every interval: a remote client can tell
+        // a silent broker from slow tasks, and a vanished client shows up as unreachable.
+        for (identity, client) in self.clients.iter_mut() {
+            if client.open > 0
+                && now.saturating_duration_since(client.last_sent) >= self.cfg.heartbeat_interval
+            {
+                client.last_sent = now;
+                self.outbox.push((
+                    Route::Client(identity.clone()),
+                    vec![header(Command::Heartbeat).to_vec()],
+                ));
+            }
+        }
     }
 
     /// When [`Broker::tick`] next has something to do.
@@ -387,6 +421,7 @@ impl Broker {
             if client.outbox.is_empty() {
                 continue;
             }
+            client.last_sent = now;
             let batch = std::mem::take(&mut client.outbox).finish(0);
             self.outbox.push((
                 Route::Client(identity.clone()),
@@ -404,7 +439,7 @@ impl Broker {
         };
         for (_, task) in self.tasks.drain() {
             if let Some(client) = self.clients.get_mut(&task.client) {
-                client.outbox.push_err(task.client_id, &error);
+                client.fail(task.client_id, &error);
             }
         }
         for client in self.clients.values_mut() {
@@ -418,13 +453,15 @@ impl Broker {
         }
     }
 
-    fn on_submit(&mut self, identity: &[u8], batch: TaskBatch<'_>) {
+    fn on_submit(&mut self, identity: &[u8], batch: TaskBatch<'_>, now: Instant) {
         let client = self
             .clients
             .entry(identity.to_vec())
             .or_insert_with(|| Client {
                 queue: VecDeque::new(),
                 outbox: ResultBatchWriter::new(),
+                open: 0,
+                last_sent: now,
             });
         self.stats.submitted += batch.len() as u64;
         if let Some(reason) = &self.failed {
@@ -453,6 +490,7 @@ impl Broker {
                 },
             );
             client.queue.push_back(id);
+            client.open += 1;
         }
         if was_idle && !client.queue.is_empty() {
             self.client_turns.push_back(identity.to_vec());
@@ -489,7 +527,7 @@ impl Broker {
                 Outcome::Err(_) => self.stats.failed += 1,
             }
             if let Some(client) = self.clients.get_mut(&task.client) {
-                client.outbox.push_outcome(task.client_id, outcome);
+                client.answer(task.client_id, outcome);
             }
         }
         if worker.in_flight.is_empty() {
@@ -614,7 +652,7 @@ impl Broker {
                     task.attempts
                 );
                 let client = self.clients.get_mut(&task.client).expect("checked");
-                client.outbox.push_err(
+                client.fail(
                     task.client_id,
                     &WireError {
                         kind: ErrorKind::WorkerLost,
@@ -664,7 +702,7 @@ impl Broker {
         };
         for (_, task) in self.tasks.drain() {
             if let Some(client) = self.clients.get_mut(&task.client) {
-                client.outbox.push_err(task.client_id, &error);
+                client.fail(task.client_id, &error);
                 self.stats.failed += 1;
             }
         }
@@ -681,6 +719,17 @@ impl Broker {
             }
             self.client_turns.retain(|c| c.as_slice() != identity);
             // Its in-flight tasks finish on their workers; their results are then dropped.
+        }
+    }
+
+    /// Tells a peer that speaks another protocol version why nothing will work, in our
+    /// header, which it can read far enough to report.
+    fn refuse_version(&mut self, route: Route, error: &ProtocolError) {
+        if let ProtocolError::VersionMismatch { got } = error {
+            let why = format!(
+                "this broker speaks protocol version {VERSION}; the peer sent version {got}"
+            );
+            self.outbox.push((route, Message::Fatal(&why).encode()));
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::supervisor::ENV_IDENTITY;
+use crate::transport::curve::Security;
 use crate::transport::Context;
 use crate::worker::{init_worker, Worker, WorkerHandler};
 use crate::worker_runtime::{report_init_failure, serve, ServeEnd, WorkerOptions};
@@ -108,6 +109,7 @@ pub fn options_from_env() -> Result<WorkerOptions, Error> {
         heartbeat_interval: Duration::from_millis(num(ENV_HEARTBEAT_MS)?),
         liveness: num(ENV_LIVENESS)?,
         max_message: num(ENV_MAX_MESSAGE)?,
+        security: Security::Insecure,
     })
 }
 

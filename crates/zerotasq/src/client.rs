@@ -10,15 +10,14 @@
 //! is closed, every task still open ends as a `Cancelled` error.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{ErrorKind, TaskError};
-use crate::protocol::{header, Command, Message, Outcome, TaskBatchWriter};
+use crate::error::{Error, ErrorKind, TaskError};
+use crate::link::{Link, Watch};
+use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
 use crate::transport::{Frame, SendError, Socket};
 
-/// How long a blocked receive waits before checking that the broker is still running.
+/// How long a blocked receive waits before checking that the broker is still there.
 const BROKER_CHECK: Duration = Duration::from_millis(200);
 
 /// Encodes one input item into the task's bytes.
@@ -83,21 +82,20 @@ pub struct Stream<I: Iterator, O> {
     in_flight: usize,
     outstanding: HashSet<u64>,
     delivery: Delivery<O>,
-    broker_alive: Arc<AtomicBool>,
+    watch: Watch,
 }
 
 impl<I: Iterator, O> Stream<I, O> {
     pub(crate) fn new(
-        socket: Socket,
+        link: &Link,
         input: I,
         window: usize,
         ordered: bool,
         encode: EncodeFn<I::Item>,
         decode: DecodeFn<O>,
-        broker_alive: Arc<AtomicBool>,
-    ) -> Self {
-        Stream {
-            socket,
+    ) -> Result<Self, Error> {
+        Ok(Stream {
+            socket: link.socket()?,
             input: Some(input),
             encode,
             decode,
@@ -113,8 +111,8 @@ impl<I: Iterator, O> Stream<I, O> {
             } else {
                 Delivery::Unordered(VecDeque::new())
             },
-            broker_alive,
-        }
+            watch: link.watch(),
+        })
     }
 
     /// Tasks submitted (or failed to encode) whose outcome has not been yielded yet.
@@ -132,6 +130,7 @@ impl<I: Iterator, O> Stream<I, O> {
         let Some(input) = self.input.as_mut() else {
             return Ok(());
         };
+        let was_idle = self.outstanding.is_empty();
         let mut writer = TaskBatchWriter::new();
         for _ in 0..free {
             let Some(item) = input.next() else {
@@ -154,12 +153,21 @@ impl<I: Iterator, O> Stream<I, O> {
         }
         let frames: [Frame; 2] = [header(Command::Submit).into(), writer.finish().into()];
         match self.socket.send(frames, true) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if was_idle {
+                    // Silence is counted from when we started waiting.
+                    self.watch.heard();
+                }
+                Ok(())
+            }
             Err(SendError::Other(e)) => Err(TaskError::new(
                 ErrorKind::Cancelled,
                 format!("cannot submit tasks: {e}"),
             )),
-            Err(_) => Err(TaskError::new(ErrorKind::Cancelled, "cannot submit tasks")),
+            Err(_) => Err(TaskError::new(
+                ErrorKind::Cancelled,
+                self.watch.unreachable(),
+            )),
         }
     }
 
@@ -170,14 +178,12 @@ impl<I: Iterator, O> Stream<I, O> {
                 TaskError::new(ErrorKind::Cancelled, format!("cannot receive: {e}"))
             })?;
             let Some(frames) = frames else {
-                if !self.broker_alive.load(Ordering::Acquire) {
-                    return Err(TaskError::new(
-                        ErrorKind::Cancelled,
-                        "the broker stopped before this task finished",
-                    ));
+                if let Some(why) = self.watch.gone() {
+                    return Err(TaskError::new(ErrorKind::Cancelled, why));
                 }
                 continue;
             };
+            self.watch.heard();
             match Message::decode(&frames) {
                 Ok(Message::Results(batch)) => {
                     for (id, outcome) in batch.iter() {
@@ -192,7 +198,20 @@ impl<I: Iterator, O> Stream<I, O> {
                     }
                     return Ok(());
                 }
+                Ok(Message::Heartbeat) => {}
+                Ok(Message::Fatal(why)) => {
+                    return Err(TaskError::new(ErrorKind::Cancelled, why.to_string()))
+                }
                 Ok(other) => tracing::warn!("client ignored {:?}", other.command()),
+                Err(ProtocolError::VersionMismatch { got }) => {
+                    return Err(TaskError::new(
+                        ErrorKind::Cancelled,
+                        format!(
+                            "the broker speaks protocol version {got}; this client speaks \
+                             version {VERSION}"
+                        ),
+                    ))
+                }
                 Err(e) => tracing::warn!("client dropped a malformed message: {e}"),
             }
         }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::client::{DecodeFn, EncodeFn};
 use crate::error::{Error, ErrorKind, TaskError};
-use crate::pool::RawPool;
-use crate::protocol::{header, Command, Message, Outcome, TaskBatchWriter};
+use crate::link::{Link, Watch};
+use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
 use crate::transport::{poll, Frame, Pollable, Socket};
 
 /// Frames on the pair from `send` to the I/O thread.
@@ -47,7 +47,7 @@ pub struct Connector<T, O> {
 
 impl<T, O: Send + 'static> Connector<T, O> {
     pub(crate) fn new(
-        pool: &RawPool,
+        link: &Link,
         window: usize,
         ordered: bool,
         encode: EncodeFn<T>,
@@ -59,13 +59,13 @@ impl<T, O: Send + 'static> Connector<T, O> {
             std::process::id(),
             CONNECTORS.fetch_add(1, Ordering::Relaxed)
         );
-        let client = pool.client_socket()?;
-        let inner = pool.pair_socket()?;
+        let client = link.socket()?;
+        let inner = link.pair_socket()?;
         inner.bind(&endpoint)?;
-        let feed = pool.pair_socket()?;
+        let feed = link.pair_socket()?;
         feed.connect(&endpoint)?;
         let (tx, rx) = channel();
-        let alive = pool.broker_alive();
+        let mut watch = link.watch();
         let stop = Arc::new(AtomicBool::new(false));
         let io_stop = stop.clone();
         let io = std::thread::Builder::new()
@@ -83,8 +83,8 @@ impl<T, O: Send + 'static> Connector<T, O> {
                     slots: VecDeque::new(),
                     finished: false,
                 };
-                if let Err(e) = io.run(&alive, &io_stop) {
-                    io.fail_all(TaskError::new(ErrorKind::Cancelled, e.to_string()));
+                if let Err(why) = io.run(&mut watch, &io_stop) {
+                    io.fail_all(TaskError::new(ErrorKind::Cancelled, why));
                 }
             })
             .map_err(Error::io("start the connector thread"))?;
@@ -201,7 +201,9 @@ struct ConnectorIo<O> {
 }
 
 impl<O> ConnectorIo<O> {
-    fn run(&mut self, alive: &AtomicBool, stop: &AtomicBool) -> Result<(), Error> {
+    /// Moves tasks out and outcomes in until finished or stopped; an error says why the
+    /// broker is unusable.
+    fn run(&mut self, watch: &mut Watch, stop: &AtomicBool) -> Result<(), String> {
         loop {
             if self.finished && self.outstanding.is_empty() {
                 return Ok(());
@@ -216,10 +218,12 @@ impl<O> ConnectorIo<O> {
                     Pollable::Socket(&self.client),
                 ],
                 Some(Duration::from_millis(200)),
-            )?;
+            )
+            .map_err(|e| e.to_string())?;
             if readable[0] {
+                let was_idle = self.outstanding.is_empty();
                 let mut batch = TaskBatchWriter::new();
-                while let Some(frames) = self.inner.recv(false)? {
+                while let Some(frames) = self.inner.recv(false).map_err(|e| e.to_string())? {
                     match frames.first().map(|f| &f[..]) {
                         Some(TASK) if frames.len() == 2 => {
                             self.outstanding.insert(self.next_id);
@@ -237,24 +241,41 @@ impl<O> ConnectorIo<O> {
                 if !batch.is_empty() {
                     let frames: [Frame; 2] =
                         [header(Command::Submit).into(), batch.finish().into()];
-                    self.client.send(frames, true).map_err(|_| Error::Closed)?;
+                    self.client
+                        .send(frames, true)
+                        .map_err(|_| watch.unreachable())?;
+                    if was_idle {
+                        watch.heard();
+                    }
                 }
             }
             if readable[1] {
-                while let Some(frames) = self.client.recv(false)? {
-                    self.on_results(&frames);
+                while let Some(frames) = self.client.recv(false).map_err(|e| e.to_string())? {
+                    watch.heard();
+                    self.on_message(&frames)?;
                 }
-            }
-            if !readable[1] && !alive.load(Ordering::Acquire) {
-                return Err(Error::Closed);
+            } else if !self.outstanding.is_empty() {
+                if let Some(why) = watch.gone() {
+                    return Err(why);
+                }
             }
         }
     }
 
-    fn on_results(&mut self, frames: &[Frame]) {
-        let Ok(Message::Results(batch)) = Message::decode(frames) else {
-            tracing::warn!("connector dropped a malformed message");
-            return;
+    fn on_message(&mut self, frames: &[Frame]) -> Result<(), String> {
+        let batch = match Message::decode(frames) {
+            Ok(Message::Results(batch)) => batch,
+            Ok(Message::Heartbeat) => return Ok(()),
+            Ok(Message::Fatal(why)) => return Err(why.to_string()),
+            Err(ProtocolError::VersionMismatch { got }) => {
+                return Err(format!(
+                    "the broker speaks protocol version {got}; this client speaks version {VERSION}"
+                ))
+            }
+            _ => {
+                tracing::warn!("connector dropped a malformed message");
+                return Ok(());
+            }
         };
         for (id, outcome) in batch.iter() {
             if !self.outstanding.remove(&id) {
@@ -266,6 +287,7 @@ impl<O> ConnectorIo<O> {
             };
             self.deliver(id, value);
         }
+        Ok(())
     }
 
     fn deliver(&mut self, id: u64, value: Result<O, TaskError>) {

@@ -97,6 +97,10 @@ pub enum Error {
     Closed,
     #[error("worker environment: {0}")]
     WorkerEnv(String),
+    #[error("worker init failed: {0}")]
+    InitFailed(String),
+    #[error("refused by the broker: {0}")]
+    Refused(String),
 }
 
 impl Error {

@@ -31,6 +31,8 @@
 //! - [`broker`] — the broker's state machine (LRU with credit, batching, retries), no I/O.
 //! - `broker_loop` — the broker thread: sockets ⇄ state machine.
 //! - [`client`] — the lazy, windowed `map` stream.
+//! - [`link`] — how a client reaches its broker (in process, or [`RemoteBroker`] over TCP)
+//!   and tells it is gone.
 //! - [`connector`] — blocking `send`/`recv` from two threads.
 //! - [`worker`] — the [`Worker`] trait; [`worker_runtime`] — the loop every worker runs,
 //!   with heartbeats from a thread of its own.
@@ -49,6 +51,7 @@ pub mod codec;
 pub mod connector;
 pub mod error;
 mod ipc_dir;
+pub mod link;
 pub mod pool;
 pub mod protocol;
 pub mod supervisor;
@@ -60,6 +63,7 @@ pub use child::serve_if_worker;
 pub use client::Stream;
 pub use connector::Connector;
 pub use error::{Error, ErrorKind, TaskError};
+pub use link::RemoteBroker;
 pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
 pub use transport::curve::{KeyPair, PublicKey, Security};
-pub use worker::Worker;
+pub use worker::{serve_remote_worker, Worker};

@@ -20,6 +20,7 @@ use crate::codec;
 use crate::connector::Connector;
 use crate::error::Error;
 use crate::ipc_dir::IpcDir;
+use crate::link::Link;
 use crate::protocol::Message;
 use crate::supervisor::{self, SupervisorConfig, WorkerCommand};
 use crate::transport::curve::{check_insecure, Security, ZapHandler};
@@ -88,23 +89,20 @@ impl Default for PoolSpec {
 /// A running pool over byte payloads: the engine the Rust, Python and command-line faces
 /// share.
 pub struct RawPool {
-    frontend: String,
+    /// How this pool's clients reach its broker.
+    link: Link,
     worker_endpoint: String,
     supervise: Mutex<Option<Socket>>,
     broker_thread: Option<JoinHandle<()>>,
     supervisor_thread: Option<JoinHandle<()>>,
     thread_workers: Mutex<Vec<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)>>,
     stopping: Arc<AtomicBool>,
-    broker_alive: Arc<AtomicBool>,
     stats: Arc<Mutex<BrokerStats>>,
     pids: Arc<Mutex<Vec<u32>>>,
-    max_message: i64,
     tcp_endpoints: TcpEndpoints,
     /// Answers CURVE authentication while the broker runs.
     zap: Option<ZapHandler>,
     ipc_dir: Option<IpcDir>,
-    /// Dropped last: terminating a context waits for its sockets.
-    ctx: Context,
 }
 
 impl RawPool {
@@ -144,6 +142,8 @@ impl RawPool {
             let listen = |endpoint: &str| -> Result<(Socket, String), Error> {
                 let socket = ctx.socket(Kind::Router, spec.max_message)?;
                 socket.secure(&tcp.security)?;
+                let interval = spec.broker.heartbeat_interval;
+                socket.detect_dead_peers(interval, interval * spec.broker.liveness)?;
                 socket.bind(endpoint)?;
                 let bound = socket.last_endpoint()?;
                 Ok((socket, bound))
@@ -199,6 +199,7 @@ impl RawPool {
             heartbeat_interval: spec.broker.heartbeat_interval,
             liveness: spec.broker.liveness,
             max_message: spec.max_message,
+            security: Security::Insecure,
         };
         let (count, command) = match spec.processes {
             Some((count, command)) => (count, Some(command)),
@@ -250,21 +251,18 @@ impl RawPool {
         }
 
         Ok(RawPool {
-            frontend,
+            link: Link::local(ctx.clone(), frontend, spec.max_message, broker_alive),
             worker_endpoint,
             supervise: Mutex::new(Some(supervise)),
             broker_thread: Some(broker_thread),
             supervisor_thread: Some(supervisor_thread),
             thread_workers: Mutex::new(thread_workers),
             stopping,
-            broker_alive,
             stats,
             pids,
-            max_message: spec.max_message,
             tcp_endpoints,
             zap,
             ipc_dir: Some(ipc_dir),
-            ctx,
         })
     }
 
@@ -278,16 +276,7 @@ impl RawPool {
         encode: EncodeFn<I::Item>,
         decode: DecodeFn<O>,
     ) -> Result<Stream<I, O>, Error> {
-        let socket = self.client_socket()?;
-        Ok(Stream::new(
-            socket,
-            input,
-            window,
-            ordered,
-            encode,
-            decode,
-            self.broker_alive.clone(),
-        ))
+        Stream::new(&self.link, input, window, ordered, encode, decode)
     }
 
     /// A connector with blocking `send` and `recv` over this pool's byte payloads, for a
@@ -299,23 +288,7 @@ impl RawPool {
         encode: EncodeFn<T>,
         decode: DecodeFn<O>,
     ) -> Result<Connector<T, O>, Error> {
-        Connector::new(self, window, ordered, encode, decode)
-    }
-
-    /// A new client socket connected to this pool's broker.
-    pub(crate) fn client_socket(&self) -> Result<Socket, Error> {
-        let socket = self.ctx.socket(Kind::Dealer, self.max_message)?;
-        socket.connect(&self.frontend)?;
-        Ok(socket)
-    }
-
-    /// An in-process pair socket on this pool's context.
-    pub(crate) fn pair_socket(&self) -> Result<Socket, Error> {
-        self.ctx.socket(Kind::Pair, -1)
-    }
-
-    pub(crate) fn broker_alive(&self) -> Arc<AtomicBool> {
-        self.broker_alive.clone()
+        Connector::new(&self.link, window, ordered, encode, decode)
     }
 
     /// The endpoint other workers on this machine can connect to, to join the pool.

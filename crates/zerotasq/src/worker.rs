@@ -6,9 +6,13 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::time::Duration;
+
 use crate::codec;
-use crate::error::{ErrorKind, TaskError};
-use crate::worker_runtime::Handler;
+use crate::error::{Error, ErrorKind, TaskError};
+use crate::transport::curve::Security;
+use crate::transport::Context;
+use crate::worker_runtime::{remote_identity, serve_remote, Handler, WorkerOptions};
 
 /// A long-lived worker: `init` runs once per worker (load a model), `process` once per task.
 ///
@@ -54,4 +58,25 @@ pub(crate) fn init_worker<W: Worker>(config: W::Config) -> Result<W, String> {
                 .unwrap_or_default()
         )),
     }
+}
+
+/// Runs a [`Worker`] for a pool on another machine (or a standalone broker) until the broker
+/// refuses it: `init` once, then serve, joining again whenever the broker restarts or the
+/// network fails. `security` is [`Security::Client`] for a CURVE endpoint.
+pub fn serve_remote_worker<W: Worker>(
+    endpoint: &str,
+    security: Security,
+    config: W::Config,
+) -> Result<(), Error> {
+    let worker = init_worker::<W>(config).map_err(Error::InitFailed)?;
+    let opts = WorkerOptions {
+        endpoint: endpoint.to_string(),
+        identity: remote_identity(),
+        capacity: 2,
+        heartbeat_interval: Duration::from_millis(500),
+        liveness: 6,
+        max_message: 256 << 20,
+        security,
+    };
+    Err(serve_remote(&Context::new(), &opts, WorkerHandler(worker)))
 }

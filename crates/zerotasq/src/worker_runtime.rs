@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, TaskError};
 use crate::protocol::{header, Command, Message, Ready, ResultBatchWriter, MAGIC, VERSION};
+use crate::transport::curve::Security;
 use crate::transport::{poll, Context, Frame, Kind, Pollable, Socket};
 
 /// Results are sent at least this often while a batch is being worked through.
@@ -45,6 +46,8 @@ pub struct WorkerOptions {
     pub heartbeat_interval: Duration,
     pub liveness: u32,
     pub max_message: i64,
+    /// CURVE client keys for a TCP broker; `Insecure` for local pools.
+    pub security: Security,
 }
 
 /// How [`serve`] ended.
@@ -56,7 +59,15 @@ pub enum ServeEnd {
     BrokerLost,
 }
 
-/// Serves tasks until the broker says stop or goes silent.
+/// How the I/O thread's loop ended.
+enum IoEnd {
+    Served(ServeEnd),
+    /// The broker cannot work with us (another protocol version); the reason.
+    Refused(String),
+}
+
+/// Serves tasks until the broker says stop or goes silent. A broker that refuses this
+/// worker (another protocol version) is [`Error::Refused`].
 pub fn serve(
     ctx: &Context,
     opts: &WorkerOptions,
@@ -68,6 +79,7 @@ pub fn serve(
     pair.bind(&inner)?;
     let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
     dealer.set_identity(&opts.identity)?;
+    dealer.secure(&opts.security)?;
     dealer.connect(&opts.endpoint)?;
     let io_pair = ctx.socket(Kind::Pair, -1)?;
     io_pair.connect(&inner)?;
@@ -111,6 +123,10 @@ pub fn serve(
             }
             Ok(Message::Shutdown) => break ServeEnd::Shutdown,
             Ok(Message::Goodbye) => break ServeEnd::BrokerLost,
+            Ok(Message::Fatal(why)) => {
+                let _ = io.join();
+                return Err(Error::Refused(why.to_string()));
+            }
             Ok(other) => tracing::warn!("worker ignored {:?}", other.command()),
             Err(e) => tracing::warn!("worker dropped a malformed message: {e}"),
         }
@@ -118,6 +134,43 @@ pub fn serve(
     // The I/O thread has already left its loop (it sent us the message we broke on).
     let _ = io.join();
     Ok(end)
+}
+
+/// Serves a broker on another machine for as long as this process lives: when the broker
+/// restarts, the network fails, or the broker forgets us (declared dead while cut off), it
+/// joins again under a new routing id after a back-off, keeping the initialised handler.
+/// Returns only when the broker refuses us for good (another protocol version).
+pub fn serve_remote(ctx: &Context, opts: &WorkerOptions, mut handler: impl Handler) -> Error {
+    const BACKOFF_MIN: Duration = Duration::from_millis(100);
+    const BACKOFF_MAX: Duration = Duration::from_secs(5);
+    const HEALTHY: Duration = Duration::from_secs(10);
+    let mut backoff = BACKOFF_MIN;
+    for session in 0u64.. {
+        let mut session_opts = opts.clone();
+        session_opts.identity = [&opts.identity[..], format!("-{session}").as_bytes()].concat();
+        let started = Instant::now();
+        let handler = |task: &[u8], out: &mut Vec<u8>| handler.handle(task, out);
+        match serve(ctx, &session_opts, handler) {
+            Err(Error::Refused(why)) => return Error::Refused(why),
+            Ok(end) => tracing::info!("left the broker ({end:?}); joining again"),
+            Err(e) => tracing::warn!("worker session failed: {e}; joining again"),
+        }
+        if started.elapsed() >= HEALTHY {
+            backoff = BACKOFF_MIN;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    unreachable!("the session loop only ends by returning")
+}
+
+/// A routing id for a worker that joins from elsewhere: host, pid and time, so two never
+/// collide.
+pub fn remote_identity() -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("r-{}-{}-{nanos:x}", hostname(), std::process::id()).into_bytes()
 }
 
 /// Tells the broker this worker's `init` failed, so the client can be told why.
@@ -154,7 +207,7 @@ fn io_loop(dealer: &Socket, pair: &Socket, opts: &WorkerOptions) {
         pid: std::process::id(),
         host: &hostname(),
     };
-    let result = (|| -> Result<ServeEnd, Error> {
+    let result = (|| -> Result<IoEnd, Error> {
         send(
             dealer,
             vec![header(Command::Ready).to_vec(), ready.encode()],
@@ -173,9 +226,22 @@ fn io_loop(dealer: &Socket, pair: &Socket, opts: &WorkerOptions) {
                 while let Some(frames) = dealer.recv(false)? {
                     broker_seen = Instant::now();
                     match command_of(&frames) {
-                        Some(Command::Tasks) => send(pair, frames)?,
-                        Some(Command::Shutdown) => return Ok(ServeEnd::Shutdown),
-                        Some(Command::Heartbeat) => {}
+                        Ok(Command::Tasks) => send(pair, frames)?,
+                        Ok(Command::Shutdown) => return Ok(IoEnd::Served(ServeEnd::Shutdown)),
+                        Ok(Command::Heartbeat) => {}
+                        Ok(Command::Fatal) => {
+                            let why = match Message::decode(&frames) {
+                                Ok(Message::Fatal(why)) => why.to_string(),
+                                _ => "the broker refused this worker".to_string(),
+                            };
+                            return Ok(IoEnd::Refused(why));
+                        }
+                        Err(Some(got)) => {
+                            return Ok(IoEnd::Refused(format!(
+                                "the broker speaks protocol version {got}; this worker speaks \
+                                 version {VERSION}"
+                            )))
+                        }
                         _ => tracing::warn!("worker dropped a malformed message from the broker"),
                     }
                 }
@@ -189,7 +255,7 @@ fn io_loop(dealer: &Socket, pair: &Socket, opts: &WorkerOptions) {
             let now = Instant::now();
             if now.duration_since(broker_seen) > deadline {
                 tracing::warn!("the broker has been silent for {deadline:?}; leaving");
-                return Ok(ServeEnd::BrokerLost);
+                return Ok(IoEnd::Served(ServeEnd::BrokerLost));
             }
             if now.duration_since(last_sent) >= opts.heartbeat_interval {
                 send(dealer, vec![header(Command::Heartbeat).to_vec()])?;
@@ -201,14 +267,15 @@ fn io_loop(dealer: &Socket, pair: &Socket, opts: &WorkerOptions) {
         Ok(end) => end,
         Err(e) => {
             tracing::error!("worker I/O failed: {e}");
-            ServeEnd::BrokerLost
+            IoEnd::Served(ServeEnd::BrokerLost)
         }
     };
-    let command = match end {
-        ServeEnd::Shutdown => Command::Shutdown,
-        ServeEnd::BrokerLost => Command::Goodbye,
+    let frames = match end {
+        IoEnd::Served(ServeEnd::Shutdown) => Message::Shutdown.encode(),
+        IoEnd::Served(ServeEnd::BrokerLost) => Message::Goodbye.encode(),
+        IoEnd::Refused(why) => Message::Fatal(&why).encode(),
     };
-    let _ = pair.send([header(command)], true);
+    let _ = pair.send(frames, true);
 }
 
 fn send<F: Into<Frame>>(socket: &Socket, frames: Vec<F>) -> Result<(), Error> {
@@ -219,16 +286,21 @@ fn send<F: Into<Frame>>(socket: &Socket, frames: Vec<F>) -> Result<(), Error> {
 }
 
 /// The command of a message, from its header alone (the body is checked by its reader).
-fn command_of(frames: &[Frame]) -> Option<Command> {
-    let head = frames.first()?;
-    if head.len() != 4 || head[..2] != MAGIC || head[2] != VERSION {
-        return None;
+/// `Err(Some(v))`: a ZeroTasQ header of another protocol version; `Err(None)`: garbage.
+fn command_of(frames: &[Frame]) -> Result<Command, Option<u8>> {
+    let head = frames.first().ok_or(None)?;
+    if head.len() != 4 || head[..2] != MAGIC {
+        return Err(None);
+    }
+    if head[2] != VERSION {
+        return Err(Some(head[2]));
     }
     match head[3] {
-        2 => Some(Command::Tasks),
-        4 => Some(Command::Heartbeat),
-        7 => Some(Command::Shutdown),
-        _ => None,
+        2 => Ok(Command::Tasks),
+        4 => Ok(Command::Heartbeat),
+        7 => Ok(Command::Shutdown),
+        10 => Ok(Command::Fatal),
+        _ => Err(None),
     }
 }
 

@@ -152,6 +152,28 @@ impl Socket {
         })
     }
 
+    /// For a client of a remote broker: queue nothing until a connection is up, and let a
+    /// blocking send give up after `patience`.
+    pub fn set_connect_patience(&self, patience: Duration) -> Result<(), Error> {
+        self.0
+            .set_immediate(true)
+            .and_then(|_| {
+                self.0
+                    .set_sndtimeo(patience.as_millis().min(i32::MAX as u128) as i32)
+            })
+            .map_err(zmq_err("set connect options"))
+    }
+
+    /// Lets libzmq ping TCP peers and drop a connection that stays silent past `timeout`, so
+    /// a peer behind a cut network shows up as unreachable.
+    pub fn detect_dead_peers(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
+        let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as i32;
+        self.0
+            .set_heartbeat_ivl(ms(interval))
+            .and_then(|_| self.0.set_heartbeat_timeout(ms(timeout)))
+            .map_err(zmq_err("set ZMTP heartbeats"))
+    }
+
     /// The endpoint this socket last bound, with a wildcard port resolved.
     pub fn last_endpoint(&self) -> Result<String, Error> {
         match self.0.get_last_endpoint() {

@@ -1,0 +1,183 @@
+//! How a client reaches a broker — in process (its own pool's broker thread) or over TCP (a
+//! standalone broker, [`RemoteBroker`]) — and how it tells that the broker is gone, so a
+//! waiting client ends with a clear error instead of hanging.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::{DecodeFn, EncodeFn, Stream};
+use crate::connector::Connector;
+use crate::error::Error;
+use crate::transport::curve::{check_insecure, Security};
+use crate::transport::{Context, Kind, Socket};
+
+/// How a client reaches its broker.
+#[derive(Clone)]
+pub struct Link {
+    ctx: Context,
+    endpoint: String,
+    security: Security,
+    max_message: i64,
+    kind: LinkKind,
+}
+
+#[derive(Clone)]
+enum LinkKind {
+    /// The broker thread of this process; the flag turns false when it stops.
+    Local(Arc<AtomicBool>),
+    /// A broker elsewhere: gone when silent this long, or unreachable for `connect`.
+    Remote {
+        silence: Duration,
+        connect: Duration,
+    },
+}
+
+impl Link {
+    pub(crate) fn local(
+        ctx: Context,
+        endpoint: String,
+        max_message: i64,
+        alive: Arc<AtomicBool>,
+    ) -> Link {
+        Link {
+            ctx,
+            endpoint,
+            security: Security::Insecure,
+            max_message,
+            kind: LinkKind::Local(alive),
+        }
+    }
+
+    /// A new client socket connected to the broker.
+    pub(crate) fn socket(&self) -> Result<Socket, Error> {
+        let socket = self.ctx.socket(Kind::Dealer, self.max_message)?;
+        if let LinkKind::Remote { connect, .. } = &self.kind {
+            socket.secure(&self.security)?;
+            // Queue nothing on a connection that is not up (unreachable, or our key was
+            // refused), and give up on a send after `connect`.
+            socket.set_connect_patience(*connect)?;
+        }
+        socket.connect(&self.endpoint)?;
+        Ok(socket)
+    }
+
+    /// An in-process pair socket on the same context (for connectors).
+    pub(crate) fn pair_socket(&self) -> Result<Socket, Error> {
+        self.ctx.socket(Kind::Pair, -1)
+    }
+
+    pub(crate) fn watch(&self) -> Watch {
+        Watch {
+            kind: self.kind.clone(),
+            endpoint: self.endpoint.clone(),
+            last_heard: Instant::now(),
+        }
+    }
+}
+
+/// One client's view of its broker's health.
+pub(crate) struct Watch {
+    kind: LinkKind,
+    endpoint: String,
+    last_heard: Instant,
+}
+
+impl Watch {
+    /// Something arrived from the broker (or we just started waiting for it).
+    pub(crate) fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    /// Why the broker is to be considered gone, if it is.
+    pub(crate) fn gone(&self) -> Option<String> {
+        match &self.kind {
+            LinkKind::Local(alive) => (!alive.load(Ordering::Acquire))
+                .then(|| "the broker stopped before this task finished".to_string()),
+            LinkKind::Remote { silence, .. } => (self.last_heard.elapsed() > *silence).then(|| {
+                format!(
+                    "the broker at {} has been silent for {silence:?}: it stopped, or the \
+                     network failed",
+                    self.endpoint
+                )
+            }),
+        }
+    }
+
+    /// The error for a submission that could not be sent.
+    pub(crate) fn unreachable(&self) -> String {
+        match &self.kind {
+            LinkKind::Local(_) => "the pool's broker is not accepting tasks".to_string(),
+            LinkKind::Remote { connect, .. } => format!(
+                "no connection to the broker at {} within {connect:?}: it is unreachable, \
+                 or it refused our key",
+                self.endpoint
+            ),
+        }
+    }
+}
+
+/// A broker on another machine (or a `zerotasq broker`), reached over TCP.
+pub struct RemoteBroker {
+    link: Link,
+}
+
+impl RemoteBroker {
+    /// Connects to the broker's client endpoint. `security` is [`Security::Client`] (CURVE),
+    /// or [`Security::Insecure`], which is refused off loopback unless `allow_insecure_remote`.
+    pub fn connect(
+        endpoint: &str,
+        security: Security,
+        allow_insecure_remote: bool,
+    ) -> Result<RemoteBroker, Error> {
+        match &security {
+            Security::Insecure => check_insecure(endpoint, allow_insecure_remote)?,
+            Security::Client { .. } => {}
+            Security::Server { .. } => {
+                return Err(Error::Config("a client connects with client keys".into()))
+            }
+        }
+        Ok(RemoteBroker {
+            link: Link {
+                ctx: Context::new(),
+                endpoint: endpoint.to_string(),
+                security,
+                max_message: 256 << 20,
+                kind: LinkKind::Remote {
+                    silence: Duration::from_secs(3),
+                    connect: Duration::from_secs(5),
+                },
+            },
+        })
+    }
+
+    /// How long the broker may stay silent while we wait, and how long connecting may take
+    /// (defaults 3 s and 5 s).
+    pub fn patience(mut self, silence: Duration, connect: Duration) -> Self {
+        self.link.kind = LinkKind::Remote { silence, connect };
+        self
+    }
+
+    /// Streams `input` through the remote broker's workers.
+    pub fn stream<I: Iterator, O>(
+        &self,
+        input: I,
+        window: usize,
+        ordered: bool,
+        encode: EncodeFn<I::Item>,
+        decode: DecodeFn<O>,
+    ) -> Result<Stream<I, O>, Error> {
+        Stream::new(&self.link, input, window, ordered, encode, decode)
+    }
+
+    /// Blocking `send`/`recv` through the remote broker.
+    pub fn connector<T, O: Send + 'static>(
+        &self,
+        window: usize,
+        ordered: bool,
+        encode: EncodeFn<T>,
+        decode: DecodeFn<O>,
+    ) -> Result<Connector<T, O>, Error> {
+        Connector::new(&self.link, window, ordered, encode, decode)
+    }
+}
