@@ -1,6 +1,7 @@
 //! `zerotasq map`: starts a pool whose workers are adapters around the user's command,
-//! waits until one has started (or fails the run before reading any input), feeds the
-//! records to it through a connector, writes the answers, reports failed tasks, and ends with a summary.
+//! waits until one has started (or fails the run before reading any input), streams the
+//! records through it (a stream for a file, a connector fed by a thread for a pipe), writes
+//! the answers, reports failed tasks, and ends with a summary.
 //!
 //! Three threads matter: the run thread does the streaming; the events thread passes the
 //! workers' stderr through ([`Monitor`]); the main thread waits for the run to end or for a
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use zerotasq::broker::BrokerConfig;
 use zerotasq::supervisor::WorkerCommand;
-use zerotasq::{ErrorKind, PoolSpec, RawPool, TaskError};
+use zerotasq::{Connector, ErrorKind, PoolSpec, RawPool, TaskError};
 
 use crate::adapter::AdapterArgs;
 use crate::args::{MapArgs, StatsFormat};
@@ -121,6 +122,7 @@ pub fn map(args: MapArgs) -> i32 {
         separator,
         jobs,
         max_init_failures,
+        input_is_file: total_bytes.is_some(),
         args,
     };
     std::thread::Builder::new()
@@ -176,6 +178,28 @@ fn open_input(path: Option<&PathBuf>) -> Result<Input, String> {
     }
 }
 
+/// Feeds `records` to `connector` from a thread of its own, so each record is sent as
+/// soon as it is read: a slow or endless input (a pipe, `tail -f`) streams instead of
+/// waiting for a window's worth of lines. Returns the outcomes.
+fn feed(
+    records: Records<Box<dyn BufRead + Send>>,
+    connector: Arc<Connector<(u64, Vec<u8>), Answer>>,
+) -> Box<dyn Iterator<Item = Result<Answer, TaskError>>> {
+    let feeder = connector.clone();
+    std::thread::Builder::new()
+        .name("feed".into())
+        .spawn(move || {
+            for record in records {
+                if feeder.send(record).is_err() {
+                    break;
+                }
+            }
+            feeder.finish();
+        })
+        .expect("start the feeding thread");
+    Box::new(std::iter::from_fn(move || connector.recv()))
+}
+
 /// One answer, as decoded from its result.
 struct Answer {
     head: ResultHeader,
@@ -189,6 +213,8 @@ struct Run {
     separator: u8,
     jobs: usize,
     max_init_failures: u64,
+    /// A regular file: reading it never waits for a writer.
+    input_is_file: bool,
     args: MapArgs,
 }
 
@@ -248,41 +274,29 @@ impl Run {
                 })
                 .ok_or_else(|| TaskError::new(ErrorKind::Codec, "malformed result from a worker"))
         });
-        let connector = {
+        let window = self.args.window as usize;
+        let ordered = !self.args.unordered;
+        let outcomes: Box<dyn Iterator<Item = Result<Answer, TaskError>>> = {
             let pool = self.pool.lock().expect("pool lock");
             let Some(pool) = pool.as_ref() else {
                 return EXIT_USAGE;
             };
-            pool.connector(
-                self.args.window as usize,
-                !self.args.unordered,
-                encode,
-                decode,
-            )
-        };
-        let connector = match connector {
-            Ok(connector) => Arc::new(connector),
-            Err(e) => {
-                say(&format!("zerotasq: {e}"));
-                return EXIT_USAGE;
+            let outcomes = if self.input_is_file {
+                // A regular file never blocks a read: the stream pulls it in whole batches.
+                pool.stream(records, window, ordered, encode, decode)
+                    .map(|s| Box::new(s) as Box<dyn Iterator<Item = _>>)
+            } else {
+                pool.connector(window, ordered, encode, decode)
+                    .map(|c| feed(records, Arc::new(c)))
+            };
+            match outcomes {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    say(&format!("zerotasq: {e}"));
+                    return EXIT_USAGE;
+                }
             }
         };
-        // A thread of its own feeds the pool, so each record is sent as soon as it is read:
-        // a slow or endless input (`tail -f`) streams instead of waiting for a full window.
-        {
-            let connector = connector.clone();
-            std::thread::Builder::new()
-                .name("feed".into())
-                .spawn(move || {
-                    for record in records {
-                        if connector.send(record).is_err() {
-                            break;
-                        }
-                    }
-                    connector.finish();
-                })
-                .expect("start the feeding thread");
-        }
         let stdout = std::io::stdout();
         let flush_each = stdout.is_terminal();
         let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
@@ -290,7 +304,7 @@ impl Run {
         let mut tallies = vec![WorkerTally::default(); self.jobs];
         let (mut done, mut failed, mut position) = (0u64, 0u64, 0u64);
         let mut write_error = None;
-        while let Some(outcome) = connector.recv() {
+        for outcome in outcomes {
             position += 1;
             done += 1;
             match outcome {
