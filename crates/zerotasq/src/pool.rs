@@ -482,6 +482,13 @@ impl<W: Worker> PoolBuilder<W> {
         self
     }
 
+    /// Also listens on TCP, for workers on other machines to join (and clients, for a
+    /// standalone broker).
+    pub fn tcp(mut self, listen: TcpListen) -> Self {
+        self.spec.tcp = Some(listen);
+        self
+    }
+
     /// Fine tuning of batching (target work per batch, most items per batch).
     pub fn batching(mut self, target: Duration, max_items: usize) -> Self {
         self.spec.broker.target_batch = target;

@@ -68,10 +68,15 @@ impl KeyPair {
     pub fn write(&self, base: &Path) -> Result<(), Error> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let public = base.with_extension("key");
+        let with = |suffix: &str| {
+            let mut name = base.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        };
+        let public = with(".key");
         std::fs::write(&public, format!("{}\n", self.public))
             .map_err(Error::io(format!("write {}", public.display())))?;
-        let secret_path = base.with_extension("key_secret");
+        let secret_path = with(".key_secret");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

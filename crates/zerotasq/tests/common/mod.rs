@@ -37,6 +37,8 @@ pub enum Job {
     Die,
     /// Return this process's pid.
     Pid,
+    /// Sleep this many milliseconds, then return this process's pid.
+    SleepPid(u64),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -82,6 +84,10 @@ impl Worker for TestWorker {
                 unreachable!()
             }
             Job::Pid => Ok(std::process::id() as u64),
+            Job::SleepPid(ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(std::process::id() as u64)
+            }
         }
     }
 }
