@@ -30,7 +30,7 @@ timed() {
   end=$(date +%s.%N)
   echo "$end - $start" | bc -l
 }
-ratio() { echo "scale=1; $1 / $2" | bc -l; }
+ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "jobs: $JOBS"
