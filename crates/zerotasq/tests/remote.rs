@@ -4,93 +4,19 @@
 
 mod common;
 
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{within, Config, Job, TestWorker};
+use common::{keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
 use zerotasq::pool::PoolSpec;
 use zerotasq::protocol::{Message, Ready};
 use zerotasq::worker_runtime::WorkerOptions;
 use zerotasq::{ErrorKind, KeyPair, Pool, RawPool, RemoteBroker, Security, TcpListen};
 
-/// The remote-worker role: a separate process that joins a pool over TCP with CURVE.
-#[ctor::ctor]
-fn remote_worker_role() {
-    let Some(endpoint) = std::env::var_os("ZT_REMOTE_ENDPOINT") else {
-        return;
-    };
-    if std::env::var_os("ZEROTASQ_ENTRY").is_some() {
-        return;
-    }
-    let keys = KeyPair::read(std::path::Path::new(
-        &std::env::var("ZT_REMOTE_KEY").unwrap(),
-    ))
-    .unwrap();
-    let server = std::env::var("ZT_REMOTE_SERVER").unwrap().parse().unwrap();
-    let err = zerotasq::serve_remote_worker::<TestWorker>(
-        endpoint.to_str().unwrap(),
-        Security::Client { keys, server },
-        Config::default(),
-    );
-    eprintln!("remote worker: {err:?}");
-    std::process::exit(1);
-}
-
-struct Keys {
-    server: KeyPair,
-    worker: KeyPair,
-    client: KeyPair,
-    dir: std::path::PathBuf,
-}
-
-fn keys() -> Keys {
-    let dir = std::env::temp_dir().join(format!(
-        "zt-remote-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let worker = KeyPair::generate().unwrap();
-    worker.write(&dir.join("worker")).unwrap();
-    Keys {
-        server: KeyPair::generate().unwrap(),
-        worker,
-        client: KeyPair::generate().unwrap(),
-        dir,
-    }
-}
-
 fn server_security(k: &Keys) -> Security {
     Security::Server {
         keys: k.server.clone(),
         allowed: vec![k.worker.public, k.client.public],
-    }
-}
-
-/// Starts a remote worker process against `endpoint`; killed when the guard drops.
-struct RemoteWorker(Child);
-
-impl RemoteWorker {
-    fn start(endpoint: &str, k: &Keys) -> RemoteWorker {
-        RemoteWorker(
-            Command::new(std::env::current_exe().unwrap())
-                .env("ZT_REMOTE_ENDPOINT", endpoint)
-                .env("ZT_REMOTE_KEY", k.dir.join("worker.key_secret"))
-                .env("ZT_REMOTE_SERVER", k.server.public.to_string())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for RemoteWorker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

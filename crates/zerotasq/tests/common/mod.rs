@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use zerotasq::Worker;
+use zerotasq::{KeyPair, Worker};
 
 #[ctor::ctor]
 fn worker_entry() {
@@ -123,4 +123,91 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
     });
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+}
+
+/// The remote-worker role: a separate process that joins a pool over TCP with CURVE.
+#[ctor::ctor]
+fn remote_worker_role() {
+    let Some(endpoint) = std::env::var_os("ZT_REMOTE_ENDPOINT") else {
+        return;
+    };
+    if std::env::var_os("ZEROTASQ_ENTRY").is_some() {
+        return;
+    }
+    let keys = KeyPair::read(std::path::Path::new(
+        &std::env::var("ZT_REMOTE_KEY").unwrap(),
+    ))
+    .unwrap();
+    let server = std::env::var("ZT_REMOTE_SERVER").unwrap().parse().unwrap();
+    let err = zerotasq::serve_remote_worker::<TestWorker>(
+        endpoint.to_str().unwrap(),
+        zerotasq::Security::Client { keys, server },
+        Config::default(),
+    );
+    eprintln!("remote worker: {err:?}");
+    std::process::exit(1);
+}
+
+pub struct Keys {
+    pub server: KeyPair,
+    pub worker: KeyPair,
+    pub client: KeyPair,
+    pub dir: std::path::PathBuf,
+}
+
+pub fn keys() -> Keys {
+    let dir = std::env::temp_dir().join(format!(
+        "zt-remote-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let worker = KeyPair::generate().unwrap();
+    worker.write(&dir.join("worker")).unwrap();
+    Keys {
+        server: KeyPair::generate().unwrap(),
+        worker,
+        client: KeyPair::generate().unwrap(),
+        dir,
+    }
+}
+
+/// Starts a remote worker process against `endpoint`; killed when the guard drops.
+pub struct RemoteWorker(pub std::process::Child);
+
+impl RemoteWorker {
+    pub fn start(endpoint: &str, k: &Keys) -> RemoteWorker {
+        Self::start_in(None, endpoint, k)
+    }
+
+    /// Starts it inside network namespace `netns` (another host), if given.
+    pub fn start_in(netns: Option<&str>, endpoint: &str, k: &Keys) -> RemoteWorker {
+        let exe = std::env::current_exe().unwrap();
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(exe);
+                c
+            }
+            None => std::process::Command::new(exe),
+        };
+        RemoteWorker(
+            command
+                .env("ZT_REMOTE_ENDPOINT", endpoint)
+                .env("ZT_REMOTE_KEY", k.dir.join("worker.key_secret"))
+                .env("ZT_REMOTE_SERVER", k.server.public.to_string())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for RemoteWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
