@@ -227,7 +227,7 @@ impl Broker {
             Ok(msg) => msg,
             Err(e) => {
                 self.refuse_version(Route::Worker(identity.to_vec()), &e);
-                return self.on_garbage(identity, &e.to_string(), true, now);
+                return self.on_garbage(identity, &e.to_string(), true);
             }
         };
         if let Some(worker) = self.workers.get_mut(identity) {
@@ -236,7 +236,7 @@ impl Broker {
         match msg {
             Message::Ready(ready) => {
                 if self.workers.contains_key(identity) {
-                    self.worker_dead(identity, "registered twice", now);
+                    self.worker_dead(identity, "registered twice");
                 }
                 self.starting.remove(identity);
                 self.init_failures_in_a_row = 0;
@@ -280,12 +280,15 @@ impl Broker {
                     self.init_failed(text.to_string());
                 }
             }
-            Message::Goodbye => self.worker_dead(identity, "worker left", now),
+            Message::Release(ids) => {
+                self.release(identity, ids.iter());
+                self.offer(identity);
+            }
+            Message::Goodbye => self.worker_dead(identity, "worker left"),
             other => self.on_garbage(
                 identity,
                 &format!("{:?} is not a worker command", other.command()),
                 true,
-                now,
             ),
         }
     }
@@ -299,7 +302,7 @@ impl Broker {
             Ok(msg) => msg,
             Err(e) => {
                 self.refuse_version(Route::Client(identity.to_vec()), &e);
-                return self.on_garbage(identity, &e.to_string(), false, now);
+                return self.on_garbage(identity, &e.to_string(), false);
             }
         };
         match msg {
@@ -310,13 +313,12 @@ impl Broker {
                 identity,
                 &format!("{:?} is not a client command", other.command()),
                 false,
-                now,
             ),
         }
     }
 
     /// A message from the supervisor or the pool, over the in-process control channel.
-    pub fn on_control<F: AsRef<[u8]>>(&mut self, frames: &[F], now: Instant) {
+    pub fn on_control<F: AsRef<[u8]>>(&mut self, frames: &[F]) {
         match Message::decode(frames) {
             Ok(Message::ChildStarted { identity }) => {
                 self.starting.insert(identity.to_vec(), None);
@@ -328,7 +330,7 @@ impl Broker {
                             .unwrap_or_else(|| format!("worker exited during init ({status})")),
                     );
                 } else if self.workers.contains_key(identity) {
-                    self.worker_dead(identity, status, now);
+                    self.worker_dead(identity, status);
                 }
             }
             Ok(other) => tracing::error!("unexpected control message {:?}", other.command()),
@@ -347,7 +349,7 @@ impl Broker {
             .collect();
         for identity in expired {
             tracing::warn!("worker missed its heartbeats for {deadline:?}; declaring it dead");
-            self.worker_dead(&identity, "missed heartbeats", now);
+            self.worker_dead(&identity, "missed heartbeats");
             self.outbox.push((
                 Route::Supervisor,
                 Message::KillWorker {
@@ -402,9 +404,9 @@ impl Broker {
     }
 
     /// A send to a worker failed because it is gone (ROUTER_MANDATORY told us).
-    pub fn worker_unreachable(&mut self, identity: &[u8], now: Instant) {
+    pub fn worker_unreachable(&mut self, identity: &[u8]) {
         if self.workers.contains_key(identity) {
-            self.worker_dead(identity, "worker disconnected", now);
+            self.worker_dead(identity, "worker disconnected");
         }
     }
 
@@ -535,6 +537,38 @@ impl Broker {
         }
     }
 
+    /// A worker hands back tasks it never started (its command died on another one): they go
+    /// back to the front of their queues with no try charged.
+    fn release(&mut self, identity: &[u8], ids: impl Iterator<Item = u64>) {
+        let Some(worker) = self.workers.get_mut(identity) else {
+            return;
+        };
+        let mut released: Vec<u64> = ids.filter(|id| worker.in_flight.remove(id)).collect();
+        if worker.in_flight.is_empty() {
+            worker.isolated = false;
+        }
+        released.sort_unstable_by(|a, b| b.cmp(a));
+        for id in released {
+            self.requeue_front(id);
+        }
+    }
+
+    /// Puts a task back at the front of its client's queue.
+    fn requeue_front(&mut self, id: u64) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let Some(client) = self.clients.get_mut(&task.client) else {
+            self.tasks.remove(&id);
+            return;
+        };
+        if client.queue.is_empty() {
+            self.client_turns.push_front(task.client.clone());
+        }
+        client.queue.push_front(id);
+        self.stats.requeued += 1;
+    }
+
     /// Puts a worker with free credit at the back of the LRU queue.
     fn offer(&mut self, identity: &[u8]) {
         if let Some(w) = self.workers.get_mut(identity) {
@@ -625,7 +659,7 @@ impl Broker {
         }
     }
 
-    fn worker_dead(&mut self, identity: &[u8], reason: &str, _now: Instant) {
+    fn worker_dead(&mut self, identity: &[u8], reason: &str) {
         let Some(worker) = self.workers.remove(identity) else {
             return;
         };
@@ -662,13 +696,7 @@ impl Broker {
                 );
                 continue;
             }
-            self.stats.requeued += 1;
-            let client_identity = task.client.clone();
-            let client = self.clients.get_mut(&client_identity).expect("checked");
-            if client.queue.is_empty() {
-                self.client_turns.push_front(client_identity);
-            }
-            client.queue.push_front(id);
+            self.requeue_front(id);
         }
         self.fail_if_hopeless();
     }
@@ -733,7 +761,7 @@ impl Broker {
         }
     }
 
-    fn on_garbage(&mut self, identity: &[u8], why: &str, from_worker: bool, now: Instant) {
+    fn on_garbage(&mut self, identity: &[u8], why: &str, from_worker: bool) {
         self.stats.malformed += 1;
         tracing::warn!("dropped a malformed message: {why}");
         if self.garbage.len() > 10_000 {
@@ -748,7 +776,7 @@ impl Broker {
             }
             self.ignored.insert(identity.to_vec());
             if from_worker {
-                self.worker_dead(identity, "sent malformed messages", now);
+                self.worker_dead(identity, "sent malformed messages");
             } else {
                 self.cancel_client(identity);
             }

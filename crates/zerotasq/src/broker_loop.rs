@@ -75,16 +75,6 @@ pub fn run(
         let ready = poll(&items, Some(timeout.max(Duration::from_millis(1))))?;
         drop(items);
         let now = Instant::now();
-        if ready[0] {
-            while let Some(frames) = sockets.control.recv(false)? {
-                if matches!(Message::decode(&frames), Ok(Message::Stop)) {
-                    stop(&mut broker, &sockets, now);
-                    *stats.lock().expect("stats lock") = broker.stats();
-                    return Ok(());
-                }
-                broker.on_control(&frames, now);
-            }
-        }
         for index in 0..n_workers {
             if !ready[1 + index] {
                 continue;
@@ -109,6 +99,18 @@ pub fn run(
                 if let Some((identity, rest)) = frames.split_first() {
                     broker.on_client(identity, rest, now);
                 }
+            }
+        }
+        // Control last: a worker's final results, already in its socket, are counted
+        // before the supervisor's news of its exit re-queues its tasks.
+        if ready[0] {
+            while let Some(frames) = sockets.control.recv(false)? {
+                if matches!(Message::decode(&frames), Ok(Message::Stop)) {
+                    stop(&mut broker, &sockets, now);
+                    *stats.lock().expect("stats lock") = broker.stats();
+                    return Ok(());
+                }
+                broker.on_control(&frames);
             }
         }
         broker.tick(now);
@@ -158,7 +160,7 @@ fn send_all(broker: &mut Broker, sockets: &BrokerSockets, now: Instant) -> Resul
             return Ok(());
         }
         for id in gone_workers {
-            broker.worker_unreachable(&id, now);
+            broker.worker_unreachable(&id);
         }
         for id in gone_clients {
             broker.client_unreachable(&id);

@@ -32,7 +32,7 @@ enum Delivery<O> {
         base: u64,
         slots: VecDeque<Option<Result<O, TaskError>>>,
     },
-    Unordered(VecDeque<Result<O, TaskError>>),
+    Unordered(VecDeque<(u64, Result<O, TaskError>)>),
 }
 
 impl<O> Delivery<O> {
@@ -45,7 +45,7 @@ impl<O> Delivery<O> {
                 }
                 slots[index] = Some(outcome);
             }
-            Delivery::Unordered(queue) => queue.push_back(outcome),
+            Delivery::Unordered(queue) => queue.push_back((id, outcome)),
         }
     }
 
@@ -56,14 +56,16 @@ impl<O> Delivery<O> {
         }
     }
 
-    fn pop(&mut self) -> Option<Result<O, TaskError>> {
+    /// The next outcome to yield, with the index of its input item.
+    fn pop(&mut self) -> Option<(u64, Result<O, TaskError>)> {
         match self {
             Delivery::Ordered { base, slots } => {
                 if !matches!(slots.front(), Some(Some(_))) {
                     return None;
                 }
+                let index = *base;
                 *base += 1;
-                slots.pop_front().flatten()
+                slots.pop_front().flatten().map(|outcome| (index, outcome))
             }
             Delivery::Unordered(queue) => queue.pop_front(),
         }
@@ -228,10 +230,14 @@ impl<I: Iterator, O> Stream<I, O> {
     }
 }
 
-impl<I: Iterator, O> Iterator for Stream<I, O> {
-    type Item = Result<O, TaskError>;
+impl<I: Iterator, O> Stream<I, O> {
+    /// Yields `(index of the input item, outcome)` instead of the bare outcome: what an
+    /// unordered consumer needs to tell which input an outcome (or an error) belongs to.
+    pub fn indexed(mut self) -> impl Iterator<Item = (u64, Result<O, TaskError>)> {
+        std::iter::from_fn(move || self.next_indexed())
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next_indexed(&mut self) -> Option<(u64, Result<O, TaskError>)> {
         loop {
             if let Err(e) = self.fill() {
                 self.fail_outstanding(e);
@@ -247,6 +253,14 @@ impl<I: Iterator, O> Iterator for Stream<I, O> {
                 self.fail_outstanding(e);
             }
         }
+    }
+}
+
+impl<I: Iterator, O> Iterator for Stream<I, O> {
+    type Item = Result<O, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_indexed().map(|(_, outcome)| outcome)
     }
 }
 

@@ -16,6 +16,7 @@
 //! status 0 = Ok (bytes: the output), 1 = Err (bytes: an encoded WireError)
 //! wire error   = kind:u8 msg_len:u32 msg detail_len:u32 detail
 //! ready        = capacity:u32 pid:u32 host_len:u32 host
+//! release      = count:u32 { id:u64 }*
 //! ```
 //!
 //! Every decode is checked: a malformed message yields a [`ProtocolError`], never a panic.
@@ -49,8 +50,10 @@ pub enum Command {
     Submit = 8,
     /// client → broker: forget my queued tasks, drop my late results.
     Cancel = 9,
-    /// broker → client: the pool cannot run tasks any more.
+    /// broker → client (or worker): the peer cannot be served; the reason.
     Fatal = 10,
+    /// worker → broker: hand back tasks never started (no try is charged for them).
+    Release = 11,
     /// supervisor → broker (in-process): a local child exited.
     ChildExited = 20,
     /// broker → supervisor (in-process): kill this worker (it missed its heartbeats).
@@ -77,6 +80,7 @@ impl Command {
             8 => Submit,
             9 => Cancel,
             10 => Fatal,
+            11 => Release,
             20 => ChildExited,
             21 => KillWorker,
             22 => StopRestarting,
@@ -328,6 +332,47 @@ impl<'a> ResultBatch<'a> {
     }
 }
 
+/// A validated list of task ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdList<'a> {
+    ids: &'a [u8],
+}
+
+impl<'a> IdList<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<IdList<'a>, ProtocolError> {
+        let mut r = Reader::new(body);
+        let count = r.u32()? as usize;
+        let ids = r.take(count.checked_mul(8).ok_or(ProtocolError::Truncated)?)?;
+        r.finish()?;
+        Ok(IdList { ids })
+    }
+
+    pub fn encode(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
+        let mut buf = vec![0; 4];
+        let mut count = 0u32;
+        for id in ids {
+            buf.extend_from_slice(&id.to_le_bytes());
+            count += 1;
+        }
+        buf[..4].copy_from_slice(&count.to_le_bytes());
+        buf
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len() / 8
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u64> + 'a {
+        self.ids
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("chunks of 8")))
+    }
+}
+
 /// Builds a task batch body in place, so payloads are serialised straight into it.
 #[derive(Debug)]
 pub struct TaskBatchWriter {
@@ -498,6 +543,7 @@ pub enum Message<'a> {
     Submit(TaskBatch<'a>),
     Cancel,
     Fatal(&'a str),
+    Release(IdList<'a>),
     ChildStarted { identity: &'a [u8] },
     ChildExited { identity: &'a [u8], status: &'a str },
     KillWorker { identity: &'a [u8] },
@@ -523,6 +569,7 @@ impl<'a> Message<'a> {
             Message::Submit(_) => Command::Submit,
             Message::Cancel => Command::Cancel,
             Message::Fatal(_) => Command::Fatal,
+            Message::Release(_) => Command::Release,
             Message::ChildStarted { .. } => Command::ChildStarted,
             Message::ChildExited { .. } => Command::ChildExited,
             Message::KillWorker { .. } => Command::KillWorker,
@@ -588,6 +635,10 @@ impl<'a> Message<'a> {
                 expect(1)?;
                 Message::Fatal(utf8(frame(0))?)
             }
+            Command::Release => {
+                expect(1)?;
+                Message::Release(IdList::parse(frame(0))?)
+            }
             Command::ChildExited => {
                 expect(2)?;
                 Message::ChildExited {
@@ -652,6 +703,7 @@ impl<'a> Message<'a> {
             Message::InitFailed(text) | Message::Fatal(text) => {
                 frames.push(text.as_bytes().to_vec())
             }
+            Message::Release(ids) => frames.push(IdList::encode(ids.iter())),
             Message::ChildExited { identity, status } => {
                 frames.push(identity.to_vec());
                 frames.push(status.as_bytes().to_vec());

@@ -47,6 +47,8 @@ pub struct SupervisorConfig {
 pub const ENV_IDENTITY: &str = "ZEROTASQ_WORKER_ID";
 /// Environment variable carrying the pid the child must die with.
 pub const ENV_PARENT: &str = "ZEROTASQ_PARENT_PID";
+/// Environment variable carrying the child's slot number (0-based, stable across restarts).
+pub const ENV_SLOT: &str = "ZEROTASQ_WORKER_SLOT";
 
 /// A child that ran at least this long before exiting had its back-off reset.
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
@@ -192,11 +194,21 @@ fn spawn(
         .envs(cfg.worker_env.iter().map(|(k, v)| (k, v)))
         .env(ENV_IDENTITY, String::from_utf8_lossy(&identity).as_ref())
         .env(ENV_PARENT, parent.to_string())
+        .env(ENV_SLOT, index.to_string())
         .stdin(Stdio::piped())
         .process_group(0);
-    // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid, _exit).
+    // SAFETY: the closure only makes async-signal-safe system calls (sigprocmask, signal,
+    // prctl, getppid, _exit).
     unsafe {
         command.pre_exec(move || {
+            // A fresh signal state: the parent may block or ignore signals (the mask and
+            // ignored dispositions survive exec), and the worker must receive SIGTERM.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             // Die with the thread that started us (this supervisor, which lives as long as
             // the pool); SIGTERM lets the worker remove the pool's ipc directory first.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {

@@ -1,7 +1,7 @@
 //! The broker's rules, driven with fake time and no sockets.
 
 use super::*;
-use crate::protocol::{Ready, ResultBatch};
+use crate::protocol::{IdList, Ready, ResultBatch};
 
 fn broker() -> Broker {
     Broker::new(BrokerConfig {
@@ -152,7 +152,6 @@ fn a_dead_workers_tasks_are_requeued_first_and_its_late_results_dropped() {
             status: "killed",
         }
         .encode(),
-        t,
     );
     ready(&mut b, "w2", 1, t);
     let resent = sent_tasks(&mut b, t);
@@ -177,7 +176,7 @@ fn a_task_that_kills_max_retries_workers_becomes_an_error() {
         ready(&mut b, &worker, 1, t);
         let sent = sent_tasks(&mut b, t);
         assert_eq!(sent.len(), 1, "round {round}");
-        b.worker_unreachable(worker.as_bytes(), t);
+        b.worker_unreachable(worker.as_bytes());
     }
     let out = delivered(&mut b, t);
     assert_eq!(out, vec![("c".to_string(), 7, Err(ErrorKind::WorkerLost))]);
@@ -243,7 +242,6 @@ fn an_init_that_keeps_failing_fails_the_tasks() {
                 identity: id.as_bytes(),
             }
             .encode(),
-            t,
         );
         b.on_worker(id.as_bytes(), &Message::InitFailed("no model").encode(), t);
         b.on_control(
@@ -252,7 +250,6 @@ fn an_init_that_keeps_failing_fails_the_tasks() {
                 status: "exit 3",
             }
             .encode(),
-            t,
         );
     }
     assert!(b.failure().unwrap().contains("no model"));
@@ -309,4 +306,32 @@ fn close_cancels_every_open_task() {
     let out = delivered(&mut b, t);
     assert_eq!(out.len(), 3);
     assert!(out.iter().all(|(_, _, r)| *r == Err(ErrorKind::Cancelled)));
+}
+
+#[test]
+fn released_tasks_go_back_to_the_front_without_a_try_charged() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 1, t);
+    submit(&mut b, "c", [0], t);
+    let first = sent_tasks(&mut b, t);
+    submit(&mut b, "c", [1], t);
+    let released = IdList::encode(first[0].1.clone());
+    let frames = Message::Release(IdList::parse(&released).unwrap()).encode();
+    b.on_worker(b"w", &frames, t);
+    let again = sent_tasks(&mut b, t);
+    assert_eq!(again[0].2, vec![0], "the released task goes first");
+    // It was not charged: two deaths (max_retries - 1) leave it alive; three tries charged
+    // would have made it a poison task.
+    b.worker_unreachable(b"w");
+    ready(&mut b, "v", 1, t);
+    assert_eq!(sent_tasks(&mut b, t)[0].2, vec![0]);
+    b.worker_unreachable(b"v");
+    assert_eq!(b.stats().poisoned, 0);
+    ready(&mut b, "u", 1, t);
+    assert_eq!(
+        sent_tasks(&mut b, t)[0].2,
+        vec![0],
+        "still queued, not failed"
+    );
 }

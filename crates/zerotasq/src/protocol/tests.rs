@@ -67,6 +67,10 @@ proptest! {
             Message::KillWorker { identity: &identity },
             Message::ChildStarted { identity: &identity },
         ];
+        let released = IdList::encode([cap as u64, pid as u64, 7]);
+        let released = Message::Release(IdList::parse(&released).unwrap());
+        let frames = released.encode();
+        prop_assert_eq!(Message::decode(&frames).unwrap(), released);
         for m in messages {
             let frames = m.encode();
             prop_assert_eq!(Message::decode(&frames).unwrap(), m);
