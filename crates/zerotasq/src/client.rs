@@ -10,9 +10,9 @@
 //! is closed, every task still open ends as a `Cancelled` error.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::error::{Error, ErrorKind, TaskError};
+use crate::error::{Error, ErrorKind, TaskError, TimedOut};
 use crate::link::{Link, Watch};
 use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
 use crate::transport::{Frame, SendError, Socket};
@@ -25,6 +25,9 @@ pub type EncodeFn<T> = Box<dyn FnMut(T, &mut Vec<u8>) -> Result<(), TaskError> +
 /// Decodes one output from the result's bytes.
 pub type DecodeFn<O> = Box<dyn FnMut(&[u8]) -> Result<O, TaskError> + Send>;
 
+/// An outcome with the index of the input item it belongs to.
+pub type Indexed<O> = (u64, Result<O, TaskError>);
+
 /// Outcomes received but not yet yielded.
 enum Delivery<O> {
     /// Slot `i` holds the outcome of task `base + i`.
@@ -32,7 +35,7 @@ enum Delivery<O> {
         base: u64,
         slots: VecDeque<Option<Result<O, TaskError>>>,
     },
-    Unordered(VecDeque<(u64, Result<O, TaskError>)>),
+    Unordered(VecDeque<Indexed<O>>),
 }
 
 impl<O> Delivery<O> {
@@ -57,7 +60,7 @@ impl<O> Delivery<O> {
     }
 
     /// The next outcome to yield, with the index of its input item.
-    fn pop(&mut self) -> Option<(u64, Result<O, TaskError>)> {
+    fn pop(&mut self) -> Option<Indexed<O>> {
         match self {
             Delivery::Ordered { base, slots } => {
                 if !matches!(slots.front(), Some(Some(_))) {
@@ -173,10 +176,21 @@ impl<I: Iterator, O> Stream<I, O> {
         }
     }
 
-    /// Waits for the next batch of outcomes.
-    fn receive(&mut self) -> Result<(), TaskError> {
+    /// Waits for the next batch of outcomes, until `until` if given; `Ok(false)` when that
+    /// time came first.
+    fn receive(&mut self, until: Option<Instant>) -> Result<bool, TaskError> {
         loop {
-            let frames = self.socket.recv_timeout(BROKER_CHECK).map_err(|e| {
+            let slice = match until {
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    left.min(BROKER_CHECK)
+                }
+                None => BROKER_CHECK,
+            };
+            let frames = self.socket.recv_timeout(slice).map_err(|e| {
                 TaskError::new(ErrorKind::Cancelled, format!("cannot receive: {e}"))
             })?;
             let Some(frames) = frames else {
@@ -198,7 +212,7 @@ impl<I: Iterator, O> Stream<I, O> {
                         };
                         self.delivery.store(id, value);
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
                 Ok(Message::Heartbeat) => {}
                 Ok(Message::Fatal(why)) => {
@@ -233,24 +247,50 @@ impl<I: Iterator, O> Stream<I, O> {
 impl<I: Iterator, O> Stream<I, O> {
     /// Yields `(index of the input item, outcome)` instead of the bare outcome: what an
     /// unordered consumer needs to tell which input an outcome (or an error) belongs to.
-    pub fn indexed(mut self) -> impl Iterator<Item = (u64, Result<O, TaskError>)> {
+    pub fn indexed(mut self) -> impl Iterator<Item = Indexed<O>> {
         std::iter::from_fn(move || self.next_indexed())
     }
 
-    fn next_indexed(&mut self) -> Option<(u64, Result<O, TaskError>)> {
+    /// Like `next`, but gives up at `timeout` — for callers that must stay responsive while
+    /// they wait (an interpreter checking for Ctrl-C between waits).
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Result<O, TaskError>>, TimedOut> {
+        self.next_indexed_timeout(timeout)
+            .map(|item| item.map(|(_, outcome)| outcome))
+    }
+
+    /// [`Stream::next_timeout`] with the index of the input item.
+    pub fn next_indexed_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Indexed<O>>, TimedOut> {
+        self.advance(Some(Instant::now() + timeout)).ok_or(TimedOut)
+    }
+
+    fn next_indexed(&mut self) -> Option<Indexed<O>> {
+        self.advance(None).expect("no deadline, so never timed out")
+    }
+
+    /// The next outcome; `None` inside when the stream is done, `None` outside when `until`
+    /// came first.
+    fn advance(&mut self, until: Option<Instant>) -> Option<Option<Indexed<O>>> {
         loop {
             if let Err(e) = self.fill() {
                 self.fail_outstanding(e);
             }
             if let Some(outcome) = self.delivery.pop() {
                 self.in_flight -= 1;
-                return Some(outcome);
+                return Some(Some(outcome));
             }
             if self.in_flight == 0 {
-                return None;
+                return Some(None);
             }
-            if let Err(e) = self.receive() {
-                self.fail_outstanding(e);
+            match self.receive(until) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => self.fail_outstanding(e),
             }
         }
     }

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::client::{DecodeFn, EncodeFn};
-use crate::error::{Error, ErrorKind, TaskError};
+use crate::error::{Error, ErrorKind, TaskError, TimedOut};
 use crate::link::{Link, Watch};
 use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
 use crate::transport::{poll, Frame, Pollable, Socket};
@@ -22,11 +22,6 @@ use crate::transport::{poll, Frame, Pollable, Socket};
 const TASK: &[u8] = b"task";
 const FINISH: &[u8] = b"finish";
 const STOP: &[u8] = b"stop";
-
-/// No outcome arrived in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no outcome arrived in time")]
-pub struct TimedOut;
 
 struct Permits {
     in_flight: usize,

@@ -75,6 +75,11 @@ impl fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {}
 
+/// No outcome arrived within the time asked for (the stream goes on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no outcome arrived in time")]
+pub struct TimedOut;
+
 /// A failure of the pool itself (not of one task).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -62,7 +62,7 @@ pub mod worker_runtime;
 pub use child::serve_if_worker;
 pub use client::Stream;
 pub use connector::Connector;
-pub use error::{Error, ErrorKind, TaskError};
+pub use error::{Error, ErrorKind, TaskError, TimedOut};
 pub use link::RemoteBroker;
 pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
 pub use transport::curve::{KeyPair, PublicKey, Security};

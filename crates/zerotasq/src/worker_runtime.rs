@@ -13,7 +13,9 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, TaskError};
-use crate::protocol::{header, Command, Message, Ready, ResultBatchWriter, MAGIC, VERSION};
+use crate::protocol::{
+    header, Command, Message, Ready, ResultBatchWriter, TaskBatch, MAGIC, VERSION,
+};
 use crate::transport::curve::Security;
 use crate::transport::{poll, Context, Frame, Kind, Pollable, Socket};
 
@@ -23,6 +25,15 @@ const FLUSH_EVERY: Duration = Duration::from_millis(5);
 /// Runs one task: reads the task's bytes, appends the output's bytes to `out`.
 pub trait Handler {
     fn handle(&mut self, task: &[u8], out: &mut Vec<u8>) -> Result<(), TaskError>;
+
+    /// Wraps the running of one batch of tasks. A face that must enter an interpreter
+    /// (take Python's GIL) overrides it to do so once per batch instead of once per task.
+    fn batch<R>(&mut self, run: impl FnOnce(&mut Self) -> R) -> R
+    where
+        Self: Sized,
+    {
+        run(self)
+    }
 }
 
 impl<F> Handler for F
@@ -96,27 +107,7 @@ pub fn serve(
         };
         match Message::decode(&frames) {
             Ok(Message::Tasks(batch)) => {
-                let mut writer = ResultBatchWriter::new();
-                let mut busy = Duration::ZERO;
-                let mut flush_at = Instant::now() + FLUSH_EVERY;
-                for (id, task) in batch.iter() {
-                    let started = Instant::now();
-                    out.clear();
-                    match run_one(&mut handler, task, &mut out) {
-                        Ok(()) => writer.push_ok(id, &out),
-                        Err(e) => writer.push_err(id, &e.to_wire()),
-                    }
-                    let finished = Instant::now();
-                    busy += finished - started;
-                    if finished >= flush_at {
-                        send_results(&pair, std::mem::take(&mut writer), busy)?;
-                        busy = Duration::ZERO;
-                        flush_at = finished + FLUSH_EVERY;
-                    }
-                }
-                if !writer.is_empty() {
-                    send_results(&pair, writer, busy)?;
-                }
+                handler.batch(|handler| run_batch(handler, batch, &pair, &mut out))?;
                 if out.capacity() > 1 << 20 {
                     out = Vec::new();
                 }
@@ -171,6 +162,37 @@ pub fn remote_identity() -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("r-{}-{}-{nanos:x}", hostname(), std::process::id()).into_bytes()
+}
+
+/// Runs the tasks of one batch, sending results at least every [`FLUSH_EVERY`].
+fn run_batch(
+    handler: &mut impl Handler,
+    batch: TaskBatch<'_>,
+    pair: &Socket,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let mut writer = ResultBatchWriter::new();
+    let mut busy = Duration::ZERO;
+    let mut flush_at = Instant::now() + FLUSH_EVERY;
+    for (id, task) in batch.iter() {
+        let started = Instant::now();
+        out.clear();
+        match run_one(handler, task, out) {
+            Ok(()) => writer.push_ok(id, out),
+            Err(e) => writer.push_err(id, &e.to_wire()),
+        }
+        let finished = Instant::now();
+        busy += finished - started;
+        if finished >= flush_at {
+            send_results(pair, std::mem::take(&mut writer), busy)?;
+            busy = Duration::ZERO;
+            flush_at = finished + FLUSH_EVERY;
+        }
+    }
+    if !writer.is_empty() {
+        send_results(pair, writer, busy)?;
+    }
+    Ok(())
 }
 
 /// Tells the broker this worker's `init` failed, so the client can be told why.

@@ -67,3 +67,49 @@ fn empty_input_yields_nothing() {
         .unwrap();
     assert_eq!(pool.map(std::iter::empty()).unwrap().count(), 0);
 }
+
+#[test]
+fn indexed_unordered_outcomes_name_their_input() {
+    let pool = Pool::<TestWorker>::builder(Config::default())
+        .processes(2)
+        .build()
+        .unwrap();
+    let jobs = (0..300).map(|i| {
+        if i % 30 == 0 {
+            Job::Fail(format!("bad {i}"))
+        } else {
+            Job::Echo(i)
+        }
+    });
+    let mut seen = Vec::new();
+    for (index, outcome) in pool.map_unordered(jobs).unwrap().indexed() {
+        match outcome {
+            Ok(n) => assert_eq!(n, index),
+            Err(e) => assert_eq!(e.message(), format!("bad {index}")),
+        }
+        seen.push(index);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..300).collect::<Vec<_>>());
+}
+
+#[test]
+fn next_timeout_gives_up_without_losing_the_outcome() {
+    let pool = Pool::<TestWorker>::builder(Config::default())
+        .processes(1)
+        .build()
+        .unwrap();
+    let mut stream = pool.map(vec![Job::Sleep(7, 400)]).unwrap();
+    assert_eq!(
+        stream.next_timeout(std::time::Duration::from_millis(50)),
+        Err(zerotasq::TimedOut)
+    );
+    let outcome = stream
+        .next_timeout(std::time::Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(outcome.unwrap().unwrap(), 7);
+    assert_eq!(
+        stream.next_timeout(std::time::Duration::from_secs(1)),
+        Ok(None)
+    );
+}
