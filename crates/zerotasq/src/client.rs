@@ -75,6 +75,42 @@ impl<O> Delivery<O> {
     }
 }
 
+/// Reads one message from the broker: the outcomes it carries (decoded), `None` for one that
+/// carries none (a heartbeat, or a malformed message, dropped), or why the broker cannot
+/// serve this client. Shared by [`Stream`] and the connector.
+pub(crate) fn read_reply<O>(
+    frames: &[Frame],
+    decode: &mut DecodeFn<O>,
+) -> Result<Option<Vec<Indexed<O>>>, String> {
+    match Message::decode(frames) {
+        Ok(Message::Results(batch)) => Ok(Some(
+            batch
+                .iter()
+                .map(|(id, outcome)| {
+                    let value = match outcome {
+                        Outcome::Ok(bytes) => decode(bytes),
+                        Outcome::Err(bytes) => Err(TaskError::decode(bytes)),
+                    };
+                    (id, value)
+                })
+                .collect(),
+        )),
+        Ok(Message::Heartbeat) => Ok(None),
+        Ok(Message::Fatal(why)) => Err(why.to_string()),
+        Err(ProtocolError::VersionMismatch { got }) => Err(format!(
+            "the broker speaks protocol version {got}; this client speaks version {VERSION}"
+        )),
+        Ok(other) => {
+            tracing::warn!("client ignored {:?}", other.command());
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!("client dropped a malformed message: {e}");
+            Ok(None)
+        }
+    }
+}
+
 /// The lazy iterator behind `map` and `map_unordered`: one outcome per input item.
 pub struct Stream<I: Iterator, O> {
     socket: Socket,
@@ -200,36 +236,17 @@ impl<I: Iterator, O> Stream<I, O> {
                 continue;
             };
             self.watch.heard();
-            match Message::decode(&frames) {
-                Ok(Message::Results(batch)) => {
-                    for (id, outcome) in batch.iter() {
-                        if !self.outstanding.remove(&id) {
-                            continue;
-                        }
-                        let value = match outcome {
-                            Outcome::Ok(bytes) => (self.decode)(bytes),
-                            Outcome::Err(bytes) => Err(TaskError::decode(bytes)),
-                        };
-                        self.delivery.store(id, value);
-                    }
-                    return Ok(true);
+            let reply = read_reply(&frames, &mut self.decode)
+                .map_err(|why| TaskError::new(ErrorKind::Cancelled, why))?;
+            let Some(outcomes) = reply else {
+                continue;
+            };
+            for (id, value) in outcomes {
+                if self.outstanding.remove(&id) {
+                    self.delivery.store(id, value);
                 }
-                Ok(Message::Heartbeat) => {}
-                Ok(Message::Fatal(why)) => {
-                    return Err(TaskError::new(ErrorKind::Cancelled, why.to_string()))
-                }
-                Ok(other) => tracing::warn!("client ignored {:?}", other.command()),
-                Err(ProtocolError::VersionMismatch { got }) => {
-                    return Err(TaskError::new(
-                        ErrorKind::Cancelled,
-                        format!(
-                            "the broker speaks protocol version {got}; this client speaks \
-                             version {VERSION}"
-                        ),
-                    ))
-                }
-                Err(e) => tracing::warn!("client dropped a malformed message: {e}"),
             }
+            return Ok(true);
         }
     }
 

@@ -12,10 +12,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::client::{DecodeFn, EncodeFn};
+use crate::client::{read_reply, DecodeFn, EncodeFn};
 use crate::error::{Error, ErrorKind, TaskError, TimedOut};
 use crate::link::{Link, Watch};
-use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
+use crate::protocol::{header, Command, TaskBatchWriter};
 use crate::transport::{poll, Frame, Pollable, Socket};
 
 /// Frames on the pair from `send` to the I/O thread.
@@ -258,29 +258,10 @@ impl<O> ConnectorIo<O> {
     }
 
     fn on_message(&mut self, frames: &[Frame]) -> Result<(), String> {
-        let batch = match Message::decode(frames) {
-            Ok(Message::Results(batch)) => batch,
-            Ok(Message::Heartbeat) => return Ok(()),
-            Ok(Message::Fatal(why)) => return Err(why.to_string()),
-            Err(ProtocolError::VersionMismatch { got }) => {
-                return Err(format!(
-                    "the broker speaks protocol version {got}; this client speaks version {VERSION}"
-                ))
+        for (id, value) in read_reply(frames, &mut self.decode)?.unwrap_or_default() {
+            if self.outstanding.remove(&id) {
+                self.deliver(id, value);
             }
-            _ => {
-                tracing::warn!("connector dropped a malformed message");
-                return Ok(());
-            }
-        };
-        for (id, outcome) in batch.iter() {
-            if !self.outstanding.remove(&id) {
-                continue;
-            }
-            let value = match outcome {
-                Outcome::Ok(bytes) => (self.decode)(bytes),
-                Outcome::Err(bytes) => Err(TaskError::decode(bytes)),
-            };
-            self.deliver(id, value);
         }
         Ok(())
     }
