@@ -430,6 +430,9 @@ impl Broker {
                 vec![header(Command::Results).to_vec(), batch],
             ));
         }
+        // A client with nothing open is forgotten (a finished stream); it is known again
+        // the moment it submits.
+        self.clients.retain(|_, c| c.open > 0);
     }
 
     /// Closing: every open task ends as `Cancelled` and every worker is told to exit.

@@ -335,3 +335,25 @@ fn released_tasks_go_back_to_the_front_without_a_try_charged() {
         "still queued, not failed"
     );
 }
+
+#[test]
+fn finished_clients_are_forgotten() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 1, t);
+    for client in ["a", "b", "c"] {
+        submit(&mut b, client, [0], t);
+        let sent = sent_tasks(&mut b, t);
+        results(&mut b, "w", &sent[0].1, 1, t);
+        assert_eq!(delivered(&mut b, t).len(), 1);
+    }
+    assert!(b.clients.is_empty(), "{} clients kept", b.clients.len());
+    // A forgotten client that submits again is served as before.
+    submit(&mut b, "a", [1], t);
+    let sent = sent_tasks(&mut b, t);
+    results(&mut b, "w", &sent[0].1, 1, t);
+    assert_eq!(
+        delivered(&mut b, t),
+        vec![("a".to_string(), 1, Ok(b"ok".to_vec()))]
+    );
+}
