@@ -256,7 +256,10 @@ pub fn poll(items: &[Pollable<'_>], timeout: Option<Duration>) -> Result<Vec<boo
             Pollable::Fd(fd) => zmq::PollItem::from_fd(*fd, zmq::POLLIN),
         })
         .collect();
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i64::MAX as u128) as i64);
+    // Rounded up: a wait shorter than a millisecond must not become a busy poll.
+    let ms = timeout.map_or(-1, |t| {
+        t.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64
+    });
     match zmq::poll(&mut zitems, ms) {
         Ok(_) => Ok(zitems.iter().map(|i| i.is_readable()).collect()),
         Err(zmq::Error::EINTR) => Ok(vec![false; items.len()]),
