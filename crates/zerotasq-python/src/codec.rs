@@ -1,33 +1,138 @@
-//! Python object ⇄ task bytes. The first byte is a tag: `B` — the payload is an exact
-//! `bytes` object, moved without pickling; `P` — a pickle (protocol 5) made by the Python
-//! side's `dumps` and read by its `loads`.
+//! Python object ⇄ task bytes. The first byte is a tag:
+//! - `B` — the payload is an exact `bytes` object, moved without pickling;
+//! - `P` — an in-band pickle (protocol 5; the C pickler, or the package's `dumps` — with
+//!   cloudpickle — for what the C pickler refuses);
+//! - `O` — a protocol-5 pickle with out-of-band buffers (numpy arrays and other objects
+//!   that hand their memory to `buffer_callback`): `n: u32`, the pickle's length and each
+//!   buffer's length (`u64`, little-endian), the pickle, then the buffers. The buffers are
+//!   copied once, straight from the object's memory into the task, and read back as
+//!   `memoryview` slices of one `bytearray`, without a further copy.
+//!
+//! Every step is one C-level call per item: no Python-level wrapper runs on the fast path.
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PySlice, PyTuple};
 
 const RAW: u8 = b'B';
 const PICKLE: u8 = b'P';
+const OUT_OF_BAND: u8 = b'O';
 
-/// The package's `dumps`/`loads` pair, handed over once.
+/// Results at least this large are turned into a Python object straight from the received
+/// frame (one copy), instead of being copied out first.
+pub const BIG: usize = 64 << 10;
+
+/// Python's pickler plus the package's fallback `dumps`/`loads`.
 pub struct Codec {
-    pub dumps: Py<PyAny>,
-    pub loads: Py<PyAny>,
+    /// The package's `dumps` (cloudpickle when plain pickle refuses).
+    fallback_dumps: Py<PyAny>,
+    /// `pickle.dumps` (C).
+    dumps: Py<PyAny>,
+    /// `pickle.loads` (C), or the package's `loads` if it is not `pickle.loads`.
+    loads: Py<PyAny>,
+    /// `{"protocol": 5, "buffer_callback": buffers.append}`.
+    dumps_kwargs: Py<PyDict>,
+    /// Out-of-band buffers of the object being pickled.
+    buffers: Py<PyList>,
+}
+
+/// A result as received, before it becomes a Python object under the GIL.
+pub enum Received {
+    /// A small payload, copied out of the frame (tag included).
+    Small(Vec<u8>),
+    /// A big exact `bytes` payload, already an object.
+    Raw(Py<PyBytes>),
+    /// A big in-band pickle, to be loaded.
+    Pickle(Py<PyBytes>),
+    /// A big pickle with out-of-band buffers (tag excluded), to be loaded.
+    OutOfBand(Py<PyByteArray>),
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_u64(b: &[u8], at: usize) -> Option<usize> {
+    usize::try_from(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)).ok()
+}
+
+fn bad_payload() -> PyErr {
+    pyo3::exceptions::PyValueError::new_err("not a zerotasq payload (unknown tag or bad length)")
 }
 
 impl Codec {
+    /// `dumps`/`loads` are the package's (cloudpickle-aware) functions.
+    pub fn new(py: Python<'_>, fallback_dumps: Py<PyAny>, loads: Py<PyAny>) -> PyResult<Codec> {
+        let pickle = py.import("pickle")?;
+        let buffers = PyList::empty(py);
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("protocol", 5)?;
+        kwargs.set_item("buffer_callback", buffers.getattr("append")?)?;
+        Ok(Codec {
+            fallback_dumps,
+            dumps: pickle.getattr("dumps")?.unbind(),
+            loads,
+            dumps_kwargs: kwargs.unbind(),
+            buffers: buffers.unbind(),
+        })
+    }
+
     /// Appends the encoding of `obj` to `out`.
     pub fn encode(&self, obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+        let py = obj.py();
         if let Ok(bytes) = obj.cast_exact::<PyBytes>() {
             out.reserve(bytes.as_bytes().len() + 1);
             out.push(RAW);
             out.extend_from_slice(bytes.as_bytes());
             return Ok(());
         }
-        let pickled = self.dumps.bind(obj.py()).call1((obj,))?;
-        let pickled = pickled.cast::<PyBytes>()?;
-        out.reserve(pickled.as_bytes().len() + 1);
-        out.push(PICKLE);
-        out.extend_from_slice(pickled.as_bytes());
+        let buffers = self.buffers.bind(py);
+        let pickled = match self
+            .dumps
+            .bind(py)
+            .call((obj,), Some(self.dumps_kwargs.bind(py)))
+        {
+            Ok(p) => p,
+            Err(_) => {
+                buffers.call_method0(pyo3::intern!(py, "clear"))?;
+                self.fallback_dumps.bind(py).call1((obj,))?
+            }
+        };
+        let pickled = pickled.cast::<PyBytes>()?.as_bytes();
+        if buffers.is_empty() {
+            out.reserve(pickled.len() + 1);
+            out.push(PICKLE);
+            out.extend_from_slice(pickled);
+            return Ok(());
+        }
+        let taken: Vec<Bound<'_, PyAny>> = buffers.iter().collect();
+        buffers.call_method0(pyo3::intern!(py, "clear"))?;
+        let mut views = Vec::with_capacity(taken.len());
+        for b in &taken {
+            // PickleBuffer.raw(): a contiguous, one-dimensional byte view of the memory.
+            let raw = b.call_method0(pyo3::intern!(py, "raw"))?;
+            views.push(pyo3::buffer::PyBuffer::<u8>::get(&raw)?);
+        }
+        let total: usize = views.iter().map(|v| v.len_bytes()).sum();
+        out.reserve(1 + 4 + 8 * (views.len() + 1) + pickled.len() + total);
+        out.push(OUT_OF_BAND);
+        out.extend_from_slice(&(views.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(pickled.len() as u64).to_le_bytes());
+        for v in &views {
+            out.extend_from_slice(&(v.len_bytes() as u64).to_le_bytes());
+        }
+        out.extend_from_slice(pickled);
+        for v in &views {
+            if !v.is_c_contiguous() {
+                return Err(pyo3::exceptions::PyBufferError::new_err(
+                    "an out-of-band pickle buffer is not contiguous",
+                ));
+            }
+            // SAFETY: a C-contiguous buffer of `len_bytes` bytes, held by `v` and only read
+            // here while the GIL is held.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(v.buf_ptr() as *const u8, v.len_bytes()) };
+            out.extend_from_slice(bytes);
+        }
         Ok(())
     }
 
@@ -36,16 +141,66 @@ impl Codec {
         match bytes.split_first() {
             Some((&RAW, rest)) => Ok(PyBytes::new(py, rest).into_any()),
             Some((&PICKLE, rest)) => self.loads.bind(py).call1((PyBytes::new(py, rest),)),
-            _ => Err(pyo3::exceptions::PyValueError::new_err(
-                "not a zerotasq payload (unknown tag)",
-            )),
+            Some((&OUT_OF_BAND, rest)) => self.load_out_of_band(&PyByteArray::new(py, rest)),
+            _ => Err(bad_payload()),
         }
     }
 
-    pub fn clone_ref(&self, py: Python<'_>) -> Codec {
-        Codec {
-            dumps: self.dumps.clone_ref(py),
-            loads: self.loads.clone_ref(py),
+    /// Keeps a result's bytes for [`Codec::finish`]: small ones copied out, big ones turned
+    /// into a Python object at once (taking the GIL), so they are copied only once.
+    pub fn receive(bytes: &[u8]) -> Received {
+        match bytes.split_first() {
+            Some((&tag, rest)) if rest.len() >= BIG => Python::attach(|py| match tag {
+                RAW => Received::Raw(PyBytes::new(py, rest).unbind()),
+                PICKLE => Received::Pickle(PyBytes::new(py, rest).unbind()),
+                OUT_OF_BAND => Received::OutOfBand(PyByteArray::new(py, rest).unbind()),
+                _ => Received::Small(bytes.to_vec()),
+            }),
+            _ => Received::Small(bytes.to_vec()),
         }
+    }
+
+    /// The object a [`Received`] result encodes.
+    pub fn finish<'py>(&self, py: Python<'py>, got: Received) -> PyResult<Bound<'py, PyAny>> {
+        match got {
+            Received::Small(bytes) => self.decode(py, &bytes),
+            Received::Raw(b) => Ok(b.into_bound(py).into_any()),
+            Received::Pickle(b) => self.loads.bind(py).call1((b,)),
+            Received::OutOfBand(b) => self.load_out_of_band(b.bind(py)),
+        }
+    }
+
+    fn load_out_of_band<'py>(&self, data: &Bound<'py, PyByteArray>) -> PyResult<Bound<'py, PyAny>> {
+        let py = data.py();
+        // SAFETY: read while the GIL is held; nothing resizes the bytearray meanwhile.
+        let (n, pickle_len, lens) = {
+            let b = unsafe { data.as_bytes() };
+            let n = read_u32(b, 0).ok_or_else(bad_payload)? as usize;
+            let pickle_len = read_u64(b, 4).ok_or_else(bad_payload)?;
+            let lens = (0..n)
+                .map(|i| read_u64(b, 12 + 8 * i))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(bad_payload)?;
+            let total = lens.iter().try_fold(pickle_len, |a, l| a.checked_add(*l));
+            if total.and_then(|t| t.checked_add(12 + 8 * n)) != Some(b.len()) {
+                return Err(bad_payload());
+            }
+            (n, pickle_len, lens)
+        };
+        let view = PyMemoryView::from(data.as_any())?;
+        let slice = |from: usize, to: usize| -> PyResult<Bound<'py, PyAny>> {
+            view.get_item(PySlice::new(py, from as isize, to as isize, 1))
+        };
+        let mut at = 12 + 8 * n;
+        let pickle = slice(at, at + pickle_len)?;
+        at += pickle_len;
+        let mut buffers = Vec::with_capacity(n);
+        for len in lens {
+            buffers.push(slice(at, at + len)?);
+            at += len;
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("buffers", PyTuple::new(py, buffers)?)?;
+        self.loads.bind(py).call((pickle,), Some(&kwargs))
     }
 }

@@ -8,13 +8,28 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use zerotasq::RawPool;
+use zerotasq::{Connector, RawPool, TaskError};
 
 use crate::codec::Codec;
 use crate::failure;
 use crate::pool_error;
-use crate::results::{byte_connector, ByteConnector};
 use crate::wait::interruptible;
+
+/// The engine connector over task and result bytes.
+type ByteConnector = Connector<Vec<u8>, Vec<u8>>;
+
+fn byte_connector(raw: &RawPool, window: usize, ordered: bool) -> PyResult<ByteConnector> {
+    raw.connector(
+        window,
+        ordered,
+        Box::new(|task: Vec<u8>, out: &mut Vec<u8>| {
+            *out = task;
+            Ok(())
+        }),
+        Box::new(|bytes: &[u8]| Ok::<_, TaskError>(bytes.to_vec())),
+    )
+    .map_err(pool_error)
+}
 
 #[pyclass(module = "zerotasq._native", frozen)]
 pub struct NativeConnector {

@@ -104,10 +104,10 @@ impl NativePool {
         NativeResults::start(
             py,
             &raw,
-            iterable.try_iter()?.into_any().unbind(),
+            iterable.try_iter()?,
             window,
             ordered,
-            Codec { dumps, loads },
+            Codec::new(py, dumps, loads)?,
             make_error,
             return_exceptions,
         )
@@ -117,6 +117,7 @@ impl NativePool {
     #[pyo3(signature = (window, ordered, dumps, loads, make_error))]
     fn connector(
         &self,
+        py: Python<'_>,
         window: usize,
         ordered: bool,
         dumps: Py<PyAny>,
@@ -124,7 +125,13 @@ impl NativePool {
         make_error: Py<PyAny>,
     ) -> PyResult<NativeConnector> {
         let raw = self.raw()?;
-        NativeConnector::start(&raw, window, ordered, Codec { dumps, loads }, make_error)
+        NativeConnector::start(
+            &raw,
+            window,
+            ordered,
+            Codec::new(py, dumps, loads)?,
+            make_error,
+        )
     }
 
     /// The pids of the live worker processes.

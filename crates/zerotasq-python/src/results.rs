@@ -1,155 +1,122 @@
-//! `NativeResults`: the lazy, windowed iterator behind `imap` and `imap_unordered`.
+//! `NativeResults`: the lazy, windowed iterator behind `imap` and `imap_unordered`, over the
+//! engine's batching [`Stream`].
 //!
-//! The caller's thread pulls the Python input and pickles it while it holds the GIL; an
-//! engine `Connector` (its own I/O thread) moves the bytes. At most `window` items are
-//! pulled and not yet yielded, so an endless input is read only as fast as results are
-//! consumed. Waiting for a result releases the GIL in short slices, so Ctrl-C is seen at
-//! once. An item that cannot be pickled becomes an error outcome at its own place.
+//! Each `__next__` first advances the stream with the GIL held and a zero timeout: that pulls
+//! the Python input into the free window slots, pickles each item straight into the batch the
+//! stream submits (one message per batch, not per task) and pops an outcome already received
+//! — no socket wait, no GIL hand-over. Only when no outcome is ready does it wait, without
+//! the GIL, in short slices (`next_indexed_timeout`), running Python's signal handlers
+//! between slices so Ctrl-C is seen at once. At most `window` items are pulled and not yet
+//! yielded, so an endless input is read only as fast as results are consumed. An item that
+//! cannot be pickled becomes an error outcome at its own place.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use pyo3::exceptions::PyStopIteration;
+use pyo3::exceptions::{PyException, PyStopIteration};
 use pyo3::prelude::*;
-use zerotasq::{Connector, RawPool, TaskError};
+use pyo3::types::PyIterator;
+use zerotasq::{ErrorKind, RawPool, Stream, TaskError};
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Received};
 use crate::failure;
 use crate::pool_error;
-use crate::wait::interruptible;
+use crate::wait::SLICE;
 
-/// The engine connector over task and result bytes.
-pub(crate) type ByteConnector = Connector<Vec<u8>, Vec<u8>>;
-
-/// One pulled item, in input order.
-enum Slot {
-    /// Sent to the pool; its outcome comes from the connector.
-    Sent(u64),
-    /// Failed before it could be sent (it could not be pickled).
-    Failed(Py<PyAny>),
+/// What the stream pulls: the caller's Python iterator. It is pulled (and its items pickled)
+/// while `__next__` holds the GIL, so `Python::attach` here costs nothing.
+struct PyInput {
+    iter: Option<Py<PyIterator>>,
+    pulled: Arc<AtomicU64>,
+    /// The exception the input raised (other than `StopIteration`).
+    error: Arc<Mutex<Option<PyErr>>>,
 }
+
+impl Iterator for PyInput {
+    type Item = (u64, Py<PyAny>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = Python::attach(|py| {
+            let mut it = self.iter.as_ref()?.bind(py).clone();
+            it.next().map(|got| got.map(Bound::unbind))
+        });
+        match next {
+            Some(Ok(item)) => Some((self.pulled.fetch_add(1, Ordering::Relaxed), item)),
+            Some(Err(e)) => {
+                *self.error.lock().expect("input error lock") = Some(e);
+                self.iter = None;
+                None
+            }
+            None => {
+                self.iter = None;
+                None
+            }
+        }
+    }
+}
+
+type PyStream = Stream<PyInput, Received>;
 
 #[pyclass(module = "zerotasq._native")]
 pub struct NativeResults {
-    conn: Option<Arc<ByteConnector>>,
-    input: Option<Py<PyAny>>,
-    input_error: Option<PyErr>,
-    codec: Codec,
+    stream: Mutex<Option<PyStream>>,
+    input_error: Arc<Mutex<Option<PyErr>>>,
+    codec: Arc<Codec>,
     make_error: Py<PyAny>,
     return_exceptions: bool,
-    window: usize,
-    ordered: bool,
-    /// Items pulled from the input so far.
-    pulled: u64,
-    /// Items sent whose outcome has not been received.
-    sent: usize,
-    /// Ordered: every pulled item not yet yielded. Unordered: the failed ones only.
-    slots: VecDeque<Slot>,
-    buf: Vec<u8>,
-}
-
-pub(crate) fn byte_connector(
-    raw: &RawPool,
-    window: usize,
-    ordered: bool,
-) -> PyResult<ByteConnector> {
-    raw.connector(
-        window,
-        ordered,
-        Box::new(|task: Vec<u8>, out: &mut Vec<u8>| {
-            *out = task;
-            Ok(())
-        }),
-        Box::new(|bytes: &[u8]| Ok::<_, TaskError>(bytes.to_vec())),
-    )
-    .map_err(pool_error)
+    pulled: Arc<AtomicU64>,
 }
 
 impl NativeResults {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
-        _py: Python<'_>,
+        py: Python<'_>,
         raw: &RawPool,
-        input: Py<PyAny>,
+        input: Bound<'_, PyIterator>,
         window: usize,
         ordered: bool,
         codec: Codec,
         make_error: Py<PyAny>,
         return_exceptions: bool,
     ) -> PyResult<Self> {
-        let window = window.max(1);
+        let codec = Arc::new(codec);
+        let pulled = Arc::new(AtomicU64::new(0));
+        let input_error = Arc::new(Mutex::new(None));
+        let input = PyInput {
+            iter: Some(input.unbind()),
+            pulled: pulled.clone(),
+            error: input_error.clone(),
+        };
+        let encoder = codec.clone();
+        let encode = Box::new(
+            move |(index, item): (u64, Py<PyAny>), out: &mut Vec<u8>| -> Result<(), TaskError> {
+                Python::attach(|py| {
+                    // On error the stream's batch writer drops what was written for this item.
+                    encoder.encode(item.bind(py), out).map_err(|e| {
+                        TaskError::new(
+                            ErrorKind::Codec,
+                            format!(
+                                "task #{index} cannot be pickled: {}",
+                                failure::describe(py, &e)
+                            ),
+                        )
+                    })
+                })
+            },
+        );
+        let decode = Box::new(|bytes: &[u8]| Ok::<_, TaskError>(Codec::receive(bytes)));
+        let stream = py
+            .detach(|| raw.stream(input, window.max(1), ordered, encode, decode))
+            .map_err(pool_error)?;
         Ok(NativeResults {
-            conn: Some(Arc::new(byte_connector(raw, window, ordered)?)),
-            input: Some(input),
-            input_error: None,
+            stream: Mutex::new(Some(stream)),
+            input_error,
             codec,
             make_error,
             return_exceptions,
-            window,
-            ordered,
-            pulled: 0,
-            sent: 0,
-            slots: VecDeque::new(),
-            buf: Vec::new(),
+            pulled,
         })
-    }
-
-    /// Items pulled and not yet yielded.
-    fn open(&self) -> usize {
-        if self.ordered {
-            self.slots.len()
-        } else {
-            self.sent + self.slots.len()
-        }
-    }
-
-    /// Pulls input into free window slots. Refills in batches (an eighth of the window at
-    /// least) unless nothing is open.
-    fn fill(&mut self, py: Python<'_>) -> PyResult<()> {
-        let free = self.window - self.open();
-        if free == 0 || (free < (self.window / 8).max(1) && self.open() > 0) {
-            return Ok(());
-        }
-        let Some(conn) = self.conn.clone() else {
-            return Ok(());
-        };
-        for _ in 0..free {
-            let Some(input) = self.input.as_ref() else {
-                break;
-            };
-            let item = match input.bind(py).call_method0(pyo3::intern!(py, "__next__")) {
-                Ok(item) => item,
-                Err(e) => {
-                    self.input = None;
-                    if !e.is_instance_of::<PyStopIteration>(py) {
-                        self.input_error = Some(e);
-                    }
-                    break;
-                }
-            };
-            let index = self.pulled;
-            self.pulled += 1;
-            self.buf.clear();
-            if let Err(e) = self.codec.encode(&item, &mut self.buf) {
-                let message = format!(
-                    "task #{index} cannot be pickled: {}",
-                    failure::describe(py, &e)
-                );
-                let error =
-                    failure::make(py, &self.make_error, "codec", &message, "", Some(index))?;
-                self.slots.push_back(Slot::Failed(error));
-                continue;
-            }
-            // Never blocks for long: the window has room for it, and the connector's I/O
-            // thread drains the hand-over queue without the GIL.
-            conn.send(std::mem::take(&mut self.buf))
-                .map_err(|e| pool_error(format!("cannot submit task #{index}: {e}")))?;
-            self.sent += 1;
-            if self.ordered {
-                self.slots.push_back(Slot::Sent(index));
-            }
-        }
-        Ok(())
     }
 
     /// Turns an error object into the iterator's answer: returned or raised.
@@ -164,27 +131,40 @@ impl NativeResults {
     fn outcome(
         &self,
         py: Python<'_>,
-        outcome: Result<Vec<u8>, TaskError>,
-        index: Option<u64>,
+        outcome: Result<Received, TaskError>,
+        index: u64,
     ) -> PyResult<Py<PyAny>> {
         match outcome {
-            Ok(bytes) => match self.codec.decode(py, &bytes) {
+            Ok(got) => match self.codec.finish(py, got) {
                 Ok(value) => Ok(value.unbind()),
                 Err(e) => {
-                    let at = index.map(|i| format!(" of task #{i}")).unwrap_or_default();
                     let message = format!(
-                        "the result{at} cannot be unpickled: {}",
+                        "the result of task #{index} cannot be unpickled: {}",
                         failure::describe(py, &e)
                     );
-                    let error = failure::make(py, &self.make_error, "codec", &message, "", index)?;
+                    let error =
+                        failure::make(py, &self.make_error, "codec", &message, "", Some(index))?;
                     self.fail(py, error)
                 }
             },
             Err(e) => {
-                let error = failure::from_task_error(py, &self.make_error, &e, index)?;
+                let error = failure::from_task_error(py, &self.make_error, &e, Some(index))?;
                 self.fail(py, error)
             }
         }
+    }
+
+    /// An exception of the input that must not wait for the open tasks (Ctrl-C raised
+    /// inside a generator, `SystemExit`): it stops the stream at once.
+    fn urgent_input_error(&self, py: Python<'_>) -> Option<PyErr> {
+        let mut slot = self.input_error.lock().expect("input error lock");
+        if slot
+            .as_ref()
+            .is_some_and(|e| !e.is_instance_of::<PyException>(py))
+        {
+            return slot.take();
+        }
+        None
     }
 }
 
@@ -195,61 +175,57 @@ impl NativeResults {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        loop {
-            if let Some(Slot::Failed(_)) = self.slots.front() {
-                let Some(Slot::Failed(error)) = self.slots.pop_front() else {
-                    unreachable!()
-                };
-                return self.fail(py, error);
-            }
-            self.fill(py)?;
-            if matches!(self.slots.front(), Some(Slot::Failed(_))) {
-                continue;
-            }
-            if self.sent == 0 {
-                self.conn = None;
-                if let Some(e) = self.input_error.take() {
+        let stream = self.stream.get_mut().expect("stream lock");
+        let Some(s) = stream.as_mut() else {
+            return Err(PyStopIteration::new_err(()));
+        };
+        // With the GIL: pull, pickle and submit; take an outcome already received.
+        let got = match s.next_indexed_timeout(Duration::ZERO) {
+            Ok(got) => got,
+            Err(_) => loop {
+                if let Some(e) = self.urgent_input_error(py) {
+                    self.close(py);
                     return Err(e);
                 }
-                return Err(PyStopIteration::new_err(()));
-            }
-            let Some(conn) = self.conn.clone() else {
-                return Err(PyStopIteration::new_err(()));
-            };
-            let received = match conn.recv_timeout(std::time::Duration::ZERO) {
-                Ok(got) => Some(got),
-                Err(_) => interruptible(py, None, |slice| conn.recv_timeout(slice).ok())?,
-            };
-            let Some(Some(outcome)) = received else {
-                self.conn = None;
-                return Err(pool_error("the pool stopped while results were awaited"));
-            };
-            self.sent -= 1;
-            let index = if self.ordered {
-                match self.slots.pop_front() {
-                    Some(Slot::Sent(i)) => Some(i),
-                    _ => None,
+                let stream = self.stream.get_mut().expect("stream lock");
+                let s = stream.as_mut().expect("stream open");
+                if let Ok(got) = py.detach(|| s.next_indexed_timeout(SLICE)) {
+                    break got;
                 }
-            } else {
-                None
-            };
-            return self.outcome(py, outcome, index);
+                if let Err(e) = py.check_signals() {
+                    self.close(py);
+                    return Err(e);
+                }
+            },
+        };
+        if let Some(e) = self.urgent_input_error(py) {
+            self.close(py);
+            return Err(e);
+        }
+        match got {
+            Some((index, outcome)) => self.outcome(py, outcome, index),
+            None => {
+                self.close(py);
+                match self.input_error.lock().expect("input error lock").take() {
+                    Some(e) => Err(e),
+                    None => Err(PyStopIteration::new_err(())),
+                }
+            }
         }
     }
 
     /// Items pulled from the input so far.
     #[getter]
     fn pulled(&self) -> u64 {
-        self.pulled
+        self.pulled.load(Ordering::Relaxed)
     }
 
     /// Stops: open tasks are cancelled, the input is released. Idempotent.
     fn close(&mut self, py: Python<'_>) {
-        self.input = None;
-        self.slots.clear();
-        self.sent = 0;
-        if let Some(conn) = self.conn.take() {
-            py.detach(move || drop(conn));
-        }
+        let stream = self.stream.get_mut().expect("stream lock").take();
+        // Dropped with the GIL held: the input is released at once; the stream only sends
+        // a cancel message, without waiting.
+        let _ = py;
+        drop(stream);
     }
 }

@@ -1,12 +1,13 @@
 //! The worker process side: a fresh interpreter runs `zerotasq._worker`, which builds the
 //! user's worker and calls [`serve_worker`]. The loop, the heartbeats and the socket are the
-//! engine's (`serve`); Python runs only inside `process`, with the GIL taken per task.
+//! engine's (`serve`); Python runs only inside `process`. The GIL is taken once per batch
+//! of tasks (`Handler::batch`), not once per task: the broker batches tiny tasks.
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use zerotasq::child::{options_from_env, EXIT_BAD_ENV, EXIT_BROKER_LOST};
 use zerotasq::transport::Context;
-use zerotasq::worker_runtime::{serve, ServeEnd};
+use zerotasq::worker_runtime::{serve, Handler, ServeEnd};
 use zerotasq::{ErrorKind, TaskError};
 
 use crate::codec::Codec;
@@ -46,9 +47,17 @@ pub fn serve_worker(
             return EXIT_BAD_ENV;
         }
     };
-    let codec = Codec { dumps, loads };
-    let handler = move |task: &[u8], out: &mut Vec<u8>| -> Result<(), TaskError> {
-        Python::attach(|py| run_task(py, &codec, &process, &describe, task, out))
+    let codec = match Codec::new(py, dumps, loads) {
+        Ok(codec) => codec,
+        Err(e) => {
+            eprintln!("zerotasq worker: {e}");
+            return EXIT_BAD_ENV;
+        }
+    };
+    let handler = PyHandler {
+        codec,
+        process,
+        describe,
     };
     let end = py.detach(|| serve(&Context::new(), &opts, handler));
     match end {
@@ -58,6 +67,24 @@ pub fn serve_worker(
             eprintln!("zerotasq worker: {e}");
             EXIT_BROKER_LOST
         }
+    }
+}
+
+/// Runs tasks through `process`; a batch runs under one GIL acquisition.
+struct PyHandler {
+    codec: Codec,
+    process: Py<PyAny>,
+    describe: Py<PyAny>,
+}
+
+impl Handler for PyHandler {
+    fn handle(&mut self, task: &[u8], out: &mut Vec<u8>) -> Result<(), TaskError> {
+        // Inside `batch` the GIL is already held: this attach only counts.
+        Python::attach(|py| run_task(py, &self.codec, &self.process, &self.describe, task, out))
+    }
+
+    fn batch<R>(&mut self, run: impl FnOnce(&mut Self) -> R) -> R {
+        Python::attach(|_py| run(self))
     }
 }
 
