@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use zerotasq::child::{options_from_env, prepare_worker_process, EXIT_BROKER_LOST};
 use zerotasq::child::{EXIT_BAD_ENV, EXIT_INIT_FAILED};
 use zerotasq::protocol::WireError;
-use zerotasq::protocol::{header, Command, ErrorKind, Message, Ready, ResultBatchWriter};
+use zerotasq::protocol::{header, Command, ErrorKind, IdList, Message, Ready, ResultBatchWriter};
+use zerotasq::supervisor::ENV_SLOT;
 use zerotasq::transport::{poll, Context, Kind, Pollable, Socket};
 use zerotasq::worker_runtime::{hostname, report_init_failure, WorkerOptions};
 
@@ -40,8 +41,10 @@ const FLUSH_BYTES: usize = 1 << 20;
 /// How long a dying worker command gets to finish writing its stderr.
 const STDERR_GRACE: Duration = Duration::from_millis(300);
 
-/// How long a dying adapter waits after sending its last answers.
-const ANSWERS_HEAD_START: Duration = Duration::from_millis(50);
+/// How long a leaving adapter collects batches that were on their way when it released.
+const RELEASE_SETTLE: Duration = Duration::from_millis(20);
+/// Longest wait, when leaving, for the broker to acknowledge our last messages.
+const LEAVE_ACK_WAIT: Duration = Duration::from_secs(1);
 /// Why an adapter gave up when its command's stdout ended.
 const STDOUT_CLOSED: &str = "closed its stdout";
 
@@ -89,15 +92,14 @@ impl AdapterArgs {
 
 /// Runs an adapter; `args` are the arguments after `__adapter`. Returns the exit status.
 pub fn main(args: &[OsString]) -> i32 {
-    // The CLI blocks SIGINT and SIGTERM in its threads and the mask is inherited: undo it,
-    // for the parent-death signal and for the worker command.
-    crate::signals::unblock_all();
+    // The supervisor gives its children a fresh signal mask and default dispositions, so
+    // the parent-death signal and the worker command's signals work as usual.
     prepare_worker_process();
     let (Some(args), Ok(opts)) = (AdapterArgs::parse(args), options_from_env()) else {
         eprintln!("zerotasq: `{ADAPTER_ARG}` is internal; it is started by `zerotasq map`");
         return EXIT_BAD_ENV;
     };
-    let worker = worker_number(&opts.identity);
+    let worker = worker_number();
     let events = Arc::new(Sender::from_env());
     let ctx = Context::new();
     let start_failed = |reason: String| {
@@ -134,14 +136,10 @@ pub fn main(args: &[OsString]) -> i32 {
     code
 }
 
-/// The 1-based worker number, from the routing id the supervisor gives each child
-/// (`…-{slot}-{generation}`).
-fn worker_number(identity: &[u8]) -> u32 {
-    let text = String::from_utf8_lossy(identity);
-    let mut parts = text.rsplit('-');
-    parts.next();
-    parts
-        .next()
+/// The 1-based worker number, from the slot the supervisor gives each child (0 if unset).
+fn worker_number() -> u32 {
+    std::env::var(ENV_SLOT)
+        .ok()
         .and_then(|slot| slot.parse::<u32>().ok())
         .map_or(0, |slot| slot + 1)
 }
@@ -399,6 +397,74 @@ impl Adapter {
         Ok(())
     }
 
+    fn flush_if_any(&mut self) -> Result<(), zerotasq::Error> {
+        if self.results.is_empty() {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// Leaves the broker after the answers: hands back the tasks queued behind the one
+    /// whose answer was awaited (never started: re-queued without a try charged), says
+    /// goodbye (the broker charges the awaited one a try), and waits for the broker's
+    /// acknowledgement — its `Shutdown` reply to a heartbeat from a worker it no longer
+    /// knows — so that everything was counted before the supervisor's news of our exit.
+    fn leave(&mut self) {
+        let mut unstarted: Vec<u64> = self.pending.iter().skip(1).map(|p| p.id).collect();
+        // Batches sent to us that we have not read yet were never started either.
+        while let Ok(Some(frames)) = self.dealer.recv(false) {
+            if let Ok(Message::Tasks(batch)) = Message::decode(&frames) {
+                unstarted.extend(batch.iter().map(|(id, _)| id));
+            }
+        }
+        if !unstarted.is_empty() {
+            let frames = vec![header(Command::Release).to_vec(), IdList::encode(unstarted)];
+            if send(&self.dealer, frames).is_err() {
+                return;
+            }
+            // Once the broker has read the release it sends us nothing more; batches it
+            // sent before are handed back too.
+            let until = Instant::now() + RELEASE_SETTLE;
+            let mut late = Vec::new();
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                match self.dealer.recv_timeout(left) {
+                    Ok(Some(frames)) => {
+                        if let Ok(Message::Tasks(batch)) = Message::decode(&frames) {
+                            late.extend(batch.iter().map(|(id, _)| id));
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            if !late.is_empty() {
+                let frames = vec![header(Command::Release).to_vec(), IdList::encode(late)];
+                let _ = send(&self.dealer, frames);
+            }
+        }
+        let mut messages = vec![vec![header(Command::Goodbye).to_vec()]];
+        messages.push(vec![header(Command::Heartbeat).to_vec()]);
+        for frames in messages {
+            if send(&self.dealer, frames).is_err() {
+                return;
+            }
+        }
+        let deadline = Instant::now() + LEAVE_ACK_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.dealer.recv_timeout(left) {
+                Ok(Some(frames)) => {
+                    if matches!(Message::decode(&frames), Ok(Message::Shutdown)) {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
     fn flush(&mut self) -> Result<(), zerotasq::Error> {
         let busy_us = self.busy.as_micros().max(1) as u64;
         let body = std::mem::take(&mut self.results).finish(busy_us);
@@ -412,13 +478,8 @@ impl Adapter {
     /// The child failed: send the answers it did give, say why on the events pipe (after
     /// its last stderr lines), and end with a failure status.
     fn die(&mut self, what: &str) -> i32 {
-        let flushed = !self.results.is_empty() && self.flush().is_ok();
+        let _ = self.flush_if_any();
         let how = self.process.finish(STDERR_GRACE);
-        if flushed {
-            // The broker hears of our exit on another channel: give the answers a head
-            // start, or their tasks are re-queued (and charged a try) as if never answered.
-            std::thread::sleep(ANSWERS_HEAD_START);
-        }
         let record = self.pending.front().map_or(0, |p| p.record);
         // After the end of its stdout, how the command ended says more than that end.
         let reason = match (what, how.as_str()) {
@@ -431,6 +492,7 @@ impl Adapter {
             record,
             reason,
         });
+        self.leave();
         self.process.kill();
         EXIT_WORKER_DIED
     }
@@ -461,12 +523,6 @@ fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> zerotasq::E
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn worker_number_from_routing_id() {
-        assert_eq!(worker_number(b"123-0-p-2-7"), 3);
-        assert_eq!(worker_number(b"garbage"), 0);
-    }
 
     #[test]
     fn args_round_trip() {

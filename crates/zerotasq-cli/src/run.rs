@@ -184,7 +184,7 @@ fn open_input(path: Option<&PathBuf>) -> Result<Input, String> {
 fn feed(
     records: Records<Box<dyn BufRead + Send>>,
     connector: Arc<Connector<(u64, Vec<u8>), Answer>>,
-) -> Box<dyn Iterator<Item = Result<Answer, TaskError>>> {
+) -> Box<dyn Iterator<Item = Outcome>> {
     let feeder = connector.clone();
     std::thread::Builder::new()
         .name("feed".into())
@@ -197,8 +197,11 @@ fn feed(
             feeder.finish();
         })
         .expect("start the feeding thread");
-    Box::new(std::iter::from_fn(move || connector.recv()))
+    Box::new(std::iter::from_fn(move || connector.recv()).map(|o| (None, o)))
 }
+
+/// An outcome, with its record's number when the engine tells it.
+type Outcome = (Option<u64>, Result<Answer, TaskError>);
 
 /// One answer, as decoded from its result.
 struct Answer {
@@ -253,10 +256,9 @@ impl Run {
         let records = Records::new(reader, self.separator);
         let bytes_read = records.bytes_read();
         let input_error = records.error();
-        // Unordered outcomes do not say which task failed: keep the open records to tell.
-        let open: Option<Arc<Mutex<BTreeSet<u64>>>> = self
-            .args
-            .unordered
+        // A connector's unordered outcomes do not say which task failed: keep the open
+        // records to tell. A stream's outcomes come with their input's index.
+        let open: Option<Arc<Mutex<BTreeSet<u64>>>> = (self.args.unordered && !self.input_is_file)
             .then(|| Arc::new(Mutex::new(BTreeSet::new())));
         let open_in_encoder = open.clone();
         let encode = Box::new(move |(record, data): (u64, Vec<u8>), buf: &mut Vec<u8>| {
@@ -276,15 +278,16 @@ impl Run {
         });
         let window = self.args.window as usize;
         let ordered = !self.args.unordered;
-        let outcomes: Box<dyn Iterator<Item = Result<Answer, TaskError>>> = {
+        let outcomes: Box<dyn Iterator<Item = Outcome>> = {
             let pool = self.pool.lock().expect("pool lock");
             let Some(pool) = pool.as_ref() else {
                 return EXIT_USAGE;
             };
             let outcomes = if self.input_is_file {
                 // A regular file never blocks a read: the stream pulls it in whole batches.
+                // Record numbers start at 1, task indexes at 0; every record is one task.
                 pool.stream(records, window, ordered, encode, decode)
-                    .map(|s| Box::new(s) as Box<dyn Iterator<Item = _>>)
+                    .map(|s| Box::new(s.indexed().map(|(i, o)| (Some(i + 1), o))) as Box<_>)
             } else {
                 pool.connector(window, ordered, encode, decode)
                     .map(|c| feed(records, Arc::new(c)))
@@ -304,7 +307,7 @@ impl Run {
         let mut tallies = vec![WorkerTally::default(); self.jobs];
         let (mut done, mut failed, mut position) = (0u64, 0u64, 0u64);
         let mut write_error = None;
-        for outcome in outcomes {
+        for (index, outcome) in outcomes {
             position += 1;
             done += 1;
             match outcome {
@@ -329,9 +332,10 @@ impl Run {
                 Err(_) if INTERRUPTED.load(Ordering::Acquire) => break,
                 Err(error) => {
                     failed += 1;
-                    let record = match &open {
-                        None => Some(position),
-                        Some(open) => self.which_failed(open),
+                    let record = match (&open, index) {
+                        (_, Some(record)) => Some(record),
+                        (None, None) => Some(position),
+                        (Some(open), None) => self.which_failed(open),
                     };
                     self.report_failure(record, &error, failed <= DETAILED_FAILURES);
                     if self.args.fail_fast {

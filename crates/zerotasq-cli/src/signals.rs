@@ -1,8 +1,7 @@
 //! Ctrl-C and friends: SIGINT, SIGTERM and SIGHUP are blocked in every thread (call
 //! [`block`] before starting any) and taken by one thread with `sigwait`, which hands them
-//! to the main thread as ordinary messages. A blocked mask survives `exec`, so a child must
-//! [`unblock_all`] first thing (the adapter does), or SIGTERM, its parent-death signal,
-//! would wait forever.
+//! to the main thread as ordinary messages. A blocked mask survives `exec`: the engine's
+//! supervisor clears it in the children it starts.
 
 use std::sync::mpsc;
 
@@ -25,16 +24,6 @@ pub fn block() {
     let set = set();
     // SAFETY: changes this thread's signal mask only.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
-/// Unblocks every signal in this thread (call before starting any thread).
-pub fn unblock_all() {
-    // SAFETY: an emptied set, then a change of this thread's mask only.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
 }
 
 /// Starts the thread that waits for the signals; each one received is sent as `wrap(sig)`.

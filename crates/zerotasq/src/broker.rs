@@ -282,7 +282,15 @@ impl Broker {
             }
             Message::Release(ids) => {
                 self.release(identity, ids.iter());
-                self.offer(identity);
+                // A worker still holding a task after a release is leaving (its command died
+                // on that task): offer it nothing more, or it takes the released tasks back.
+                match self.workers.get_mut(identity) {
+                    Some(w) if !w.in_flight.is_empty() => {
+                        w.in_lru = false;
+                        self.lru.retain(|id| id.as_slice() != identity);
+                    }
+                    _ => self.offer(identity),
+                }
             }
             Message::Goodbye => self.worker_dead(identity, "worker left"),
             other => self.on_garbage(

@@ -357,3 +357,27 @@ fn finished_clients_are_forgotten() {
         vec![("a".to_string(), 1, Ok(b"ok".to_vec()))]
     );
 }
+
+#[test]
+fn a_worker_releasing_behind_its_held_task_gets_nothing_more() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 4, t);
+    submit(&mut b, "c", [0, 1, 2], t);
+    let ids: Vec<u64> = sent_tasks(&mut b, t)
+        .into_iter()
+        .flat_map(|(_, ids, _)| ids)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    // It dies on the first task and hands back the two behind it.
+    let released = IdList::encode(ids[1..].iter().copied());
+    let frames = Message::Release(IdList::parse(&released).unwrap()).encode();
+    b.on_worker(b"w", &frames, t);
+    assert!(sent_tasks(&mut b, t).is_empty(), "nothing goes back to w");
+    ready(&mut b, "v", 4, t);
+    let payloads: Vec<u64> = sent_tasks(&mut b, t)
+        .into_iter()
+        .flat_map(|(_, _, p)| p)
+        .collect();
+    assert_eq!(payloads, vec![1, 2]);
+}
