@@ -126,6 +126,8 @@ struct Worker {
     /// Holds a task that was on a dead worker: it runs alone, so if it is a poison task it
     /// takes no other task down with it.
     isolated: bool,
+    /// Handed its unstarted tasks back: it is leaving and takes no more.
+    retiring: bool,
 }
 
 impl Worker {
@@ -142,7 +144,7 @@ impl Worker {
 
     /// Tasks this worker may hold at once.
     fn allowance(&self, cfg: &BrokerConfig) -> usize {
-        if self.isolated {
+        if self.isolated || self.retiring {
             return 0;
         }
         let long = self
@@ -252,6 +254,7 @@ impl Broker {
                         task_us: None,
                         in_lru: false,
                         isolated: false,
+                        retiring: false,
                     },
                 );
                 self.offer(identity);
@@ -280,18 +283,7 @@ impl Broker {
                     self.init_failed(text.to_string());
                 }
             }
-            Message::Release(ids) => {
-                self.release(identity, ids.iter());
-                // A worker still holding a task after a release is leaving (its command died
-                // on that task): offer it nothing more, or it takes the released tasks back.
-                match self.workers.get_mut(identity) {
-                    Some(w) if !w.in_flight.is_empty() => {
-                        w.in_lru = false;
-                        self.lru.retain(|id| id.as_slice() != identity);
-                    }
-                    _ => self.offer(identity),
-                }
-            }
+            Message::Release(ids) => self.release(identity, ids.iter()),
             Message::Goodbye => self.worker_dead(identity, "worker left"),
             other => self.on_garbage(
                 identity,
@@ -548,12 +540,16 @@ impl Broker {
         }
     }
 
-    /// A worker hands back tasks it never started (its command died on another one): they go
-    /// back to the front of their queues with no try charged.
+    /// A leaving worker hands back tasks it never started (its command died on another one):
+    /// they go back to the front of their queues with no try charged, and the worker gets no
+    /// more tasks.
     fn release(&mut self, identity: &[u8], ids: impl Iterator<Item = u64>) {
         let Some(worker) = self.workers.get_mut(identity) else {
             return;
         };
+        worker.retiring = true;
+        worker.in_lru = false;
+        self.lru.retain(|id| id.as_slice() != identity);
         let mut released: Vec<u64> = ids.filter(|id| worker.in_flight.remove(id)).collect();
         if worker.in_flight.is_empty() {
             worker.isolated = false;

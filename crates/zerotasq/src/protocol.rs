@@ -52,7 +52,8 @@ pub enum Command {
     Cancel = 9,
     /// broker → client (or worker): the peer cannot be served; the reason.
     Fatal = 10,
-    /// worker → broker: hand back tasks never started (no try is charged for them).
+    /// worker → broker: leaving; hands back the tasks it never started (no try is charged
+    /// for them) and takes no more.
     Release = 11,
     /// supervisor → broker (in-process): a local child exited.
     ChildExited = 20,

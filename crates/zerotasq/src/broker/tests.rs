@@ -319,16 +319,24 @@ fn released_tasks_go_back_to_the_front_without_a_try_charged() {
     let released = IdList::encode(first[0].1.clone());
     let frames = Message::Release(IdList::parse(&released).unwrap()).encode();
     b.on_worker(b"w", &frames, t);
-    let again = sent_tasks(&mut b, t);
-    assert_eq!(again[0].2, vec![0], "the released task goes first");
+    assert!(
+        sent_tasks(&mut b, t).is_empty(),
+        "a leaving worker gets nothing more"
+    );
+    ready(&mut b, "v", 1, t);
+    assert_eq!(
+        sent_tasks(&mut b, t)[0].2,
+        vec![0],
+        "the released task goes first"
+    );
     // It was not charged: two deaths (max_retries - 1) leave it alive; three tries charged
     // would have made it a poison task.
-    b.worker_unreachable(b"w");
-    ready(&mut b, "v", 1, t);
-    assert_eq!(sent_tasks(&mut b, t)[0].2, vec![0]);
     b.worker_unreachable(b"v");
-    assert_eq!(b.stats().poisoned, 0);
     ready(&mut b, "u", 1, t);
+    assert_eq!(sent_tasks(&mut b, t)[0].2, vec![0]);
+    b.worker_unreachable(b"u");
+    assert_eq!(b.stats().poisoned, 0);
+    ready(&mut b, "x", 1, t);
     assert_eq!(
         sent_tasks(&mut b, t)[0].2,
         vec![0],
