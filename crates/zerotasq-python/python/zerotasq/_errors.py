@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import binascii
 import pickle
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` is not imported in worker processes
+    from typing import Optional
 
 from zerotasq._native import PoolError
 

@@ -5,15 +5,14 @@ definitions)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from typing import List, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs ~10 ms of import time
+    from typing import List, Optional
 
 from zerotasq import _native
-from zerotasq._codec import dumps_by_value
-
-log = logging.getLogger("zerotasq")
+from zerotasq._codec import dumps_definitions
 
 #: Where the ``zerotasq`` package lives, so the worker interpreter can import it.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,15 +34,16 @@ def start_pool(definitions: List[object], n_workers: Optional[int] = None, *, ma
     n = len(definitions) if n_workers is None else int(n_workers)
     header = "\0".join(p for p in sys.path if isinstance(p, str) and "\n" not in p).encode("utf-8", "surrogateescape")
     try:
-        payload = dumps_by_value(list(definitions))
+        payload = dumps_definitions(list(definitions))
     except Exception as exc:
         raise TypeError("the worker definition cannot be pickled (cloudpickle): %s" % exc) from exc
     pythonpath = os.environ.get("PYTHONPATH")
     env = [("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + pythonpath if pythonpath else ""))]
     if not sys.executable:
         raise RuntimeError("sys.executable is unknown: cannot start worker interpreters")
-    pool = _native.NativePool(sys.executable, ["-m", "zerotasq._worker"], env, header + b"\n" + payload,
+    pool = _native.NativePool(sys.executable, ["-S", "-c", "import zerotasq._worker as w; w.run()"], env, header + b"\n" + payload,
                               n, max_retries=max_retries, prefetch=prefetch, heartbeat_ms=heartbeat_ms,
                               liveness=liveness)
-    log.debug("started a pool of %d worker processes", n)
+    if "logging" in sys.modules:  # not imported for this alone: it costs start-up time
+        sys.modules["logging"].getLogger("zerotasq").debug("started a pool of %d worker processes", n)
     return pool

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterator, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs ~10 ms of import time
+    from typing import Iterator, Optional
 
 
 def with_progress(it: Iterator, total: Optional[int], desc: str = "zerotasq") -> Iterator:

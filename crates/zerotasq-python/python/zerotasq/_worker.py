@@ -1,4 +1,6 @@
-"""Entry of a worker process: ``python -m zerotasq._worker``. A fresh interpreter reads its
+"""Entry of a worker process: ``python -S -c 'import zerotasq._worker as w; w.run()'``
+(no ``site``, no ``runpy``: the caller's ``sys.path`` comes in the header, and start-up time
+matters; ``-m zerotasq._worker`` works too). A fresh interpreter reads its
 worker definitions (cloudpickled, after a header line with the caller's ``sys.path``)
 from stdin, picks its own by the index in its routing id,
 runs ``init`` and then the engine's worker loop, calling ``process`` for each task."""
@@ -53,8 +55,13 @@ def main() -> int:
     return _native.serve_worker(worker.process, describe, dumps, loads)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Runs ``main`` and exits with its status."""
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

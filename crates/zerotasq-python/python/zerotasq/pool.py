@@ -8,9 +8,10 @@ and ``zerotasq.map`` for a one-off function over an iterable, lambdas and closur
 
 from __future__ import annotations
 
-import logging
 import weakref
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Union
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs ~10 ms of import time
+    from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 from zerotasq._codec import dumps, loads
 from zerotasq._errors import make_error
@@ -19,8 +20,6 @@ from zerotasq.results import Results
 from zerotasq.worker import FunctionWorker, Worker
 
 __all__ = ["Pool", "map", "DEFAULT_WINDOW"]
-
-log = logging.getLogger("zerotasq")
 
 #: Tasks in flight (pulled and not yet yielded) per stream by default.
 DEFAULT_WINDOW = 1024

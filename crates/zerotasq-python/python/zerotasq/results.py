@@ -4,7 +4,9 @@ directly; ``async for`` awaits each result in a thread so the event loop keeps r
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs ~10 ms of import time
+    from typing import Any, Callable, Iterator, Optional
 
 from zerotasq import _native
 

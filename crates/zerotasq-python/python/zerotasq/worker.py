@@ -4,7 +4,9 @@ the class to ``Pool``. ``FunctionWorker`` wraps a plain function (lambdas too)."
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` is not imported in worker processes
+    from typing import Any, Callable, Optional, Sequence
 
 __all__ = ["Worker", "FunctionWorker", "log_level"]
 
