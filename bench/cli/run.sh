@@ -52,10 +52,13 @@ echo
 echo "(b) $B_LINES tiny lines through cat"
 seq "$B_LINES" > "$TMP/b.in"
 zb=$(timed "$Z map -j $JOBS --no-progress --stats none -- cat < $TMP/b.in > $TMP/b.z")
+zp=$(timed "$Z map -j $JOBS --pack --no-progress --stats none -- cat < $TMP/b.in > $TMP/b.zp")
 zu=$(timed "$Z map -j $JOBS --unordered --no-progress --stats none -- cat < $TMP/b.in > $TMP/b.u")
 pb=$(timed "parallel -j $JOBS --pipe --round-robin cat < $TMP/b.in > $TMP/b.p")
+cmp -s "$TMP/b.in" "$TMP/b.zp" || { echo "zerotasq --pack's output differs from its input" >&2; exit 1; }
 cmp -s "$TMP/b.in" "$TMP/b.z" || { echo "zerotasq's output differs from its input" >&2; exit 1; }
 [ "$(wc -l < "$TMP/b.p")" = "$B_LINES" ]
 printf '  zerotasq map (ordered)             %6.2f s   %s× parallel'"'"'s throughput (target ≥ 1×)\n' "$zb" "$(ratio "$pb" "$zb")"
+printf '  zerotasq map --pack (ordered)      %6.2f s   %s×\n' "$zp" "$(ratio "$pb" "$zp")"
 printf '  zerotasq map --unordered           %6.2f s   %s×\n' "$zu" "$(ratio "$pb" "$zu")"
 printf '  parallel --pipe --round-robin      %6.2f s\n' "$pb"

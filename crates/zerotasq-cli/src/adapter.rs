@@ -26,7 +26,7 @@ use zerotasq::transport::{poll, Context, Kind, Pollable, Socket};
 use zerotasq::worker_runtime::{hostname, report_init_failure, WorkerOptions};
 
 use crate::events::{Event, Sender};
-use crate::payload::{decode_task, encode_result, ResultHeader};
+use crate::payload::{after_records, decode_task, encode_result, ResultHeader};
 use crate::wake::Wake;
 use crate::worker_command::WorkerProcess;
 
@@ -144,10 +144,18 @@ fn worker_number() -> u32 {
         .map_or(0, |slot| slot + 1)
 }
 
-/// A task written to the worker command, awaiting its answer.
+/// A pack of records written to the worker command, awaiting its answers.
 struct Pending {
     id: u64,
+    /// The first record's number.
     record: u64,
+    count: u32,
+    /// The answers so far, each ended by the separator.
+    answers: Vec<u8>,
+    answered: u32,
+    busy: Duration,
+    /// The records as written (only for packs of several: to hand back on a split).
+    records: Vec<u8>,
 }
 
 struct Adapter {
@@ -328,11 +336,11 @@ impl Adapter {
         }
     }
 
-    /// Writes a batch's records to the child, one per line.
+    /// Writes a batch's packs of records to the child.
     fn submit(&mut self, tasks: &[(u64, &[u8])]) {
         let mut bytes = Vec::new();
         for &(id, payload) in tasks {
-            let Some((record, data)) = decode_task(payload) else {
+            let Some((record, count, data)) = decode_task(payload) else {
                 self.results.push_err(
                     id,
                     &WireError {
@@ -344,12 +352,19 @@ impl Adapter {
                 continue;
             };
             bytes.extend_from_slice(data);
-            bytes.push(self.args.separator);
             if self.pending.is_empty() {
                 self.front_since = Instant::now();
                 self.process.current.store(record, Ordering::Relaxed);
             }
-            self.pending.push_back(Pending { id, record });
+            self.pending.push_back(Pending {
+                id,
+                record,
+                count,
+                answers: Vec::new(),
+                answered: 0,
+                busy: Duration::ZERO,
+                records: if count > 1 { data.to_vec() } else { Vec::new() },
+            });
         }
         if !bytes.is_empty() {
             // A send error means the writer stopped because the child is gone; the stdout
@@ -358,7 +373,8 @@ impl Adapter {
         }
     }
 
-    /// Matches complete answer records to pending tasks, in order.
+    /// Matches complete answer records to pending records, in order; a pack's result goes
+    /// out when its last record is answered.
     fn take_answers(&mut self, chunk: &[u8]) -> Result<(), i32> {
         self.stdout_buf.extend_from_slice(chunk);
         let sep = self.args.separator;
@@ -368,24 +384,24 @@ impl Adapter {
             .position(|&b| b == sep)
         {
             let end = self.scanned + offset;
-            let Some(task) = self.pending.pop_front() else {
+            let Some(pack) = self.pending.front_mut() else {
                 self.process.kill();
                 return Err(self.die("wrote output no task asked for (one line per task)"));
             };
             let now = Instant::now();
             let took = now.duration_since(self.front_since);
-            self.busy += took;
-            self.scratch.clear();
-            let head = ResultHeader {
-                record: task.record,
-                worker: self.worker,
-                busy_us: took.as_micros().min(u32::MAX as u128) as u32,
-            };
-            encode_result(head, &self.stdout_buf[start..end], &mut self.scratch);
-            self.results.push_ok(task.id, &self.scratch);
             self.front_since = now;
-            let next = self.pending.front().map_or(0, |p| p.record);
-            self.process.current.store(next, Ordering::Relaxed);
+            pack.busy += took;
+            pack.answers
+                .extend_from_slice(&self.stdout_buf[start..=end]);
+            pack.answered += 1;
+            let mut current = pack.record + pack.answered as u64;
+            if pack.answered == pack.count {
+                let pack = self.pending.pop_front().expect("front exists");
+                self.push_pack(&pack, false);
+                current = self.pending.front().map_or(0, |p| p.record);
+            }
+            self.process.current.store(current, Ordering::Relaxed);
             start = end + 1;
             self.scanned = start;
         }
@@ -395,6 +411,28 @@ impl Adapter {
             self.unflushed_since = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// Adds a pack's result: all its answers, or (split) those it got and the records it
+    /// never answered.
+    fn push_pack(&mut self, pack: &Pending, split: bool) {
+        self.busy += pack.busy;
+        let head = ResultHeader {
+            record: pack.record,
+            worker: self.worker,
+            busy_us: pack.busy.as_micros().min(u32::MAX as u128) as u32,
+            count: pack.answered,
+            split,
+        };
+        let rest = if split {
+            let skip = after_records(&pack.records, pack.answered, self.args.separator);
+            &pack.records[skip.unwrap_or(pack.records.len())..]
+        } else {
+            &[][..]
+        };
+        self.scratch.clear();
+        encode_result(head, &pack.answers, rest, &mut self.scratch);
+        self.results.push_ok(pack.id, &self.scratch);
     }
 
     fn flush_if_any(&mut self) -> Result<(), zerotasq::Error> {
@@ -410,7 +448,13 @@ impl Adapter {
     /// acknowledgement — its `Shutdown` reply to a heartbeat from a worker it no longer
     /// knows — so that everything was counted before the supervisor's news of our exit.
     fn leave(&mut self) {
-        let mut unstarted: Vec<u64> = self.pending.iter().skip(1).map(|p| p.id).collect();
+        let mut unstarted: Vec<u64> = self
+            .pending
+            .iter()
+            .skip(1)
+            .map(|p| p.id)
+            .filter(|&id| id != u64::MAX)
+            .collect();
         // Batches sent to us that we have not read yet were never started either.
         while let Ok(Some(frames)) = self.dealer.recv(false) {
             if let Ok(Message::Tasks(batch)) = Message::decode(&frames) {
@@ -441,6 +485,7 @@ impl Adapter {
                 let _ = send(&self.dealer, frames);
             }
         }
+        let _ = self.flush_if_any();
         let mut messages = vec![vec![header(Command::Goodbye).to_vec()]];
         messages.push(vec![header(Command::Heartbeat).to_vec()]);
         for frames in messages {
@@ -478,9 +523,25 @@ impl Adapter {
     /// The child failed: send the answers it did give, say why on the events pipe (after
     /// its last stderr lines), and end with a failure status.
     fn die(&mut self, what: &str) -> i32 {
+        let record = self
+            .pending
+            .front()
+            .map_or(0, |p| p.record + p.answered as u64);
+        // A pack of several records is split: its answers so far go out with the records
+        // it never answered, which the CLI runs again one by one, so that only the record
+        // that killed the command can fail.
+        // It goes out last, just before the goodbye: while the broker counts it as ours,
+        // it offers us nothing more.
         let _ = self.flush_if_any();
+        if self.pending.front().is_some_and(|p| p.count > 1) {
+            let pack = self.pending.pop_front().expect("front exists");
+            self.push_pack(&pack, true);
+            self.pending.push_front(Pending {
+                id: u64::MAX, // answered: nothing left to charge or release
+                ..pack
+            });
+        }
         let how = self.process.finish(STDERR_GRACE);
-        let record = self.pending.front().map_or(0, |p| p.record);
         // After the end of its stdout, how the command ended says more than that end.
         let reason = match (what, how.as_str()) {
             (STDOUT_CLOSED, "is still running") => format!("{} {what}", self.process.display()),

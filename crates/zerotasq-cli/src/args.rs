@@ -85,6 +85,12 @@ pub struct MapArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub timeout: Option<Duration>,
 
+    /// Experimental: send tiny lines to workers in adaptive packs (a file as input only).
+    /// Much faster for lines answered in microseconds; a worker dying inside a pack can
+    /// still stall the run (known bug).
+    #[arg(long)]
+    pub pack: bool,
+
     /// Stop at the first failed task (default: report failures and go on).
     #[arg(long)]
     pub fail_fast: bool,

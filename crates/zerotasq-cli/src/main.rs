@@ -9,6 +9,7 @@
 //! - `payload` — the bytes between the CLI and its adapters (record numbers, worker numbers).
 //! - `events` — the side pipe from adapters to the CLI (stderr lines, deaths, start failures);
 //!   `monitor` — the CLI's reader of it.
+//! - `pack` — adaptive packs of records per engine task (tiny lines go fast).
 //! - `input` — lazy records from stdin or a file; `progress` — the bar; `summary` — the end.
 //! - `signals` — Ctrl-C as a message to the main thread; `wake` — an eventfd for poll loops.
 
@@ -18,6 +19,7 @@ mod duration;
 mod events;
 mod input;
 mod monitor;
+mod pack;
 mod payload;
 mod progress;
 mod run;

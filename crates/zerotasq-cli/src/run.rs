@@ -25,7 +25,8 @@ use crate::args::{MapArgs, StatsFormat};
 use crate::events::{self, ENV_EVENTS_FD};
 use crate::input::Records;
 use crate::monitor::Monitor;
-use crate::payload::{decode_result, encode_task, ResultHeader};
+use crate::pack::{Pack, Packer, Packing};
+use crate::payload::{after_records, decode_result, push_record, start_task, ResultHeader};
 use crate::progress::{Figures, Progress};
 use crate::signals;
 use crate::summary::{Summary, WorkerTally};
@@ -200,8 +201,19 @@ fn feed(
     Box::new(std::iter::from_fn(move || connector.recv()).map(|o| (None, o)))
 }
 
-/// An outcome, with its record's number when the engine tells it.
-type Outcome = (Option<u64>, Result<Answer, TaskError>);
+/// An outcome, with its task's first record and record count when the engine tells it.
+type Outcome = (Option<(u64, u32)>, Result<Answer, TaskError>);
+
+fn decoder() -> zerotasq::client::DecodeFn<Answer> {
+    Box::new(|bytes: &[u8]| {
+        decode_result(bytes)
+            .map(|(head, answer)| Answer {
+                head,
+                bytes: answer.to_vec(),
+            })
+            .ok_or_else(|| TaskError::new(ErrorKind::Codec, "malformed result from a worker"))
+    })
+}
 
 /// One answer, as decoded from its result.
 struct Answer {
@@ -261,35 +273,38 @@ impl Run {
         let open: Option<Arc<Mutex<BTreeSet<u64>>>> = (self.args.unordered && !self.input_is_file)
             .then(|| Arc::new(Mutex::new(BTreeSet::new())));
         let open_in_encoder = open.clone();
+        let separator = self.separator;
         let encode = Box::new(move |(record, data): (u64, Vec<u8>), buf: &mut Vec<u8>| {
             if let Some(open) = &open_in_encoder {
                 open.lock().expect("open records lock").insert(record);
             }
-            encode_task(record, &data, buf);
+            start_task(record, buf);
+            push_record(&data, separator, buf);
             Ok(())
-        });
-        let decode = Box::new(|bytes: &[u8]| {
-            decode_result(bytes)
-                .map(|(head, answer)| Answer {
-                    head,
-                    bytes: answer.to_vec(),
-                })
-                .ok_or_else(|| TaskError::new(ErrorKind::Codec, "malformed result from a worker"))
         });
         let window = self.args.window as usize;
         let ordered = !self.args.unordered;
+        let packing = Packing::new(self.args.pack);
         let outcomes: Box<dyn Iterator<Item = Outcome>> = {
             let pool = self.pool.lock().expect("pool lock");
             let Some(pool) = pool.as_ref() else {
                 return EXIT_USAGE;
             };
             let outcomes = if self.input_is_file {
-                // A regular file never blocks a read: the stream pulls it in whole batches.
-                // Record numbers start at 1, task indexes at 0; every record is one task.
-                pool.stream(records, window, ordered, encode, decode)
-                    .map(|s| Box::new(s.indexed().map(|(i, o)| (Some(i + 1), o))) as Box<_>)
+                // A regular file never blocks a read: the stream pulls it in whole batches,
+                // packs of records while they are answered fast.
+                let packer = Packer::new(records, separator, window as u64, packing.clone());
+                let encode_pack = Box::new(|pack: Pack, buf: &mut Vec<u8>| {
+                    buf.extend_from_slice(&pack.bytes);
+                    Ok(())
+                });
+                let packing = packing.clone();
+                pool.stream(packer, window, ordered, encode_pack, decoder())
+                    .map(|s| {
+                        Box::new(s.indexed().map(move |(i, o)| (packing.take(i), o))) as Box<_>
+                    })
             } else {
-                pool.connector(window, ordered, encode, decode)
+                pool.connector(window, ordered, encode, decoder())
                     .map(|c| feed(records, Arc::new(c)))
             };
             match outcomes {
@@ -307,40 +322,69 @@ impl Run {
         let mut tallies = vec![WorkerTally::default(); self.jobs];
         let (mut done, mut failed, mut position) = (0u64, 0u64, 0u64);
         let mut write_error = None;
-        for (index, outcome) in outcomes {
-            position += 1;
-            done += 1;
-            match outcome {
-                Ok(answer) => {
-                    let record = answer.head.record;
-                    if let Some(open) = &open {
-                        open.lock().expect("open records lock").remove(&record);
+        'outcomes: for (pack, outcome) in outcomes {
+            // The outcomes to handle now: this one, then (for a split pack) those of its
+            // unanswered records, run again one by one.
+            let mut now = vec![(pack, outcome)];
+            let mut next = 0;
+            while next < now.len() {
+                let (pack, outcome) = std::mem::replace(
+                    &mut now[next],
+                    (None, Err(TaskError::new(ErrorKind::Cancelled, ""))),
+                );
+                next += 1;
+                position += 1;
+                match outcome {
+                    Ok(answer) => {
+                        let head = answer.head;
+                        if let Some(open) = &open {
+                            open.lock().expect("open records lock").remove(&head.record);
+                        }
+                        for r in head.record..head.record + head.count as u64 {
+                            self.monitor.forget(r);
+                        }
+                        done += head.count as u64;
+                        position += head.count.saturating_sub(1) as u64;
+                        if let Some(t) = tallies.get_mut((head.worker as usize).wrapping_sub(1)) {
+                            t.tasks += head.count as u64;
+                            t.busy += Duration::from_micros(head.busy_us as u64);
+                        }
+                        let cut = after_records(&answer.bytes, head.count, self.separator)
+                            .unwrap_or(answer.bytes.len());
+                        if let Err(e) = out.write_all(&answer.bytes[..cut]) {
+                            write_error = Some(e);
+                            break 'outcomes;
+                        }
+                        if head.split {
+                            let rest = self
+                                .run_alone(head.record + head.count as u64, &answer.bytes[cut..]);
+                            packing.done(head.count as u64);
+                            now.extend(rest);
+                        } else {
+                            packing.answered(head.count, head.busy_us);
+                            packing.done(pack.map_or(head.count, |(_, n)| n) as u64);
+                        }
                     }
-                    self.monitor.forget(record);
-                    if let Some(t) = tallies.get_mut(answer.head.worker as usize - 1) {
-                        t.tasks += 1;
-                        t.busy += Duration::from_micros(answer.head.busy_us as u64);
-                    }
-                    let written = out
-                        .write_all(&answer.bytes)
-                        .and_then(|()| out.write_all(&[self.separator]));
-                    if let Err(e) = written {
-                        write_error = Some(e);
-                        break;
-                    }
-                }
-                Err(_) if INTERRUPTED.load(Ordering::Acquire) => break,
-                Err(error) => {
-                    failed += 1;
-                    let record = match (&open, index) {
-                        (_, Some(record)) => Some(record),
-                        (None, None) => Some(position),
-                        (Some(open), None) => self.which_failed(open),
-                    };
-                    self.report_failure(record, &error, failed <= DETAILED_FAILURES);
-                    if self.args.fail_fast {
-                        self.progress.println("zerotasq: stopping (--fail-fast)");
-                        break;
+                    Err(_) if INTERRUPTED.load(Ordering::Acquire) => break 'outcomes,
+                    Err(error) => {
+                        let records: Vec<Option<u64>> = match (pack, &open) {
+                            (Some((first, count)), _) => {
+                                packing.done(count as u64);
+                                (first..first + count as u64).map(Some).collect()
+                            }
+                            (None, None) => vec![Some(position)],
+                            (None, Some(open)) => vec![self.which_failed(open)],
+                        };
+                        position += records.len().saturating_sub(1) as u64;
+                        for record in records {
+                            failed += 1;
+                            done += 1;
+                            self.report_failure(record, &error, failed <= DETAILED_FAILURES);
+                        }
+                        if self.args.fail_fast {
+                            self.progress.println("zerotasq: stopping (--fail-fast)");
+                            break 'outcomes;
+                        }
                     }
                 }
             }
@@ -396,6 +440,58 @@ impl Run {
             StatsFormat::None => {}
         }
         code
+    }
+
+    /// Runs the records of a split pack (`first` and on, each ended by the separator) one
+    /// per task, in order; their outcomes, each with its record.
+    fn run_alone(&self, first: u64, records: &[u8]) -> Vec<Outcome> {
+        let sep = self.separator;
+        let mut body = records;
+        if body.last() == Some(&sep) {
+            body = &body[..body.len() - 1];
+        }
+        let items: Vec<(u64, Vec<u8>)> = if records.is_empty() {
+            Vec::new()
+        } else {
+            body.split(|&b| b == sep)
+                .enumerate()
+                .map(|(i, r)| (first + i as u64, r.to_vec()))
+                .collect()
+        };
+        let numbers: Vec<u64> = items.iter().map(|(r, _)| *r).collect();
+        let encode = Box::new(move |(record, data): (u64, Vec<u8>), buf: &mut Vec<u8>| {
+            start_task(record, buf);
+            push_record(&data, sep, buf);
+            Ok(())
+        });
+        let stream = {
+            let pool = self.pool.lock().expect("pool lock");
+            let Some(pool) = pool.as_ref() else {
+                return Vec::new();
+            };
+            pool.stream(
+                items.into_iter(),
+                numbers.len().max(1),
+                true,
+                encode,
+                decoder(),
+            )
+        };
+        match stream {
+            Ok(stream) => stream
+                .indexed()
+                .map(|(i, o)| (Some((numbers[i as usize], 1)), o))
+                .collect(),
+            Err(e) => numbers
+                .iter()
+                .map(|&r| {
+                    (
+                        Some((r, 1)),
+                        Err(TaskError::new(ErrorKind::Cancelled, e.to_string())),
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// In unordered mode, the open record an error outcome belongs to: the one whose

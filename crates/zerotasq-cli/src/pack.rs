@@ -1,0 +1,164 @@
+//! Packing: consecutive records go to the engine as one task while they are answered in
+//! microseconds, so tiny lines do not pay the per-task cost each; one record per task as
+//! soon as they take longer, so that balance between workers is kept.
+//!
+//! The size adapts to the answers: a pack aims at [`TARGET`] of work, grows at most twice
+//! per answer, shrinks at once, and is 1 when a record alone takes that long. Records in
+//! flight stay below the window (so memory is bounded by about twice `--window` records).
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::input::Records;
+use crate::payload::{push_record, start_task};
+
+/// Work a pack aims at, in microseconds.
+const TARGET_US: f64 = 1000.0;
+/// Records per pack at most.
+pub const MAX_PACK: u64 = 512;
+/// Bytes per pack at most (a longer record goes alone).
+const MAX_PACK_BYTES: usize = 16 << 10;
+/// Records in flight at most, per window slot.
+const RECORDS_PER_SLOT: u64 = 64;
+
+/// What the packer and the reader of answers share.
+#[derive(Clone, Default)]
+pub struct Packing {
+    /// Records per pack now.
+    size: Arc<AtomicU64>,
+    /// Records packed and not yet answered (written or reported).
+    in_flight: Arc<AtomicU64>,
+    /// Each task's first record and record count, by task index.
+    packs: Arc<Mutex<HashMap<u64, (u64, u32)>>>,
+    /// Off: one record per task, always.
+    enabled: bool,
+}
+
+impl Packing {
+    pub fn new(enabled: bool) -> Packing {
+        let packing = Packing {
+            enabled,
+            ..Packing::default()
+        };
+        packing.size.store(1, Ordering::Relaxed);
+        packing
+    }
+
+    /// Learns from one answered pack: `count` records in `busy_us`.
+    pub fn answered(&self, count: u32, busy_us: u32) {
+        if !self.enabled {
+            return;
+        }
+        let per_record = (busy_us as f64 / count.max(1) as f64).max(0.05);
+        let ideal = (TARGET_US / per_record).clamp(1.0, MAX_PACK as f64) as u64;
+        let now = self.size.load(Ordering::Relaxed);
+        self.size.store(ideal.min(now * 2), Ordering::Relaxed);
+    }
+
+    /// `count` records have their outcome.
+    pub fn done(&self, count: u64) {
+        self.in_flight.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// The first record and record count of task `index` (forgotten).
+    pub fn take(&self, index: u64) -> Option<(u64, u32)> {
+        self.packs.lock().expect("packs lock").remove(&index)
+    }
+}
+
+/// A task: one pack's payload.
+pub struct Pack {
+    pub bytes: Vec<u8>,
+}
+
+/// Packs of records, sized by [`Packing`].
+pub struct Packer<R: BufRead> {
+    records: std::iter::Peekable<Records<R>>,
+    separator: u8,
+    window: u64,
+    packing: Packing,
+    next_index: u64,
+}
+
+impl<R: BufRead> Packer<R> {
+    pub fn new(records: Records<R>, separator: u8, window: u64, packing: Packing) -> Self {
+        Packer {
+            records: records.peekable(),
+            separator,
+            window,
+            packing,
+            next_index: 0,
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Packer<R> {
+    type Item = Pack;
+
+    fn next(&mut self) -> Option<Pack> {
+        let (first, record) = self.records.next()?;
+        let in_flight = self.packing.in_flight.load(Ordering::Relaxed);
+        let room = (self.window * RECORDS_PER_SLOT)
+            .saturating_sub(in_flight)
+            .max(1);
+        let limit = self.packing.size.load(Ordering::Relaxed).min(room);
+        let mut bytes = Vec::with_capacity(12 + record.len() + 1);
+        start_task(first, &mut bytes);
+        push_record(&record, self.separator, &mut bytes);
+        let mut count = 1u32;
+        while (count as u64) < limit {
+            match self.records.peek() {
+                Some((_, r)) if bytes.len() + r.len() < MAX_PACK_BYTES => {
+                    let (_, r) = self.records.next().expect("peeked");
+                    push_record(&r, self.separator, &mut bytes);
+                    count += 1;
+                }
+                _ => break,
+            }
+        }
+        self.packing
+            .in_flight
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.packing
+            .packs
+            .lock()
+            .expect("packs lock")
+            .insert(self.next_index, (first, count));
+        self.next_index += 1;
+        Some(Pack { bytes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::decode_task;
+
+    fn count(pack: Pack) -> u32 {
+        decode_task(&pack.bytes).unwrap().1
+    }
+
+    #[test]
+    fn packs_grow_with_fast_answers_and_shrink_with_slow_ones() {
+        let packing = Packing::new(true);
+        let input: Vec<u8> = (1..=100)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let mut packer = Packer::new(
+            Records::new(&input[..], b'\n'),
+            b'\n',
+            1000,
+            packing.clone(),
+        );
+        assert_eq!(count(packer.next().unwrap()), 1);
+        packing.answered(1, 1); // 1 µs a record
+        packing.answered(2, 2);
+        let pack = packer.next().unwrap();
+        assert_eq!(decode_task(&pack.bytes), Some((2, 4, &b"2\n3\n4\n5\n"[..])));
+        assert_eq!(packing.take(1), Some((2, 4)));
+        packing.answered(1, 5000); // 5 ms a record
+        assert_eq!(count(packer.next().unwrap()), 1);
+    }
+}
