@@ -20,6 +20,11 @@
 //! ```
 //!
 //! Every decode is checked: a malformed message yields a [`ProtocolError`], never a panic.
+//!
+//! A worker the broker does not know (declared dead, or gone with `Goodbye`) is answered with
+//! `Shutdown` whatever it sends. A leaving worker relies on that: after its last results,
+//! `Release` and `Goodbye`, it sends a `Heartbeat`, and the `Shutdown` that comes back says
+//! the broker has processed everything before it (one socket, so messages keep their order).
 
 use std::fmt;
 

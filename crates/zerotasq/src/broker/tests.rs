@@ -389,3 +389,26 @@ fn a_worker_releasing_behind_its_held_task_gets_nothing_more() {
         .collect();
     assert_eq!(payloads, vec![1, 2]);
 }
+
+#[test]
+fn a_worker_that_said_goodbye_learns_its_messages_were_processed() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 1, t);
+    submit(&mut b, "c", [0], t);
+    let sent = sent_tasks(&mut b, t);
+    results(&mut b, "w", &sent[0].1, 1, t);
+    b.on_worker(b"w", &Message::Goodbye.encode(), t);
+    b.on_worker(b"w", &Message::Heartbeat.encode(), t);
+    b.flush(t);
+    let to_w: Vec<_> = b
+        .outbox()
+        .filter(|(route, _)| *route == Route::Worker(b"w".to_vec()))
+        .map(|(_, frames)| frames)
+        .collect();
+    assert_eq!(
+        to_w.last().map(|f| Message::decode(f)),
+        Some(Ok(Message::Shutdown))
+    );
+    assert_eq!(b.stats().completed, 1, "its result counted before it left");
+}
