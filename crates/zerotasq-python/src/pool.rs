@@ -87,7 +87,8 @@ impl NativePool {
     }
 
     /// A lazy iterator over the outcomes of `iterable`'s items.
-    #[pyo3(signature = (iterable, window, ordered, dumps, loads, make_error, return_exceptions))]
+    #[pyo3(signature = (iterable, window, ordered, dumps, loads, make_error, return_exceptions,
+                        window_bytes=0))]
     #[allow(clippy::too_many_arguments)]
     fn results(
         &self,
@@ -99,18 +100,19 @@ impl NativePool {
         loads: Py<PyAny>,
         make_error: Py<PyAny>,
         return_exceptions: bool,
+        window_bytes: usize,
     ) -> PyResult<NativeResults> {
         let raw = self.raw()?;
-        NativeResults::start(
-            py,
+        Ok(NativeResults::new(
             &raw,
             iterable.try_iter()?,
             window,
+            window_bytes,
             ordered,
             Codec::new(py, dumps, loads)?,
             make_error,
             return_exceptions,
-        )
+        ))
     }
 
     /// A connector with blocking `send` and `recv`.

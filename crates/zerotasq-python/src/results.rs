@@ -9,9 +9,14 @@
 //! between slices so Ctrl-C is seen at once. At most `window` items are pulled and not yet
 //! yielded, so an endless input is read only as fast as results are consumed. An item that
 //! cannot be pickled becomes an error outcome at its own place.
+//!
+//! The window also has a byte budget: the stream starts at the first `__next__`, after the
+//! first item is pickled, and holds at most `window_bytes / size of the first item` tasks
+//! (at least [`MIN_WINDOW`], at most `window`). Big payloads then flow in small batches that
+//! overlap with the workers instead of one huge batch, and memory stays bounded in bytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyException, PyStopIteration};
@@ -24,9 +29,23 @@ use crate::failure;
 use crate::pool_error;
 use crate::wait::SLICE;
 
+/// The fewest tasks a byte budget leaves in flight: enough to keep two workers' prefetch
+/// full.
+pub const MIN_WINDOW: usize = 4;
+
+/// An input item on its way into a task.
+enum Item {
+    Object(Py<PyAny>),
+    /// Pickled already (the first item, pickled to size the window).
+    Encoded(Vec<u8>),
+    /// Could not be pickled: why.
+    Unpicklable(String),
+}
+
 /// What the stream pulls: the caller's Python iterator. It is pulled (and its items pickled)
 /// while `__next__` holds the GIL, so `Python::attach` here costs nothing.
 struct PyInput {
+    first: Option<(u64, Item)>,
     iter: Option<Py<PyIterator>>,
     pulled: Arc<AtomicU64>,
     /// The exception the input raised (other than `StopIteration`).
@@ -34,15 +53,21 @@ struct PyInput {
 }
 
 impl Iterator for PyInput {
-    type Item = (u64, Py<PyAny>);
+    type Item = (u64, Item);
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
         let next = Python::attach(|py| {
             let mut it = self.iter.as_ref()?.bind(py).clone();
             it.next().map(|got| got.map(Bound::unbind))
         });
         match next {
-            Some(Ok(item)) => Some((self.pulled.fetch_add(1, Ordering::Relaxed), item)),
+            Some(Ok(item)) => Some((
+                self.pulled.fetch_add(1, Ordering::Relaxed),
+                Item::Object(item),
+            )),
             Some(Err(e)) => {
                 *self.error.lock().expect("input error lock") = Some(e);
                 self.iter = None;
@@ -58,8 +83,19 @@ impl Iterator for PyInput {
 
 type PyStream = Stream<PyInput, Received>;
 
+/// A stream not started yet: it starts at the first `__next__`, once the first item is
+/// pickled and the window sized by it.
+struct Pending {
+    pool: Weak<RawPool>,
+    input: PyInput,
+    window: usize,
+    window_bytes: usize,
+    ordered: bool,
+}
+
 #[pyclass(module = "zerotasq._native")]
 pub struct NativeResults {
+    pending: Option<Pending>,
     stream: Mutex<Option<PyStream>>,
     input_error: Arc<Mutex<Option<PyErr>>>,
     codec: Arc<Codec>,
@@ -70,53 +106,93 @@ pub struct NativeResults {
 
 impl NativeResults {
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start(
-        py: Python<'_>,
-        raw: &RawPool,
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        pool: &Arc<RawPool>,
         input: Bound<'_, PyIterator>,
         window: usize,
+        window_bytes: usize,
         ordered: bool,
         codec: Codec,
         make_error: Py<PyAny>,
         return_exceptions: bool,
-    ) -> PyResult<Self> {
-        let codec = Arc::new(codec);
+    ) -> Self {
         let pulled = Arc::new(AtomicU64::new(0));
         let input_error = Arc::new(Mutex::new(None));
         let input = PyInput {
+            first: None,
             iter: Some(input.unbind()),
             pulled: pulled.clone(),
             error: input_error.clone(),
         };
-        let encoder = codec.clone();
+        NativeResults {
+            pending: Some(Pending {
+                pool: Arc::downgrade(pool),
+                input,
+                window: window.max(1),
+                window_bytes,
+                ordered,
+            }),
+            stream: Mutex::new(None),
+            input_error,
+            codec: Arc::new(codec),
+            make_error,
+            return_exceptions,
+            pulled,
+        }
+    }
+
+    /// Starts the stream: pickles the first item, sizes the window by it.
+    fn start(&mut self, py: Python<'_>, pending: Pending) -> PyResult<()> {
+        let Pending {
+            pool,
+            mut input,
+            window,
+            window_bytes,
+            ordered,
+        } = pending;
+        let pool = pool
+            .upgrade()
+            .ok_or_else(|| pool_error("the pool is closed"))?;
+        let mut window = window;
+        if let Some((index, Item::Object(first))) = input.next() {
+            let mut bytes = Vec::new();
+            let item = match self.codec.encode(first.bind(py), &mut bytes) {
+                Ok(()) => {
+                    if window_bytes > 0 {
+                        let fits = window_bytes / bytes.len().max(1);
+                        window = window.min(fits.max(MIN_WINDOW));
+                    }
+                    Item::Encoded(bytes)
+                }
+                Err(e) => Item::Unpicklable(unpicklable(py, index, &e)),
+            };
+            input.first = Some((index, item));
+        }
+        let codec = self.codec.clone();
         let encode = Box::new(
-            move |(index, item): (u64, Py<PyAny>), out: &mut Vec<u8>| -> Result<(), TaskError> {
-                Python::attach(|py| {
-                    // On error the stream's batch writer drops what was written for this item.
-                    encoder.encode(item.bind(py), out).map_err(|e| {
-                        TaskError::new(
-                            ErrorKind::Codec,
-                            format!(
-                                "task #{index} cannot be pickled: {}",
-                                failure::describe(py, &e)
-                            ),
-                        )
-                    })
-                })
+            move |(index, item): (u64, Item), out: &mut Vec<u8>| -> Result<(), TaskError> {
+                // On error the stream's batch writer drops what was written for this item.
+                match item {
+                    Item::Object(item) => Python::attach(|py| {
+                        codec.encode(item.bind(py), out).map_err(|e| {
+                            TaskError::new(ErrorKind::Codec, unpicklable(py, index, &e))
+                        })
+                    }),
+                    Item::Encoded(bytes) => {
+                        out.extend_from_slice(&bytes);
+                        Ok(())
+                    }
+                    Item::Unpicklable(why) => Err(TaskError::new(ErrorKind::Codec, why)),
+                }
             },
         );
         let decode = Box::new(|bytes: &[u8]| Ok::<_, TaskError>(Codec::receive(bytes)));
         let stream = py
-            .detach(|| raw.stream(input, window.max(1), ordered, encode, decode))
+            .detach(|| pool.stream(input, window, ordered, encode, decode))
             .map_err(pool_error)?;
-        Ok(NativeResults {
-            stream: Mutex::new(Some(stream)),
-            input_error,
-            codec,
-            make_error,
-            return_exceptions,
-            pulled,
-        })
+        *self.stream.get_mut().expect("stream lock") = Some(stream);
+        Ok(())
     }
 
     /// Turns an error object into the iterator's answer: returned or raised.
@@ -175,6 +251,9 @@ impl NativeResults {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(pending) = self.pending.take() {
+            self.start(py, pending)?;
+        }
         let stream = self.stream.get_mut().expect("stream lock");
         let Some(s) = stream.as_mut() else {
             return Err(PyStopIteration::new_err(()));
@@ -222,10 +301,18 @@ impl NativeResults {
 
     /// Stops: open tasks are cancelled, the input is released. Idempotent.
     fn close(&mut self, py: Python<'_>) {
+        self.pending = None;
         let stream = self.stream.get_mut().expect("stream lock").take();
         // Dropped with the GIL held: the input is released at once; the stream only sends
         // a cancel message, without waiting.
         let _ = py;
         drop(stream);
     }
+}
+
+fn unpicklable(py: Python<'_>, index: u64, e: &PyErr) -> String {
+    format!(
+        "task #{index} cannot be pickled: {}",
+        failure::describe(py, e)
+    )
 }

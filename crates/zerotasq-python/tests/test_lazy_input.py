@@ -36,3 +36,23 @@ def test_lazy_input_pulled_window_plus_consumed():
     assert got == list(range(1000))
     assert at_stop <= 1000 + WINDOW
     assert after_idle == at_stop
+
+
+def test_big_items_bounded_by_window_bytes():
+    """The window also has a byte budget: with 1 MiB items and ``window_bytes`` of 8 MiB, at
+    most 8 items are pulled ahead of what was yielded, whatever ``window`` says."""
+    produced = [0]
+    pad = b"x" * ((1 << 20) - 8)
+
+    def gen():
+        for i in range(100):
+            produced[0] += 1
+            yield i.to_bytes(8, "little") + pad
+
+    with Pool(first8, n_workers=2, window=1024, window_bytes=8 << 20) as pool:
+        ahead = []
+        for n, r in enumerate(pool.imap(gen()), 1):
+            assert r == n - 1
+            ahead.append(produced[0] - n)
+    assert max(ahead) <= 8
+    assert produced[0] == 100

@@ -60,8 +60,10 @@ class Connector:
     def iter(self, iterable: Iterable, cache_size: int = 100) -> Iterator:
         """Feeds ``iterable`` to the workers and yields the results (in input order when
         ``reply_sync``), keeping at most ``cache_size`` tasks in flight."""
+        from zerotasq.pool import DEFAULT_WINDOW_BYTES
+
         native = self._pool.results(iterable, cache_size, self.reply_sync, dumps, loads, make_error,
-                                    self.return_exceptions)
+                                    self.return_exceptions, DEFAULT_WINDOW_BYTES)
         return Results(native)
 
     def close(self) -> None:

@@ -24,6 +24,11 @@ __all__ = ["Pool", "map", "DEFAULT_WINDOW"]
 #: Tasks in flight (pulled and not yet yielded) per stream by default.
 DEFAULT_WINDOW = 1024
 
+#: Bytes in flight per stream by default: the window holds at most this many bytes' worth of
+#: tasks the size of the first (pickled) item, and never fewer than 4 tasks. Big payloads
+#: then flow in small batches that overlap with the workers' work.
+DEFAULT_WINDOW_BYTES = 8 << 20
+
 
 def _length(iterable) -> Optional[int]:
     try:
@@ -62,12 +67,13 @@ class Pool:
                  init_kwargs: Optional[dict] = None, window: int = DEFAULT_WINDOW, max_retries: int = 3, *,
                  initializer: Optional[Callable] = None, initargs: Sequence = (),
                  return_exceptions: bool = False, progress: bool = False, loglevel: Any = None,
-                 prefetch: int = 2):
+                 prefetch: int = 2, window_bytes: int = DEFAULT_WINDOW_BYTES):
         definitions = worker_definitions(worker, n_workers, init_kwargs, initializer, initargs, loglevel)
         if n_workers is None:
             n_workers = len(definitions) if len(definitions) > 1 else default_workers()
         self.n_workers = int(n_workers)
         self.window = max(1, int(window))
+        self.window_bytes = max(0, int(window_bytes))
         self.return_exceptions = return_exceptions
         self.progress = progress
         self._native = start_pool(definitions, self.n_workers, max_retries=max_retries, prefetch=prefetch)
@@ -75,11 +81,13 @@ class Pool:
 
     # -- streams -------------------------------------------------------------------------------
     def imap(self, iterable: Iterable, *, ordered: bool = True, window: Optional[int] = None,
-             return_exceptions: Optional[bool] = None, progress: Optional[bool] = None) -> Results:
+             return_exceptions: Optional[bool] = None, progress: Optional[bool] = None,
+             window_bytes: Optional[int] = None) -> Results:
         """Results in input order, lazily: the input is pulled as results are consumed."""
         native = self._native.results(
             iterable, self.window if window is None else max(1, int(window)), ordered, dumps, loads, make_error,
-            self.return_exceptions if return_exceptions is None else return_exceptions)
+            self.return_exceptions if return_exceptions is None else return_exceptions,
+            self.window_bytes if window_bytes is None else max(0, int(window_bytes)))
         show = self.progress if progress is None else progress
         return Results(native, _length(iterable) if show else None, show)
 
