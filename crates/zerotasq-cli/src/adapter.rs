@@ -26,7 +26,7 @@ use zerotasq::transport::{poll, Context, Kind, Pollable, Socket};
 use zerotasq::worker_runtime::{hostname, report_init_failure, WorkerOptions};
 
 use crate::events::{Event, Sender};
-use crate::payload::{after_records, decode_task, encode_result, ResultHeader};
+use crate::payload::{after_records, decode_task, encode_result, ResultHeader, SPLIT_ON_DEATH};
 use crate::wake::Wake;
 use crate::worker_command::WorkerProcess;
 
@@ -154,7 +154,10 @@ struct Pending {
     answers: Vec<u8>,
     answered: u32,
     busy: Duration,
-    /// The records as written (only for packs of several: to hand back on a split).
+    /// A death of the command inside this task is answered with a split result (packs of
+    /// several records, and records the CLI runs again after a split).
+    split_on_death: bool,
+    /// The records as written (only when `split_on_death`: to hand back on a split).
     records: Vec<u8>,
 }
 
@@ -340,7 +343,7 @@ impl Adapter {
     fn submit(&mut self, tasks: &[(u64, &[u8])]) {
         let mut bytes = Vec::new();
         for &(id, payload) in tasks {
-            let Some((record, count, data)) = decode_task(payload) else {
+            let Some(task) = decode_task(payload) else {
                 self.results.push_err(
                     id,
                     &WireError {
@@ -351,19 +354,25 @@ impl Adapter {
                 );
                 continue;
             };
-            bytes.extend_from_slice(data);
+            bytes.extend_from_slice(task.records);
             if self.pending.is_empty() {
                 self.front_since = Instant::now();
-                self.process.current.store(record, Ordering::Relaxed);
+                self.process.current.store(task.first, Ordering::Relaxed);
             }
+            let split_on_death = task.count > 1 || task.flags & SPLIT_ON_DEATH != 0;
             self.pending.push_back(Pending {
                 id,
-                record,
-                count,
+                record: task.first,
+                count: task.count,
                 answers: Vec::new(),
                 answered: 0,
                 busy: Duration::ZERO,
-                records: if count > 1 { data.to_vec() } else { Vec::new() },
+                split_on_death,
+                records: if split_on_death {
+                    task.records.to_vec()
+                } else {
+                    Vec::new()
+                },
             });
         }
         if !bytes.is_empty() {
@@ -461,7 +470,10 @@ impl Adapter {
                 unstarted.extend(batch.iter().map(|(id, _)| id));
             }
         }
-        if !unstarted.is_empty() {
+        // Released even when there is nothing to hand back: a release marks us as leaving,
+        // so the answers we send next (a split pack's) do not make the broker offer us
+        // new tasks that the goodbye would then charge a try.
+        {
             let frames = vec![header(Command::Release).to_vec(), IdList::encode(unstarted)];
             if send(&self.dealer, frames).is_err() {
                 return;
@@ -527,13 +539,14 @@ impl Adapter {
             .pending
             .front()
             .map_or(0, |p| p.record + p.answered as u64);
-        // A pack of several records is split: its answers so far go out with the records
-        // it never answered, which the CLI runs again one by one, so that only the record
-        // that killed the command can fail.
-        // It goes out last, just before the goodbye: while the broker counts it as ours,
-        // it offers us nothing more.
+        // A pack of several records (or one the CLI asked for) is split: its answers so far
+        // go out with the records it never answered, which the CLI runs again one by one,
+        // counting the tries of the one that killed the command itself — the engine charges
+        // nothing for an answered task.
+        // It goes out after the release (see `leave`): from then on the broker offers us
+        // nothing more, so no task is sent to us, and charged, between it and the goodbye.
         let _ = self.flush_if_any();
-        if self.pending.front().is_some_and(|p| p.count > 1) {
+        if self.pending.front().is_some_and(|p| p.split_on_death) {
             let pack = self.pending.pop_front().expect("front exists");
             self.push_pack(&pack, true);
             self.pending.push_front(Pending {

@@ -85,11 +85,11 @@ pub struct MapArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub timeout: Option<Duration>,
 
-    /// Experimental: send tiny lines to workers in adaptive packs (a file as input only).
-    /// Much faster for lines answered in microseconds; a worker dying inside a pack can
-    /// still stall the run (known bug).
+    /// One line per task, always. By default, consecutive lines go to a worker together
+    /// (an adaptive pack) while lines are answered in microseconds, and one per task as
+    /// soon as a line takes about a millisecond.
     #[arg(long)]
-    pub pack: bool,
+    pub no_pack: bool,
 
     /// Stop at the first failed task (default: report failures and go on).
     #[arg(long)]

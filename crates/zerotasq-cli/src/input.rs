@@ -2,9 +2,27 @@
 //! numbered from 1. A read error ends the records and is kept for the caller to report, since
 //! an iterator of tasks cannot carry it.
 
-use std::io::BufRead;
+use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// A reader whose buffered bytes can be looked at without reading (and so without
+/// waiting for a pipe's writer).
+pub trait Buffered: BufRead {
+    fn buffered(&self) -> &[u8];
+}
+
+impl<R: Read> Buffered for BufReader<R> {
+    fn buffered(&self) -> &[u8] {
+        self.buffer()
+    }
+}
+
+impl Buffered for &[u8] {
+    fn buffered(&self) -> &[u8] {
+        self
+    }
+}
 
 /// An iterator of `(record number, record without its separator)`.
 pub struct Records<R> {
@@ -35,6 +53,34 @@ impl<R: BufRead> Records<R> {
     pub fn error(&self) -> Arc<Mutex<Option<std::io::Error>>> {
         self.error.clone()
     }
+
+    /// Appends the next record to `buf`, always ended by the separator; its number, or
+    /// `None` at the end of the input (or on a read error, kept for the caller).
+    pub fn read_into(&mut self, buf: &mut Vec<u8>) -> Option<u64> {
+        match self.reader.read_until(self.separator, buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+                if buf.last() != Some(&self.separator) {
+                    buf.push(self.separator);
+                }
+                let number = self.next;
+                self.next += 1;
+                Some(number)
+            }
+            Err(e) => {
+                *self.error.lock().expect("input error lock") = Some(e);
+                None
+            }
+        }
+    }
+}
+
+impl<R: Buffered> Records<R> {
+    /// A whole record is buffered: reading it will not wait.
+    pub fn record_buffered(&self) -> bool {
+        self.reader.buffered().contains(&self.separator)
+    }
 }
 
 impl<R: BufRead> Iterator for Records<R> {
@@ -42,22 +88,9 @@ impl<R: BufRead> Iterator for Records<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut record = Vec::new();
-        match self.reader.read_until(self.separator, &mut record) {
-            Ok(0) => None,
-            Ok(n) => {
-                self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-                if record.last() == Some(&self.separator) {
-                    record.pop();
-                }
-                let number = self.next;
-                self.next += 1;
-                Some((number, record))
-            }
-            Err(e) => {
-                *self.error.lock().expect("input error lock") = Some(e);
-                None
-            }
-        }
+        let number = self.read_into(&mut record)?;
+        record.pop();
+        Some((number, record))
     }
 }
 
@@ -79,5 +112,16 @@ mod tests {
     fn nul_records_keep_newlines() {
         let records: Vec<_> = Records::new(&b"a\nb\0c\0"[..], 0).map(|r| r.1).collect();
         assert_eq!(records, [b"a\nb".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn a_record_is_buffered_when_its_separator_is() {
+        let mut records = Records::new(&b"a\nb"[..], b'\n');
+        assert!(records.record_buffered());
+        let mut buf = Vec::new();
+        assert_eq!(records.read_into(&mut buf), Some(1));
+        assert!(!records.record_buffered());
+        assert_eq!(records.read_into(&mut buf), Some(2));
+        assert_eq!(buf, b"a\nb\n");
     }
 }

@@ -7,18 +7,17 @@
 //! flight stay below the window (so memory is bounded by about twice `--window` records).
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::input::Records;
-use crate::payload::{push_record, start_task};
+use crate::input::{Buffered, Records};
+use crate::payload::{set_task_head, start_task};
 
 /// Work a pack aims at, in microseconds.
 const TARGET_US: f64 = 1000.0;
 /// Records per pack at most.
 pub const MAX_PACK: u64 = 512;
-/// Bytes per pack at most (a longer record goes alone).
+/// A pack takes no more records once it holds this many bytes.
 const MAX_PACK_BYTES: usize = 16 << 10;
 /// Records in flight at most, per window slot.
 const RECORDS_PER_SLOT: u64 = 64;
@@ -70,64 +69,80 @@ impl Packing {
 
 /// A task: one pack's payload.
 pub struct Pack {
+    pub first: u64,
+    pub count: u32,
     pub bytes: Vec<u8>,
 }
 
 /// Packs of records, sized by [`Packing`].
-pub struct Packer<R: BufRead> {
-    records: std::iter::Peekable<Records<R>>,
-    separator: u8,
+pub struct Packer<R> {
+    records: Records<R>,
+    /// Reading may wait (a pipe): a pack then takes only the records already buffered, so
+    /// a slow input streams record by record.
+    may_wait: bool,
     window: u64,
     packing: Packing,
+    /// Remember each pack by its task index (for the engine's indexed stream).
+    index_packs: bool,
     next_index: u64,
 }
 
-impl<R: BufRead> Packer<R> {
-    pub fn new(records: Records<R>, separator: u8, window: u64, packing: Packing) -> Self {
+impl<R: Buffered> Packer<R> {
+    pub fn new(
+        records: Records<R>,
+        may_wait: bool,
+        window: u64,
+        packing: Packing,
+        index_packs: bool,
+    ) -> Self {
         Packer {
-            records: records.peekable(),
-            separator,
+            records,
+            may_wait,
             window,
             packing,
+            index_packs,
             next_index: 0,
         }
     }
 }
 
-impl<R: BufRead> Iterator for Packer<R> {
+impl<R: Buffered> Iterator for Packer<R> {
     type Item = Pack;
 
     fn next(&mut self) -> Option<Pack> {
-        let (first, record) = self.records.next()?;
         let in_flight = self.packing.in_flight.load(Ordering::Relaxed);
         let room = (self.window * RECORDS_PER_SLOT)
             .saturating_sub(in_flight)
             .max(1);
         let limit = self.packing.size.load(Ordering::Relaxed).min(room);
-        let mut bytes = Vec::with_capacity(12 + record.len() + 1);
-        start_task(first, &mut bytes);
-        push_record(&record, self.separator, &mut bytes);
+        let mut bytes = Vec::with_capacity(if limit > 1 { 4096 } else { 64 });
+        let at = start_task(0, 0, &mut bytes);
+        let first = self.records.read_into(&mut bytes)?;
         let mut count = 1u32;
-        while (count as u64) < limit {
-            match self.records.peek() {
-                Some((_, r)) if bytes.len() + r.len() < MAX_PACK_BYTES => {
-                    let (_, r) = self.records.next().expect("peeked");
-                    push_record(&r, self.separator, &mut bytes);
-                    count += 1;
-                }
-                _ => break,
-            }
+        while (count as u64) < limit
+            && bytes.len() < MAX_PACK_BYTES
+            && (!self.may_wait || self.records.record_buffered())
+            && self.records.read_into(&mut bytes).is_some()
+        {
+            count += 1;
         }
+        set_task_head(at, first, count, &mut bytes);
         self.packing
             .in_flight
             .fetch_add(count as u64, Ordering::Relaxed);
-        self.packing
-            .packs
-            .lock()
-            .expect("packs lock")
-            .insert(self.next_index, (first, count));
+        if self.index_packs {
+            self.packing
+                .packs
+                .lock()
+                .expect("packs lock")
+                .insert(self.next_index, (first, count));
+        }
         self.next_index += 1;
-        Some(Pack { bytes })
+        Some(Pack {
+            first,
+            count,
+            bytes,
+        })
     }
 }
 
@@ -137,7 +152,7 @@ mod tests {
     use crate::payload::decode_task;
 
     fn count(pack: Pack) -> u32 {
-        decode_task(&pack.bytes).unwrap().1
+        decode_task(&pack.bytes).unwrap().count
     }
 
     #[test]
@@ -148,15 +163,18 @@ mod tests {
             .collect();
         let mut packer = Packer::new(
             Records::new(&input[..], b'\n'),
-            b'\n',
+            false,
             1000,
             packing.clone(),
+            true,
         );
         assert_eq!(count(packer.next().unwrap()), 1);
         packing.answered(1, 1); // 1 µs a record
         packing.answered(2, 2);
         let pack = packer.next().unwrap();
-        assert_eq!(decode_task(&pack.bytes), Some((2, 4, &b"2\n3\n4\n5\n"[..])));
+        let task = decode_task(&pack.bytes).unwrap();
+        assert_eq!((task.first, task.count), (2, 4));
+        assert_eq!(task.records, b"2\n3\n4\n5\n");
         assert_eq!(packing.take(1), Some((2, 4)));
         packing.answered(1, 5000); // 5 ms a record
         assert_eq!(count(packer.next().unwrap()), 1);

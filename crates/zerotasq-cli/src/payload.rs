@@ -1,36 +1,69 @@
 //! The bytes between the CLI and its adapters (opaque to the engine). A task is a *pack* of
-//! consecutive records: the first record's number, how many, then the records, each ended
-//! by the separator (so the adapter writes them to its command as they are). A result is
-//! the first record's number, the worker's number, the time the pack took, how many answers
-//! follow and whether the pack was split, then the answers, each ended by the separator. A
-//! split result (the command died inside the pack) carries, after the answers it got, the
-//! records it never answered, the first of which killed the command.
+//! consecutive records: the first record's number, how many, flags, then the records, each
+//! ended by the separator (so the adapter writes them to its command as they are). A result
+//! is the first record's number, the worker's number, the time the pack took, how many
+//! answers follow and whether the pack was split, then the answers, each ended by the
+//! separator. A split result (the command died inside the pack) carries, after the answers
+//! it got, the records it never answered, the first of which killed the command.
+//!
+//! A task is encoded at the end of a buffer that may already hold other bytes (the engine's
+//! stream serialises each task straight into its batch): every offset is relative to where
+//! the task starts.
 
 /// Bytes before a task's records.
-const TASK_HEADER: usize = 12;
+const TASK_HEADER: usize = 13;
 /// Bytes before a result's answers.
 const RESULT_HEADER: usize = 21;
 
-/// Appends `record` and its separator to a pack being built.
-pub fn start_task(first: u64, buf: &mut Vec<u8>) {
+/// Task flag: a death of the command on this task is answered with a split result even
+/// when the task is a single record, so that the CLI, not the engine, counts its tries.
+pub const SPLIT_ON_DEATH: u8 = 1;
+
+/// Starts a task (no records yet) at the end of `buf`; returns where it starts, for
+/// [`push_record`].
+pub fn start_task(first: u64, flags: u8, buf: &mut Vec<u8>) -> usize {
+    let at = buf.len();
     buf.extend_from_slice(&first.to_le_bytes());
     buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.push(flags);
+    at
 }
 
-/// Adds one record to a pack started with [`start_task`].
-pub fn push_record(record: &[u8], separator: u8, buf: &mut Vec<u8>) {
+/// Adds one record (and its separator) to the task started at `at` by [`start_task`].
+pub fn push_record(at: usize, record: &[u8], separator: u8, buf: &mut Vec<u8>) {
     buf.extend_from_slice(record);
     buf.push(separator);
-    let count = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")) + 1;
-    buf[8..12].copy_from_slice(&count.to_le_bytes());
+    let field = at + 8..at + 12;
+    let count = u32::from_le_bytes(buf[field.clone()].try_into().expect("4 bytes")) + 1;
+    buf[field].copy_from_slice(&count.to_le_bytes());
 }
 
-/// `(first record, count, records each ended by the separator)`.
-pub fn decode_task(bytes: &[u8]) -> Option<(u64, u32, &[u8])> {
-    let (head, data) = bytes.split_at_checked(TASK_HEADER)?;
-    let first = u64::from_le_bytes(head[..8].try_into().ok()?);
-    let count = u32::from_le_bytes(head[8..12].try_into().ok()?);
-    (count > 0).then_some((first, count, data))
+/// Sets the first record's number and the record count of the task started at `at`, whose
+/// records were appended straight after [`start_task`] (each ended by the separator).
+pub fn set_task_head(at: usize, first: u64, count: u32, buf: &mut [u8]) {
+    buf[at..at + 8].copy_from_slice(&first.to_le_bytes());
+    buf[at + 8..at + 12].copy_from_slice(&count.to_le_bytes());
+}
+
+/// A task as the adapter reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TaskView<'a> {
+    pub first: u64,
+    pub count: u32,
+    pub flags: u8,
+    /// The records, each ended by the separator.
+    pub records: &'a [u8],
+}
+
+pub fn decode_task(bytes: &[u8]) -> Option<TaskView<'_>> {
+    let (head, records) = bytes.split_at_checked(TASK_HEADER)?;
+    let view = TaskView {
+        first: u64::from_le_bytes(head[..8].try_into().ok()?),
+        count: u32::from_le_bytes(head[8..12].try_into().ok()?),
+        flags: head[12],
+        records,
+    };
+    (view.count > 0).then_some(view)
 }
 
 /// Who answered a pack, and how long it took.
@@ -94,11 +127,19 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let mut buf = Vec::new();
-        start_task(42, &mut buf);
-        push_record(b"hello", b'\n', &mut buf);
-        push_record(b"", b'\n', &mut buf);
-        assert_eq!(decode_task(&buf), Some((42, 2, &b"hello\n\n"[..])));
+        // After other bytes, as in a batch the engine's stream builds.
+        let mut buf = vec![9; 7];
+        let at = start_task(42, SPLIT_ON_DEATH, &mut buf);
+        push_record(at, b"hello", b'\n', &mut buf);
+        push_record(at, b"", b'\n', &mut buf);
+        assert_eq!(&buf[..7], &[9; 7]);
+        let want = TaskView {
+            first: 42,
+            count: 2,
+            flags: SPLIT_ON_DEATH,
+            records: &b"hello\n\n"[..],
+        };
+        assert_eq!(decode_task(&buf[7..]), Some(want));
         let head = ResultHeader {
             record: 7,
             worker: 3,

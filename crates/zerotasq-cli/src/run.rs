@@ -7,9 +7,9 @@
 //! workers' stderr through ([`Monitor`]); the main thread waits for the run to end or for a
 //! signal, and in both cases drops the pool, which kills and reaps every worker.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +26,9 @@ use crate::events::{self, ENV_EVENTS_FD};
 use crate::input::Records;
 use crate::monitor::Monitor;
 use crate::pack::{Pack, Packer, Packing};
-use crate::payload::{after_records, decode_result, push_record, start_task, ResultHeader};
+use crate::payload::{
+    after_records, decode_result, push_record, start_task, ResultHeader, SPLIT_ON_DEATH,
+};
 use crate::progress::{Figures, Progress};
 use crate::signals;
 use crate::summary::{Summary, WorkerTally};
@@ -150,7 +152,9 @@ pub fn map(args: MapArgs) -> i32 {
     code
 }
 
-type Input = (Box<dyn BufRead + Send>, Option<u64>);
+/// The input, buffered (a pack takes what is buffered without waiting for more).
+type Reader = BufReader<Box<dyn Read + Send>>;
+type Input = (Reader, Option<u64>);
 
 /// The input and, when it is a regular file, its size (for the progress bar's ETA).
 fn open_input(path: Option<&PathBuf>) -> Result<Input, String> {
@@ -163,7 +167,7 @@ fn open_input(path: Option<&PathBuf>) -> Result<Input, String> {
                 .ok()
                 .filter(|m| m.is_file())
                 .map(|m| m.len());
-            Ok((Box::new(BufReader::with_capacity(256 << 10, file)), size))
+            Ok((BufReader::with_capacity(256 << 10, Box::new(file)), size))
         }
         None => {
             let stdin = std::io::stdin();
@@ -174,31 +178,63 @@ fn open_input(path: Option<&PathBuf>) -> Result<Input, String> {
                     && st.st_mode & libc::S_IFMT == libc::S_IFREG)
                     .then_some(st.st_size as u64)
             };
-            Ok((Box::new(BufReader::with_capacity(256 << 10, stdin)), size))
+            Ok((BufReader::with_capacity(256 << 10, Box::new(stdin)), size))
         }
     }
 }
 
-/// Feeds `records` to `connector` from a thread of its own, so each record is sent as
-/// soon as it is read: a slow or endless input (a pipe, `tail -f`) streams instead of
-/// waiting for a window's worth of lines. Returns the outcomes.
+/// Which pack an outcome of a connector belongs to: in order, the packs as sent; as
+/// completed, the open packs by first record (an answer names its own).
+enum Sent {
+    Ordered(Mutex<VecDeque<(u64, u32)>>),
+    Unordered(Mutex<BTreeMap<u64, u32>>),
+}
+
+/// Feeds packs to `connector` from a thread of its own, so each is sent as soon as it is
+/// read: a slow or endless input (a pipe, `tail -f`) streams instead of waiting for a
+/// window's worth of lines (a pack takes only the records already buffered). Returns the
+/// outcomes, with their packs when known.
 fn feed(
-    records: Records<Box<dyn BufRead + Send>>,
-    connector: Arc<Connector<(u64, Vec<u8>), Answer>>,
+    packer: Packer<Reader>,
+    connector: Arc<Connector<Pack, Answer>>,
+    sent: Arc<Sent>,
 ) -> Box<dyn Iterator<Item = Outcome>> {
     let feeder = connector.clone();
+    let sending = sent.clone();
     std::thread::Builder::new()
         .name("feed".into())
         .spawn(move || {
-            for record in records {
-                if feeder.send(record).is_err() {
+            for pack in packer {
+                match &*sending {
+                    Sent::Ordered(q) => q
+                        .lock()
+                        .expect("sent lock")
+                        .push_back((pack.first, pack.count)),
+                    Sent::Unordered(m) => {
+                        m.lock().expect("sent lock").insert(pack.first, pack.count);
+                    }
+                }
+                if feeder.send(pack).is_err() {
                     break;
                 }
             }
             feeder.finish();
         })
         .expect("start the feeding thread");
-    Box::new(std::iter::from_fn(move || connector.recv()).map(|o| (None, o)))
+    Box::new(std::iter::from_fn(move || connector.recv()).map(move |o| {
+        let pack = match (&*sent, &o) {
+            (Sent::Ordered(q), _) => q.lock().expect("sent lock").pop_front(),
+            (Sent::Unordered(m), Ok(answer)) => {
+                let first = answer.head.record;
+                m.lock()
+                    .expect("sent lock")
+                    .remove(&first)
+                    .map(|count| (first, count))
+            }
+            (Sent::Unordered(_), Err(_)) => None,
+        };
+        (pack, o)
+    }))
 }
 
 /// An outcome, with its task's first record and record count when the engine tells it.
@@ -258,7 +294,7 @@ impl Run {
         }
     }
 
-    fn run(self, reader: Box<dyn BufRead + Send>) -> i32 {
+    fn run(self, reader: Reader) -> i32 {
         let started = Instant::now();
         if let Err(message) = self.wait_for_a_worker() {
             self.progress.finish();
@@ -268,44 +304,46 @@ impl Run {
         let records = Records::new(reader, self.separator);
         let bytes_read = records.bytes_read();
         let input_error = records.error();
-        // A connector's unordered outcomes do not say which task failed: keep the open
-        // records to tell. A stream's outcomes come with their input's index.
-        let open: Option<Arc<Mutex<BTreeSet<u64>>>> = (self.args.unordered && !self.input_is_file)
-            .then(|| Arc::new(Mutex::new(BTreeSet::new())));
-        let open_in_encoder = open.clone();
         let separator = self.separator;
-        let encode = Box::new(move |(record, data): (u64, Vec<u8>), buf: &mut Vec<u8>| {
-            if let Some(open) = &open_in_encoder {
-                open.lock().expect("open records lock").insert(record);
-            }
-            start_task(record, buf);
-            push_record(&data, separator, buf);
-            Ok(())
-        });
         let window = self.args.window as usize;
         let ordered = !self.args.unordered;
-        let packing = Packing::new(self.args.pack);
+        let packing = Packing::new(!self.args.no_pack);
+        let encode_pack = Box::new(|pack: Pack, buf: &mut Vec<u8>| {
+            if buf.is_empty() {
+                *buf = pack.bytes;
+            } else {
+                buf.extend_from_slice(&pack.bytes);
+            }
+            Ok(())
+        });
+        // A connector's unordered outcomes do not say which task failed: keep the open
+        // packs to tell. A stream's outcomes come with their input's index.
+        let mut open = None;
         let outcomes: Box<dyn Iterator<Item = Outcome>> = {
             let pool = self.pool.lock().expect("pool lock");
             let Some(pool) = pool.as_ref() else {
                 return EXIT_USAGE;
             };
             let outcomes = if self.input_is_file {
-                // A regular file never blocks a read: the stream pulls it in whole batches,
-                // packs of records while they are answered fast.
-                let packer = Packer::new(records, separator, window as u64, packing.clone());
-                let encode_pack = Box::new(|pack: Pack, buf: &mut Vec<u8>| {
-                    buf.extend_from_slice(&pack.bytes);
-                    Ok(())
-                });
+                // A regular file never blocks a read: the stream pulls it in whole batches.
+                let packer = Packer::new(records, false, window as u64, packing.clone(), true);
                 let packing = packing.clone();
                 pool.stream(packer, window, ordered, encode_pack, decoder())
                     .map(|s| {
                         Box::new(s.indexed().map(move |(i, o)| (packing.take(i), o))) as Box<_>
                     })
             } else {
-                pool.connector(window, ordered, encode, decoder())
-                    .map(|c| feed(records, Arc::new(c)))
+                let packer = Packer::new(records, true, window as u64, packing.clone(), false);
+                let sent = Arc::new(if ordered {
+                    Sent::Ordered(Mutex::new(VecDeque::new()))
+                } else {
+                    Sent::Unordered(Mutex::new(BTreeMap::new()))
+                });
+                if !ordered {
+                    open = Some(sent.clone());
+                }
+                pool.connector(window, ordered, encode_pack, decoder())
+                    .map(|c| feed(packer, Arc::new(c), sent))
             };
             match outcomes {
                 Ok(outcomes) => outcomes,
@@ -320,62 +358,78 @@ impl Run {
         let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
         let mut last_flush = Instant::now();
         let mut tallies = vec![WorkerTally::default(); self.jobs];
-        let (mut done, mut failed, mut position) = (0u64, 0u64, 0u64);
+        let (mut done, mut failed) = (0u64, 0u64);
+        // Deaths of the command on records of split packs: the engine charged nothing
+        // for them (a split pack is answered), so the tries are counted here.
+        let mut tries: HashMap<u64, u32> = HashMap::new();
         let mut write_error = None;
         'outcomes: for (pack, outcome) in outcomes {
             // The outcomes to handle now: this one, then (for a split pack) those of its
-            // unanswered records, run again one by one.
-            let mut now = vec![(pack, outcome)];
-            let mut next = 0;
-            while next < now.len() {
-                let (pack, outcome) = std::mem::replace(
-                    &mut now[next],
-                    (None, Err(TaskError::new(ErrorKind::Cancelled, ""))),
-                );
-                next += 1;
-                position += 1;
+            // unanswered records, run again one by one, before what follows.
+            let mut now: VecDeque<Outcome> = VecDeque::from([(pack, outcome)]);
+            while let Some((pack, outcome)) = now.pop_front() {
                 match outcome {
                     Ok(answer) => {
                         let head = answer.head;
-                        if let Some(open) = &open {
-                            open.lock().expect("open records lock").remove(&head.record);
-                        }
                         for r in head.record..head.record + head.count as u64 {
                             self.monitor.forget(r);
                         }
                         done += head.count as u64;
-                        position += head.count.saturating_sub(1) as u64;
                         if let Some(t) = tallies.get_mut((head.worker as usize).wrapping_sub(1)) {
                             t.tasks += head.count as u64;
                             t.busy += Duration::from_micros(head.busy_us as u64);
                         }
-                        let cut = after_records(&answer.bytes, head.count, self.separator)
+                        let cut = after_records(&answer.bytes, head.count, separator)
                             .unwrap_or(answer.bytes.len());
                         if let Err(e) = out.write_all(&answer.bytes[..cut]) {
                             write_error = Some(e);
                             break 'outcomes;
                         }
-                        if head.split {
-                            let rest = self
-                                .run_alone(head.record + head.count as u64, &answer.bytes[cut..]);
-                            packing.done(head.count as u64);
-                            now.extend(rest);
-                        } else {
+                        if !head.split {
                             packing.answered(head.count, head.busy_us);
                             packing.done(pack.map_or(head.count, |(_, n)| n) as u64);
+                            continue;
+                        }
+                        packing.done(head.count as u64);
+                        // The command died on the first record it did not answer.
+                        let guilty = head.record + head.count as u64;
+                        let mut rest = &answer.bytes[cut..];
+                        let try_now = tries.entry(guilty).or_insert(0);
+                        *try_now += 1;
+                        let mut first = guilty;
+                        if *try_now >= self.args.retries {
+                            tries.remove(&guilty);
+                            packing.done(1);
+                            failed += 1;
+                            done += 1;
+                            let error = TaskError::new(
+                                ErrorKind::WorkerLost,
+                                format!("the command died on it {} times", self.args.retries),
+                            );
+                            self.report_failure(Some(guilty), &error, failed <= DETAILED_FAILURES);
+                            if self.args.fail_fast {
+                                self.progress.println("zerotasq: stopping (--fail-fast)");
+                                break 'outcomes;
+                            }
+                            let skip = after_records(rest, 1, separator).unwrap_or(rest.len());
+                            rest = &rest[skip..];
+                            first += 1;
+                        }
+                        for again in self.run_alone(first, rest).into_iter().rev() {
+                            now.push_front(again);
                         }
                     }
                     Err(_) if INTERRUPTED.load(Ordering::Acquire) => break 'outcomes,
                     Err(error) => {
-                        let records: Vec<Option<u64>> = match (pack, &open) {
-                            (Some((first, count)), _) => {
+                        let pack =
+                            pack.or_else(|| open.as_ref().and_then(|o| self.which_failed(o)));
+                        let records: Vec<Option<u64>> = match pack {
+                            Some((first, count)) => {
                                 packing.done(count as u64);
                                 (first..first + count as u64).map(Some).collect()
                             }
-                            (None, None) => vec![Some(position)],
-                            (None, Some(open)) => vec![self.which_failed(open)],
+                            None => vec![None],
                         };
-                        position += records.len().saturating_sub(1) as u64;
                         for record in records {
                             failed += 1;
                             done += 1;
@@ -459,9 +513,10 @@ impl Run {
                 .collect()
         };
         let numbers: Vec<u64> = items.iter().map(|(r, _)| *r).collect();
+        // Each alone, and split on a death even so: the tries are counted by `run`.
         let encode = Box::new(move |(record, data): (u64, Vec<u8>), buf: &mut Vec<u8>| {
-            start_task(record, buf);
-            push_record(&data, sep, buf);
+            let at = start_task(record, SPLIT_ON_DEATH, buf);
+            push_record(at, &data, sep, buf);
             Ok(())
         });
         let stream = {
@@ -494,18 +549,20 @@ impl Run {
         }
     }
 
-    /// In unordered mode, the open record an error outcome belongs to: the one whose
-    /// workers died most, else the oldest.
-    fn which_failed(&self, open: &Mutex<BTreeSet<u64>>) -> Option<u64> {
-        let mut open = open.lock().expect("open records lock");
+    /// In unordered mode with a pipe as input, the open pack an error outcome belongs to:
+    /// the one whose workers died most, else the oldest.
+    fn which_failed(&self, sent: &Sent) -> Option<(u64, u32)> {
+        let Sent::Unordered(open) = sent else {
+            return None;
+        };
+        let mut open = open.lock().expect("sent lock");
         // Let the news of the last death arrive.
         std::thread::sleep(Duration::from_millis(20));
-        let record = self
+        let first = self
             .monitor
-            .most_deaths(open.iter().copied())
-            .or_else(|| open.first().copied())?;
-        open.remove(&record);
-        Some(record)
+            .most_deaths(open.keys().copied())
+            .or_else(|| open.keys().next().copied())?;
+        open.remove(&first).map(|count| (first, count))
     }
 
     fn report_failure(&self, record: Option<u64>, error: &TaskError, detailed: bool) {
