@@ -6,7 +6,8 @@
 #
 # (a) a worker that takes 200 ms to start and 1 ms per line, 2,000 lines:
 #     zerotasq (long-lived workers) vs parallel and xargs starting one process per line.
-# (b) 1,000,000 tiny lines echoed by `cat`: zerotasq (per-line tasks, order kept) vs
+# (b) 1,000,000 tiny lines echoed by `cat`: zerotasq (adaptive packs of lines, per-line
+#     accounting and order kept; also from a pipe, and with --no-pack) vs
 #     `parallel --pipe --round-robin` (blocks of lines, no order).
 # Every tool gets the same number of jobs (JOBS, default: cores). Timing is wall clock.
 set -euo pipefail
@@ -52,13 +53,16 @@ echo
 echo "(b) $B_LINES tiny lines through cat"
 seq "$B_LINES" > "$TMP/b.in"
 zb=$(timed "$Z map -j $JOBS --no-progress --stats none -- cat < $TMP/b.in > $TMP/b.z")
-zp=$(timed "$Z map -j $JOBS --pack --no-progress --stats none -- cat < $TMP/b.in > $TMP/b.zp")
+zp=$(timed "$Z map -j $JOBS --no-pack --no-progress --stats none -- cat < $TMP/b.in > $TMP/b.zp")
+zc=$(timed "cat $TMP/b.in | $Z map -j $JOBS --no-progress --stats none -- cat > $TMP/b.zc")
 zu=$(timed "$Z map -j $JOBS --unordered --no-progress --stats none -- cat < $TMP/b.in > $TMP/b.u")
 pb=$(timed "parallel -j $JOBS --pipe --round-robin cat < $TMP/b.in > $TMP/b.p")
-cmp -s "$TMP/b.in" "$TMP/b.zp" || { echo "zerotasq --pack's output differs from its input" >&2; exit 1; }
+cmp -s "$TMP/b.in" "$TMP/b.zp" || { echo "zerotasq --no-pack's output differs from its input" >&2; exit 1; }
+cmp -s "$TMP/b.in" "$TMP/b.zc" || { echo "zerotasq's output (input from a pipe) differs from its input" >&2; exit 1; }
 cmp -s "$TMP/b.in" "$TMP/b.z" || { echo "zerotasq's output differs from its input" >&2; exit 1; }
 [ "$(wc -l < "$TMP/b.p")" = "$B_LINES" ]
 printf '  zerotasq map (ordered)             %6.2f s   %s× parallel'"'"'s throughput (target ≥ 1×)\n' "$zb" "$(ratio "$pb" "$zb")"
-printf '  zerotasq map --pack (ordered)      %6.2f s   %s×\n' "$zp" "$(ratio "$pb" "$zp")"
+printf '  zerotasq map, input from a pipe    %6.2f s   %s×\n' "$zc" "$(ratio "$pb" "$zc")"
+printf '  zerotasq map --no-pack (ordered)   %6.2f s   %s×\n' "$zp" "$(ratio "$pb" "$zp")"
 printf '  zerotasq map --unordered           %6.2f s   %s×\n' "$zu" "$(ratio "$pb" "$zu")"
 printf '  parallel --pipe --round-robin      %6.2f s\n' "$pb"

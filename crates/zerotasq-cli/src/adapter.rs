@@ -41,6 +41,8 @@ const FLUSH_BYTES: usize = 1 << 20;
 /// How long a dying worker command gets to finish writing its stderr.
 const STDERR_GRACE: Duration = Duration::from_millis(300);
 
+/// How often a starting command is looked at during the start-up grace.
+const START_POLL: Duration = Duration::from_millis(1);
 /// How long a leaving adapter collects batches that were on their way when it released.
 const RELEASE_SETTLE: Duration = Duration::from_millis(20);
 /// Longest wait, when leaving, for the broker to acknowledge our last messages.
@@ -116,14 +118,19 @@ pub fn main(args: &[OsString]) -> i32 {
             Err(reason) => return start_failed(reason),
         };
     // A command that exits at once (not found by its interpreter, bad arguments) fails the
-    // start-up, so the CLI can stop before reading its input.
+    // start-up, so the CLI can stop before reading its input. It has started when it blocks
+    // reading its stdin (it waits for a line: what a line-protocol worker does once ready),
+    // or, if that cannot be told, when it is still running after the grace.
     let until = Instant::now() + args.grace;
-    while Instant::now() < until {
+    loop {
         if process.try_wait().is_some() {
             let how = process.finish(STDERR_GRACE);
             return start_failed(format!("{} {how} at start", process.display()));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        if Instant::now() >= until || process.waits_for_input() {
+            break;
+        }
+        std::thread::sleep(START_POLL);
     }
     let code = match Adapter::new(&ctx, &opts, args, worker, events, process, stdin, stdout) {
         Ok(mut adapter) => adapter.run(),

@@ -290,7 +290,7 @@ impl Run {
                     .map_or_else(|| "no worker could start".to_string(), |(_, r)| r);
                 return Err(format!("the worker command could not start: {reason}"));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -107,6 +107,15 @@ impl WorkerProcess {
         &self.display
     }
 
+    /// The command is blocked reading its stdin (an empty pipe): it has started and waits
+    /// for its first line. Told by the kernel's wait channel (`/proc/PID/wchan`: a pipe
+    /// read); `false` when that cannot be read, or for a command that delegates to a child
+    /// of its own (`sh -c 'a | b'`).
+    pub fn waits_for_input(&self) -> bool {
+        std::fs::read(format!("/proc/{}/wchan", self.child.id()))
+            .is_ok_and(|w| w.ends_with(b"pipe_read") || w == b"pipe_wait")
+    }
+
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
