@@ -16,7 +16,7 @@ JOBS=${JOBS:-$(nproc)}
 A_LINES=${A_LINES:-2000}
 B_LINES=${B_LINES:-1000000}
 command -v parallel >/dev/null || { echo "needs GNU parallel: apt-get install -y parallel" >&2; exit 2; }
-cargo build --release -q -p zerotasq-cli --example line_worker
+cargo build --release -q -p zerotasq-cli --bin zerotasq --example line_worker
 TARGET=${CARGO_TARGET_DIR:-target}
 Z="$TARGET/release/zerotasq"
 W="$TARGET/release/examples/line_worker"
