@@ -98,6 +98,8 @@ struct Client {
     queue: VecDeque<u64>,
     /// Outcomes waiting for the end of this loop iteration.
     outbox: ResultBatchWriter,
+    /// Full result batches waiting for the end of this loop iteration.
+    sealed: Vec<Vec<u8>>,
     /// Tasks accepted and not yet answered.
     open: usize,
     last_sent: Instant,
@@ -107,13 +109,25 @@ impl Client {
     fn answer(&mut self, client_id: u64, outcome: Outcome<'_>) {
         self.open = self.open.saturating_sub(1);
         self.outbox.push_outcome(client_id, outcome);
+        self.seal_if_big();
     }
 
     fn fail(&mut self, client_id: u64, error: &WireError<'_>) {
         self.open = self.open.saturating_sub(1);
         self.outbox.push_err(client_id, error);
+        self.seal_if_big();
+    }
+
+    /// Big outcomes leave in several messages, each far below the client's size limit.
+    fn seal_if_big(&mut self) {
+        if self.outbox.byte_len() >= RESULTS_BYTES {
+            self.sealed.push(std::mem::take(&mut self.outbox).finish(0));
+        }
     }
 }
+
+/// Outcomes for one client are cut into messages of about this size.
+const RESULTS_BYTES: usize = 4 << 20;
 
 struct Worker {
     capacity: usize,
@@ -420,15 +434,17 @@ impl Broker {
     pub fn flush(&mut self, now: Instant) {
         self.dispatch(now);
         for (identity, client) in self.clients.iter_mut() {
-            if client.outbox.is_empty() {
-                continue;
+            if !client.outbox.is_empty() {
+                let batch = std::mem::take(&mut client.outbox).finish(0);
+                client.sealed.push(batch);
             }
-            client.last_sent = now;
-            let batch = std::mem::take(&mut client.outbox).finish(0);
-            self.outbox.push((
-                Route::Client(identity.clone()),
-                vec![header(Command::Results).to_vec(), batch],
-            ));
+            for batch in client.sealed.drain(..) {
+                client.last_sent = now;
+                self.outbox.push((
+                    Route::Client(identity.clone()),
+                    vec![header(Command::Results).to_vec(), batch],
+                ));
+            }
         }
         // A client with nothing open is forgotten (a finished stream); it is known again
         // the moment it submits.
@@ -465,6 +481,7 @@ impl Broker {
             .or_insert_with(|| Client {
                 queue: VecDeque::new(),
                 outbox: ResultBatchWriter::new(),
+                sealed: Vec::new(),
                 open: 0,
                 last_sent: now,
             });

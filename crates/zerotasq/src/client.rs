@@ -17,6 +17,8 @@ use crate::link::{Link, Watch};
 use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
 use crate::transport::{Frame, SendError, Socket};
 
+/// A submission is cut into messages of about this size.
+const SUBMIT_BYTES: usize = 4 << 20;
 /// How long a blocked receive waits before checking that the broker is still there.
 const BROKER_CHECK: Duration = Duration::from_millis(200);
 
@@ -168,14 +170,16 @@ impl<I: Iterator, O> Stream<I, O> {
         if free == 0 || (free < refill_at && self.delivery.has_ready()) {
             return Ok(());
         }
-        let Some(input) = self.input.as_mut() else {
+        // Taken out while pulling, so batches can be sent on the way; put back unless done.
+        let Some(mut input) = self.input.take() else {
             return Ok(());
         };
         let was_idle = self.outstanding.is_empty();
         let mut writer = TaskBatchWriter::new();
+        let mut exhausted = false;
         for _ in 0..free {
             let Some(item) = input.next() else {
-                self.input = None;
+                exhausted = true;
                 break;
             };
             let id = self.next_id;
@@ -188,19 +192,29 @@ impl<I: Iterator, O> Stream<I, O> {
                 }
                 Err(e) => self.delivery.store(id, Err(e)),
             }
+            // Big payloads go out in several messages, each far below a peer's size limit.
+            if writer.byte_len() >= SUBMIT_BYTES {
+                self.submit(std::mem::take(&mut writer))?;
+            }
         }
+        if !exhausted {
+            self.input = Some(input);
+        }
+        self.submit(writer)?;
+        if was_idle {
+            // Silence is counted from when we started waiting.
+            self.watch.heard();
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, writer: TaskBatchWriter) -> Result<(), TaskError> {
         if writer.is_empty() {
             return Ok(());
         }
         let frames: [Frame; 2] = [header(Command::Submit).into(), writer.finish().into()];
         match self.socket.send(frames, true) {
-            Ok(()) => {
-                if was_idle {
-                    // Silence is counted from when we started waiting.
-                    self.watch.heard();
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(SendError::Other(e)) => Err(TaskError::new(
                 ErrorKind::Cancelled,
                 format!("cannot submit tasks: {e}"),

@@ -360,3 +360,52 @@ fn plain_tcp_is_refused_off_loopback_and_other_protocol_versions_are_told_why() 
     };
     assert!(why.contains("version 99"), "{why}");
 }
+
+#[test]
+fn big_payloads_travel_in_messages_below_the_size_limit() {
+    // The broker accepts no message over 6 MiB; 24 tasks of 1 MiB must still get through.
+    let mut spec = PoolSpec {
+        tcp: Some(tcp(None, Some("tcp://127.0.0.1:0"), Security::Insecure)),
+        max_message: 6 << 20,
+        ..PoolSpec::default()
+    };
+    for _ in 0..2 {
+        spec.threads
+            .push(Box::new(|ctx, opts: WorkerOptions, _stop| {
+                let _ = zerotasq::worker_runtime::serve(
+                    ctx,
+                    &opts,
+                    |task: &[u8], out: &mut Vec<u8>| {
+                        out.extend_from_slice(&task[..8]);
+                        Ok(())
+                    },
+                );
+            }));
+    }
+    let pool = RawPool::start(spec).unwrap();
+    let endpoint = pool.tcp_endpoints().clients.clone().unwrap();
+    let out = within(Duration::from_secs(60), move || {
+        let c = RemoteBroker::connect(&endpoint, Security::Insecure, false).unwrap();
+        let input = (0..24u64).map(|i| {
+            let mut payload = vec![0u8; 1 << 20];
+            payload[..8].copy_from_slice(&i.to_le_bytes());
+            payload
+        });
+        let stream = c
+            .stream(
+                input,
+                64,
+                true,
+                Box::new(|item: Vec<u8>, buf: &mut Vec<u8>| {
+                    buf.extend_from_slice(&item);
+                    Ok(())
+                }),
+                Box::new(|bytes: &[u8]| Ok(u64::from_le_bytes(bytes.try_into().unwrap()))),
+            )
+            .unwrap();
+        let out: Vec<u64> = stream.map(|r| r.unwrap()).collect();
+        drop(pool);
+        out
+    });
+    assert_eq!(out, (0..24).collect::<Vec<_>>());
+}

@@ -412,3 +412,32 @@ fn a_worker_that_said_goodbye_learns_its_messages_were_processed() {
     );
     assert_eq!(b.stats().completed, 1, "its result counted before it left");
 }
+
+#[test]
+fn big_outcomes_leave_in_several_messages() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 64, t);
+    submit(&mut b, "c", 0..12, t);
+    let ids: Vec<u64> = sent_tasks(&mut b, t)
+        .into_iter()
+        .flat_map(|(_, ids, _)| ids)
+        .collect();
+    let mut w = ResultBatchWriter::new();
+    for id in &ids {
+        w.push_ok(*id, &vec![7u8; 1 << 20]);
+    }
+    b.on_worker(b"w", &[header(Command::Results).to_vec(), w.finish(1)], t);
+    b.flush(t);
+    let sizes: Vec<usize> = b
+        .outbox()
+        .filter(|(route, _)| matches!(route, Route::Client(_)))
+        .map(|(_, frames)| frames[1].len())
+        .collect();
+    assert!(
+        sizes.len() >= 3,
+        "12 MiB of outcomes in {} messages",
+        sizes.len()
+    );
+    assert!(sizes.iter().all(|s| *s <= (5 << 20)), "{sizes:?}");
+}
