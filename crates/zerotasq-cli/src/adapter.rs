@@ -188,7 +188,6 @@ struct Adapter {
     results: ResultBatchWriter,
     busy: Duration,
     unflushed_since: Option<Instant>,
-    scratch: Vec<u8>,
     last_sent: Instant,
     broker_seen: Instant,
 }
@@ -260,7 +259,6 @@ impl Adapter {
             results: ResultBatchWriter::new(),
             busy: Duration::ZERO,
             unflushed_since: None,
-            scratch: Vec::new(),
             last_sent: now,
             broker_seen: now,
         })
@@ -390,48 +388,52 @@ impl Adapter {
     }
 
     /// Matches complete answer records to pending records, in order; a pack's result goes
-    /// out when its last record is answered.
+    /// out when its last record is answered. A pack answered within the bytes at hand is
+    /// encoded straight from them; only a pack whose answers span reads keeps a copy.
     fn take_answers(&mut self, chunk: &[u8]) -> Result<(), i32> {
-        self.stdout_buf.extend_from_slice(chunk);
+        let mut buf = std::mem::take(&mut self.stdout_buf);
+        buf.extend_from_slice(chunk);
         let sep = self.args.separator;
         let mut start = 0;
-        while let Some(offset) = self.stdout_buf[self.scanned..]
-            .iter()
-            .position(|&b| b == sep)
-        {
+        // Where the front pack's answers not yet copied to its `answers` begin.
+        let mut begin: Option<usize> = None;
+        while let Some(offset) = buf[self.scanned..].iter().position(|&b| b == sep) {
             let end = self.scanned + offset;
             let Some(pack) = self.pending.front_mut() else {
                 self.process.kill();
                 return Err(self.die("wrote output no task asked for (one line per task)"));
             };
+            let from = *begin.get_or_insert(start);
             let now = Instant::now();
-            let took = now.duration_since(self.front_since);
+            pack.busy += now.duration_since(self.front_since);
             self.front_since = now;
-            pack.busy += took;
-            pack.answers
-                .extend_from_slice(&self.stdout_buf[start..=end]);
             pack.answered += 1;
             let mut current = pack.record + pack.answered as u64;
             if pack.answered == pack.count {
                 let pack = self.pending.pop_front().expect("front exists");
-                self.push_pack(&pack, false);
+                self.push_pack(&pack, &buf[from..=end], false);
+                begin = None;
                 current = self.pending.front().map_or(0, |p| p.record);
             }
             self.process.current.store(current, Ordering::Relaxed);
             start = end + 1;
             self.scanned = start;
         }
-        self.stdout_buf.drain(..start);
-        self.scanned = self.stdout_buf.len();
+        if let (Some(from), Some(pack)) = (begin, self.pending.front_mut()) {
+            pack.answers.extend_from_slice(&buf[from..start]);
+        }
+        buf.drain(..start);
+        self.scanned = buf.len();
+        self.stdout_buf = buf;
         if !self.results.is_empty() && self.unflushed_since.is_none() {
             self.unflushed_since = Some(Instant::now());
         }
         Ok(())
     }
 
-    /// Adds a pack's result: all its answers, or (split) those it got and the records it
-    /// never answered.
-    fn push_pack(&mut self, pack: &Pending, split: bool) {
+    /// Adds a pack's result: all its answers (those kept in `pack.answers`, then `fresh`),
+    /// or (split) those it got and the records it never answered.
+    fn push_pack(&mut self, pack: &Pending, fresh: &[u8], split: bool) {
         self.busy += pack.busy;
         let head = ResultHeader {
             record: pack.record,
@@ -446,9 +448,13 @@ impl Adapter {
         } else {
             &[][..]
         };
-        self.scratch.clear();
-        encode_result(head, &pack.answers, rest, &mut self.scratch);
-        self.results.push_ok(pack.id, &self.scratch);
+        let id = pack.id;
+        self.results
+            .push_ok_with(id, |buf| {
+                encode_result(head, &[&pack.answers, fresh, rest], buf);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .expect("infallible");
     }
 
     fn flush_if_any(&mut self) -> Result<(), zerotasq::Error> {
@@ -555,7 +561,7 @@ impl Adapter {
         let _ = self.flush_if_any();
         if self.pending.front().is_some_and(|p| p.split_on_death) {
             let pack = self.pending.pop_front().expect("front exists");
-            self.push_pack(&pack, true);
+            self.push_pack(&pack, &[], true);
             self.pending.push_front(Pending {
                 id: u64::MAX, // answered: nothing left to charge or release
                 ..pack

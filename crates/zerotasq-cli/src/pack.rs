@@ -6,7 +6,7 @@
 //! per answer, shrinks at once, and is 1 when a record alone takes that long. Records in
 //! flight stay below the window (so memory is bounded by about twice `--window` records).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +30,7 @@ pub struct Packing {
     /// Records packed and not yet answered (written or reported).
     in_flight: Arc<AtomicU64>,
     /// Each task's first record and record count, by task index.
-    packs: Arc<Mutex<HashMap<u64, (u64, u32)>>>,
+    packs: Arc<Mutex<PackTable>>,
     /// Off: one record per task, always.
     enabled: bool,
 }
@@ -63,7 +63,36 @@ impl Packing {
 
     /// The first record and record count of task `index` (forgotten).
     pub fn take(&self, index: u64) -> Option<(u64, u32)> {
-        self.packs.lock().expect("packs lock").remove(&index)
+        self.packs.lock().expect("packs lock").take(index)
+    }
+}
+
+/// The packs of open tasks by task index: indexes are given in order and mostly taken in
+/// order, so a queue from the oldest open index does (no hashing per task).
+#[derive(Default)]
+struct PackTable {
+    /// The index of `slots[0]`.
+    base: u64,
+    slots: VecDeque<Option<(u64, u32)>>,
+}
+
+impl PackTable {
+    fn insert(&mut self, index: u64, pack: (u64, u32)) {
+        let at = (index - self.base) as usize;
+        if self.slots.len() <= at {
+            self.slots.resize(at + 1, None);
+        }
+        self.slots[at] = Some(pack);
+    }
+
+    fn take(&mut self, index: u64) -> Option<(u64, u32)> {
+        let at = usize::try_from(index.checked_sub(self.base)?).ok()?;
+        let pack = self.slots.get_mut(at)?.take();
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        pack
     }
 }
 
@@ -176,7 +205,33 @@ mod tests {
         assert_eq!((task.first, task.count), (2, 4));
         assert_eq!(task.records, b"2\n3\n4\n5\n");
         assert_eq!(packing.take(1), Some((2, 4)));
+        assert_eq!(packing.take(1), None);
+        assert_eq!(packing.take(0), Some((1, 1)));
         packing.answered(1, 5000); // 5 ms a record
         assert_eq!(count(packer.next().unwrap()), 1);
+    }
+
+    /// Reads `1\n2\n` at the first read, `3\n4\n` at the second, like a pipe.
+    struct Chunks(Vec<&'static [u8]>);
+
+    impl std::io::Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let chunk = self.0.remove(0);
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    #[test]
+    fn a_pack_from_a_pipe_takes_only_what_is_buffered() {
+        let packing = Packing::new(true);
+        packing.size.store(MAX_PACK, Ordering::Relaxed);
+        let reader = std::io::BufReader::new(Chunks(vec![b"1\n2\n", b"3\n4\n"]));
+        let mut packer = Packer::new(Records::new(reader, b'\n'), true, 1000, packing, false);
+        let firsts: Vec<(u64, u32)> = packer.by_ref().map(|p| (p.first, p.count)).collect();
+        assert_eq!(firsts, [(1, 2), (3, 2)]);
     }
 }

@@ -79,15 +79,18 @@ pub struct ResultHeader {
     pub split: bool,
 }
 
-pub fn encode_result(head: ResultHeader, answers: &[u8], rest: &[u8], buf: &mut Vec<u8>) {
-    buf.reserve(RESULT_HEADER + answers.len() + rest.len());
+/// Appends a result to `buf`: the header, then `parts` one after the other (the answers,
+/// and for a split pack the records it never answered).
+pub fn encode_result(head: ResultHeader, parts: &[&[u8]], buf: &mut Vec<u8>) {
+    buf.reserve(RESULT_HEADER + parts.iter().map(|p| p.len()).sum::<usize>());
     buf.extend_from_slice(&head.record.to_le_bytes());
     buf.extend_from_slice(&head.worker.to_le_bytes());
     buf.extend_from_slice(&head.busy_us.to_le_bytes());
     buf.extend_from_slice(&head.count.to_le_bytes());
     buf.push(head.split as u8);
-    buf.extend_from_slice(answers);
-    buf.extend_from_slice(rest);
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
 }
 
 /// The header and the bytes after it (answers, then for a split pack the unanswered
@@ -148,7 +151,7 @@ mod tests {
             split: true,
         };
         buf.clear();
-        encode_result(head, b"a\n", b"b\nc\n", &mut buf);
+        encode_result(head, &[b"a\n", b"b\n", b"c\n"], &mut buf);
         let (got, body) = decode_result(&buf).unwrap();
         assert_eq!(got, head);
         assert_eq!(after_records(body, 1, b'\n'), Some(2));
