@@ -107,13 +107,19 @@ impl WorkerProcess {
         &self.display
     }
 
-    /// The command is blocked reading its stdin (an empty pipe): it has started and waits
-    /// for its first line. Told by the kernel's wait channel (`/proc/PID/wchan`: a pipe
-    /// read); `false` when that cannot be read, or for a command that delegates to a child
-    /// of its own (`sh -c 'a | b'`).
+    /// The command is blocked reading its stdin (fd 0, an empty pipe): it has started and
+    /// waits for its first line. Told by the system call it is blocked in
+    /// (`/proc/PID/syscall`: `read` on fd 0 — a wait channel alone is not enough: a shell
+    /// wrapper such as pyenv's `python3` blocks reading a command substitution's pipe
+    /// first); `false` when that cannot be read, or for a command that delegates to a
+    /// child of its own (`sh -c 'a | b'`).
     pub fn waits_for_input(&self) -> bool {
-        std::fs::read(format!("/proc/{}/wchan", self.child.id()))
-            .is_ok_and(|w| w.ends_with(b"pipe_read") || w == b"pipe_wait")
+        let Ok(line) = std::fs::read_to_string(format!("/proc/{}/syscall", self.child.id())) else {
+            return false;
+        };
+        let mut fields = line.split_ascii_whitespace();
+        fields.next().and_then(|n| n.parse::<libc::c_long>().ok()) == Some(libc::SYS_read)
+            && fields.next() == Some("0x0")
     }
 
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
