@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use zerotasq::broker::BrokerConfig;
 use zerotasq::supervisor::WorkerCommand;
-use zerotasq::{Connector, ErrorKind, PoolSpec, RawPool, TaskError};
+use zerotasq::{BrokerAccess, Connector, ErrorKind, PoolSpec, RawPool, TaskError};
 
 use crate::adapter::AdapterArgs;
 use crate::args::{MapArgs, StatsFormat};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use zerotasq::{Connector, RawPool, TaskError};
+use zerotasq::{BrokerAccess, Connector, RawPool, TaskError};
 
 use crate::codec::Codec;
 use crate::failure;

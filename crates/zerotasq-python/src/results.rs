@@ -22,7 +22,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyException, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::PyIterator;
-use zerotasq::{ErrorKind, RawPool, Stream, TaskError};
+use zerotasq::{BrokerAccess, ErrorKind, RawPool, Stream, TaskError};
 
 use crate::codec::{Codec, Received};
 use crate::failure;

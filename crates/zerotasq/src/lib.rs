@@ -63,7 +63,7 @@ pub use child::serve_if_worker;
 pub use client::Stream;
 pub use connector::Connector;
 pub use error::{Error, ErrorKind, TaskError, TimedOut};
-pub use link::RemoteBroker;
+pub use link::{BrokerAccess, RemoteBroker};
 pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
 pub use transport::curve::{KeyPair, PublicKey, Security};
 pub use worker::{serve_remote_worker, Worker};

@@ -117,6 +117,37 @@ impl Watch {
     }
 }
 
+/// Something clients reach a broker through — a local [`crate::RawPool`] or a
+/// [`RemoteBroker`] — and stream tasks through, as bytes.
+pub trait BrokerAccess {
+    fn link(&self) -> &Link;
+
+    /// Streams `input` through the broker's workers; `encode` and `decode` turn items into
+    /// task bytes and result bytes into outputs.
+    fn stream<I: Iterator, O>(
+        &self,
+        input: I,
+        window: usize,
+        ordered: bool,
+        encode: EncodeFn<I::Item>,
+        decode: DecodeFn<O>,
+    ) -> Result<Stream<I, O>, Error> {
+        Stream::new(self.link(), input, window, ordered, encode, decode)
+    }
+
+    /// Blocking `send`/`recv` through the broker, for a face that feeds from one thread and
+    /// drains from another (or must wait interruptibly).
+    fn connector<T, O: Send + 'static>(
+        &self,
+        window: usize,
+        ordered: bool,
+        encode: EncodeFn<T>,
+        decode: DecodeFn<O>,
+    ) -> Result<Connector<T, O>, Error> {
+        Connector::new(self.link(), window, ordered, encode, decode)
+    }
+}
+
 /// A broker on another machine (or a `zerotasq broker`), reached over TCP.
 pub struct RemoteBroker {
     link: Link,
@@ -157,27 +188,10 @@ impl RemoteBroker {
         self.link.kind = LinkKind::Remote { silence, connect };
         self
     }
+}
 
-    /// Streams `input` through the remote broker's workers.
-    pub fn stream<I: Iterator, O>(
-        &self,
-        input: I,
-        window: usize,
-        ordered: bool,
-        encode: EncodeFn<I::Item>,
-        decode: DecodeFn<O>,
-    ) -> Result<Stream<I, O>, Error> {
-        Stream::new(&self.link, input, window, ordered, encode, decode)
-    }
-
-    /// Blocking `send`/`recv` through the remote broker.
-    pub fn connector<T, O: Send + 'static>(
-        &self,
-        window: usize,
-        ordered: bool,
-        encode: EncodeFn<T>,
-        decode: DecodeFn<O>,
-    ) -> Result<Connector<T, O>, Error> {
-        Connector::new(&self.link, window, ordered, encode, decode)
+impl BrokerAccess for RemoteBroker {
+    fn link(&self) -> &Link {
+        &self.link
     }
 }

@@ -20,7 +20,7 @@ use crate::codec;
 use crate::connector::Connector;
 use crate::error::Error;
 use crate::ipc_dir::IpcDir;
-use crate::link::Link;
+use crate::link::{BrokerAccess, Link};
 use crate::protocol::Message;
 use crate::supervisor::{self, SupervisorConfig, WorkerCommand};
 use crate::transport::curve::{check_insecure, Security, ZapHandler};
@@ -266,31 +266,6 @@ impl RawPool {
         })
     }
 
-    /// Streams `input` through the pool; `encode` and `decode` turn items into task bytes and
-    /// result bytes into outputs.
-    pub fn stream<I: Iterator, O>(
-        &self,
-        input: I,
-        window: usize,
-        ordered: bool,
-        encode: EncodeFn<I::Item>,
-        decode: DecodeFn<O>,
-    ) -> Result<Stream<I, O>, Error> {
-        Stream::new(&self.link, input, window, ordered, encode, decode)
-    }
-
-    /// A connector with blocking `send` and `recv` over this pool's byte payloads, for a
-    /// face that feeds from one thread and drains from another (or must wait interruptibly).
-    pub fn connector<T, O: Send + 'static>(
-        &self,
-        window: usize,
-        ordered: bool,
-        encode: EncodeFn<T>,
-        decode: DecodeFn<O>,
-    ) -> Result<Connector<T, O>, Error> {
-        Connector::new(&self.link, window, ordered, encode, decode)
-    }
-
     /// The endpoint other workers on this machine can connect to, to join the pool.
     pub fn worker_endpoint(&self) -> &str {
         &self.worker_endpoint
@@ -309,6 +284,12 @@ impl RawPool {
     /// The broker's counters, as of the broker's latest loop iteration.
     pub fn stats(&self) -> BrokerStats {
         self.stats.lock().expect("stats lock").clone()
+    }
+}
+
+impl BrokerAccess for RawPool {
+    fn link(&self) -> &Link {
+        &self.link
     }
 }
 

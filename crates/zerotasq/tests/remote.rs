@@ -11,7 +11,9 @@ use common::{keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
 use zerotasq::pool::PoolSpec;
 use zerotasq::protocol::{Message, Ready};
 use zerotasq::worker_runtime::WorkerOptions;
-use zerotasq::{ErrorKind, KeyPair, Pool, RawPool, RemoteBroker, Security, TcpListen};
+use zerotasq::{
+    BrokerAccess, ErrorKind, KeyPair, Pool, RawPool, RemoteBroker, Security, TcpListen,
+};
 
 fn server_security(k: &Keys) -> Security {
     Security::Server {
