@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::supervisor::ENV_IDENTITY;
-use crate::transport::curve::Security;
+use crate::transport::curve::{KeyPair, Security};
 use crate::transport::Context;
 use crate::worker::{init_worker, Worker, WorkerHandler};
 use crate::worker_runtime::{report_init_failure, serve, ServeEnd, WorkerOptions};
@@ -23,6 +23,10 @@ const ENV_LIVENESS: &str = "ZEROTASQ_LIVENESS";
 const ENV_CAPACITY: &str = "ZEROTASQ_CAPACITY";
 const ENV_MAX_MESSAGE: &str = "ZEROTASQ_MAX_MESSAGE";
 const ENV_IPC_DIR: &str = "ZEROTASQ_IPC_DIR";
+/// For a worker joining a CURVE endpoint: the broker's public key (Z85) …
+pub const ENV_SERVER_KEY: &str = "ZEROTASQ_SERVER_KEY";
+/// … and the path of this worker's `.key_secret` file.
+pub const ENV_KEY_FILE: &str = "ZEROTASQ_KEY_FILE";
 
 /// Exit status of a worker whose `init` failed.
 pub const EXIT_INIT_FAILED: i32 = 3;
@@ -109,8 +113,23 @@ pub fn options_from_env() -> Result<WorkerOptions, Error> {
         heartbeat_interval: Duration::from_millis(num(ENV_HEARTBEAT_MS)?),
         liveness: num(ENV_LIVENESS)?,
         max_message: num(ENV_MAX_MESSAGE)?,
-        security: Security::Insecure,
+        security: security_from_env()?,
     })
+}
+
+/// CURVE client keys when both [`ENV_SERVER_KEY`] and [`ENV_KEY_FILE`] are set (a worker
+/// joining a TCP endpoint); plain otherwise (local pools).
+fn security_from_env() -> Result<Security, Error> {
+    match (std::env::var(ENV_SERVER_KEY), std::env::var(ENV_KEY_FILE)) {
+        (Ok(server), Ok(key_file)) => Ok(Security::Client {
+            keys: KeyPair::read(std::path::Path::new(&key_file))?,
+            server: server.parse()?,
+        }),
+        (Err(_), Err(_)) => Ok(Security::Insecure),
+        _ => Err(Error::WorkerEnv(format!(
+            "{ENV_SERVER_KEY} and {ENV_KEY_FILE} go together"
+        ))),
+    }
 }
 
 /// Prepares a worker process for its parent's death: the parent-death signal (SIGTERM)
