@@ -42,6 +42,123 @@ pub enum Command {
     /// Run every input line through COMMAND, started once per worker.
     #[command(after_help = MAP_EXAMPLES)]
     Map(MapArgs),
+    /// Write a CURVE key pair: NAME.key (the public key, to share) and NAME.key_secret
+    /// (mode 0600, to keep).
+    #[command(after_help = KEYGEN_EXAMPLES)]
+    Keygen(KeygenArgs),
+    /// Run a standalone broker on TCP: clients (`zerotasq map --connect`) and workers
+    /// (`zerotasq worker --connect`) from any machine meet there.
+    #[command(after_help = BROKER_EXAMPLES)]
+    Broker(BrokerArgs),
+    /// Join a remote broker with N workers, each running COMMAND once (restarted when it
+    /// exits, and when the broker restarts).
+    #[command(after_help = WORKER_EXAMPLES)]
+    Worker(WorkerArgs),
+}
+
+const KEYGEN_EXAMPLES: &str = "\
+Examples:
+  zerotasq keygen broker      # broker.key, broker.key_secret
+  zerotasq keygen alice       # a client's or a worker's keys
+  cat alice.key bob.key > allowed.keys   # the broker's --allow list
+
+Exit status: 0 written; 2 a file exists (without --force) or cannot be written.";
+
+const BROKER_EXAMPLES: &str = "\
+Examples:
+  # CURVE (the default): only the keys listed in allowed.keys may connect.
+  zerotasq broker --clients tcp://0.0.0.0:5555 --workers tcp://0.0.0.0:5556 \\
+      --key broker.key_secret --allow allowed.keys --status-every 10s
+
+  # Plain TCP, only on loopback (or with --allow-insecure-remote):
+  zerotasq broker --insecure --clients tcp://127.0.0.1:5555 --workers tcp://127.0.0.1:5556
+
+The bound endpoints are printed on stdout at start (`clients ENDPOINT`, `workers ENDPOINT`;
+port 0 binds any free port). Ctrl-C stops the broker (exit 130).";
+
+const WORKER_EXAMPLES: &str = "\
+Examples:
+  zerotasq worker --connect tcp://broker-host:5556 --server-key broker.key \\
+      --key worker1.key_secret -j 8 -- python3 score.py
+
+The worker protocol is that of `zerotasq map` (one answer line per task line). The
+workers' stderr is passed through, prefixed [wN]. Ctrl-C stops them all (exit 130).";
+
+/// How to reach a remote broker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoteArgs {
+    /// The broker's public key: its NAME.key file (or the Z85 key itself).
+    #[arg(long, value_name = "FILE")]
+    pub server_key: Option<PathBuf>,
+    /// Our own key pair: a NAME.key_secret file written by `zerotasq keygen`.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Plain TCP without CURVE (refused off loopback unless --allow-insecure-remote).
+    #[arg(long, conflicts_with_all = ["server_key", "key"])]
+    pub insecure: bool,
+    /// Allow --insecure on a non-loopback address: anyone on the network could connect.
+    #[arg(long, requires = "insecure")]
+    pub allow_insecure_remote: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Writes NAME.key and NAME.key_secret.
+    #[arg(value_name = "NAME")]
+    pub name: PathBuf,
+    /// Overwrite existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// Where clients connect, e.g. tcp://0.0.0.0:5555 (port 0: any free port).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub clients: String,
+    /// Where workers connect, e.g. tcp://0.0.0.0:5556.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub workers: String,
+    /// The broker's key pair (a NAME.key_secret file).
+    #[arg(long, value_name = "FILE", required_unless_present = "insecure")]
+    pub key: Option<PathBuf>,
+    /// Public keys allowed to connect, one per line (`#` comments); may be repeated.
+    #[arg(long, value_name = "FILE", required_unless_present = "insecure")]
+    pub allow: Vec<PathBuf>,
+    /// Plain TCP without CURVE (refused off loopback unless --allow-insecure-remote).
+    #[arg(long, conflicts_with_all = ["key", "allow"])]
+    pub insecure: bool,
+    /// Allow --insecure on a non-loopback address: anyone on the network could connect.
+    #[arg(long, requires = "insecure")]
+    pub allow_insecure_remote: bool,
+    /// Print a status line on stderr this often (e.g. 10s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub status_every: Option<Duration>,
+    /// Tries per task: a task whose worker died R times is reported as failed.
+    #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub retries: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The broker's worker endpoint, e.g. tcp://broker-host:5556.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub connect: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Number of workers [default: the number of cores].
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub jobs: Option<u32>,
+    /// Records are separated by NUL instead of newline (must match the client's -0).
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+    /// Time limit per task (e.g. 30s): the command is killed and restarted and the task
+    /// retried.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub timeout: Option<Duration>,
+    /// The worker command and its arguments.
+    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,8 +224,17 @@ pub struct MapArgs {
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = StatsFormat::Text)]
     pub stats: StatsFormat,
 
+    /// Send the tasks to a standalone broker (`zerotasq broker`) at this client endpoint
+    /// instead of starting workers here; then no COMMAND is given (the workers are
+    /// `zerotasq worker` elsewhere).
+    #[arg(long, value_name = "ENDPOINT", conflicts_with_all = ["jobs", "timeout"])]
+    pub connect: Option<String>,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+
     /// The worker command and its arguments.
-    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
+    #[arg(value_name = "COMMAND", required_unless_present = "connect", conflicts_with = "connect", num_args = 1.., trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }
 
@@ -123,7 +249,9 @@ mod tests {
     #[test]
     fn command_after_double_dash_keeps_its_flags() {
         let cli = parse(&["map", "-j", "2", "--", "python3", "-u", "w.py", "--fast"]).unwrap();
-        let Command::Map(map) = cli.command;
+        let Command::Map(map) = cli.command else {
+            panic!("map")
+        };
         assert_eq!(map.jobs, Some(2));
         assert_eq!(map.command, ["python3", "-u", "w.py", "--fast"]);
     }
@@ -137,5 +265,37 @@ mod tests {
     #[test]
     fn command_is_required() {
         assert!(parse(&["map", "-j", "2"]).is_err());
+    }
+
+    #[test]
+    fn connect_takes_no_command() {
+        let ok = [
+            "map",
+            "--connect",
+            "tcp://h:1",
+            "--server-key",
+            "b.key",
+            "--key",
+            "me",
+        ];
+        assert!(parse(&ok).is_ok());
+        let mut with_command = ok.to_vec();
+        with_command.extend(["--", "cat"]);
+        assert!(parse(&with_command).is_err());
+    }
+
+    #[test]
+    fn broker_needs_keys_unless_insecure() {
+        let ends = [
+            "broker",
+            "--clients",
+            "tcp://127.0.0.1:0",
+            "--workers",
+            "tcp://127.0.0.1:0",
+        ];
+        assert!(parse(&ends).is_err());
+        let mut insecure = ends.to_vec();
+        insecure.push("--insecure");
+        assert!(parse(&insecure).is_ok());
     }
 }

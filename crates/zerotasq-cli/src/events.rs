@@ -61,6 +61,32 @@ impl Event {
         buf
     }
 
+    /// The event as a person reads it on stderr, without a CLI to report it: the command's
+    /// stderr lines prefixed `[wN]`, deaths and start failures; `None` for a start.
+    pub fn human(&self) -> Option<String> {
+        match self {
+            Event::Started { .. } => None,
+            Event::Stderr { worker, text, .. } => {
+                Some(format!("[w{worker}] {}", String::from_utf8_lossy(text)))
+            }
+            Event::Died {
+                worker,
+                record,
+                reason,
+            } => Some(format!(
+                "zerotasq: [w{worker}] {reason}{}",
+                if *record > 0 {
+                    format!(" (on record {record})")
+                } else {
+                    String::new()
+                }
+            )),
+            Event::StartFailed { worker, reason } => {
+                Some(format!("zerotasq: [w{worker}] could not start: {reason}"))
+            }
+        }
+    }
+
     /// Parses one line (without its newline); `None` for anything malformed.
     pub fn parse(line: &[u8]) -> Option<Event> {
         let mut fields = line.splitn(4, |&b| b == b'\t');
@@ -136,7 +162,12 @@ impl Sender {
             Some(fd) => unsafe {
                 libc::write(fd, bytes.as_ptr().cast(), bytes.len());
             },
-            None => eprint!("{}", String::from_utf8_lossy(&bytes)),
+            None => {
+                if let Some(text) = event.human() {
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr().lock(), "{text}");
+                }
+            }
         }
     }
 }

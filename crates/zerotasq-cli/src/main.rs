@@ -11,13 +11,19 @@
 //!   `monitor` — the CLI's reader of it.
 //! - `pack` — adaptive packs of records per engine task (tiny lines go fast).
 //! - `input` — lazy records from stdin or a file; `progress` — the bar; `summary` — the end.
+//! - `keys` — `zerotasq keygen`, and CURVE keys for the commands below.
+//! - `broker` — `zerotasq broker`: a standalone broker on TCP (no local workers).
+//! - `join` — `zerotasq worker`: N adapters joining a remote broker, restarted with back-off.
 //! - `signals` — Ctrl-C as a message to the main thread; `wake` — an eventfd for poll loops.
 
 mod adapter;
 mod args;
+mod broker;
 mod duration;
 mod events;
 mod input;
+mod join;
+mod keys;
 mod monitor;
 mod pack;
 mod payload;
@@ -38,6 +44,9 @@ fn main() {
     let cli = args::Cli::parse();
     let code = match cli.command {
         args::Command::Map(map) => run::map(map),
+        args::Command::Keygen(keygen) => keys::keygen(keygen),
+        args::Command::Broker(broker) => broker::broker(broker),
+        args::Command::Worker(worker) => join::worker(worker),
     };
     std::process::exit(code);
 }

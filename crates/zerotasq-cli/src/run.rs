@@ -17,8 +17,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zerotasq::broker::BrokerConfig;
+use zerotasq::link::Link;
 use zerotasq::supervisor::WorkerCommand;
-use zerotasq::{BrokerAccess, Connector, ErrorKind, PoolSpec, RawPool, TaskError};
+use zerotasq::{BrokerAccess, Connector, ErrorKind, PoolSpec, RawPool, RemoteBroker, TaskError};
 
 use crate::adapter::AdapterArgs;
 use crate::args::{MapArgs, StatsFormat};
@@ -57,6 +58,40 @@ pub fn say(line: &str) {
 enum Msg {
     Done(i32),
     Signal(i32),
+}
+
+/// Where the tasks go: this run's own pool, or a standalone broker (`--connect`) whose
+/// workers are elsewhere.
+enum Access {
+    Local(Box<RawPool>),
+    Remote(RemoteBroker),
+}
+
+impl Access {
+    /// The broker's figures; only a local pool's are known here.
+    fn stats(&self) -> Option<zerotasq::broker::BrokerStats> {
+        match self {
+            Access::Local(pool) => Some(pool.stats()),
+            Access::Remote(_) => None,
+        }
+    }
+}
+
+impl BrokerAccess for Access {
+    fn link(&self) -> &Link {
+        match self {
+            Access::Local(pool) => pool.link(),
+            Access::Remote(remote) => remote.link(),
+        }
+    }
+}
+
+/// Connects to a standalone broker (`--connect`).
+fn connect(args: &MapArgs, endpoint: &str) -> Result<Access, String> {
+    let security = crate::keys::client_security(endpoint, &args.remote)?;
+    RemoteBroker::connect(endpoint, security, args.remote.allow_insecure_remote)
+        .map(Access::Remote)
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `zerotasq map`; returns the exit status.
@@ -108,10 +143,17 @@ pub fn map(args: MapArgs) -> i32 {
         )),
         ..PoolSpec::default()
     };
-    let pool = match RawPool::start(spec) {
-        Ok(pool) => Arc::new(Mutex::new(Some(pool))),
-        Err(e) => {
-            say(&format!("zerotasq: cannot start the pool: {e}"));
+    let access = match &args.connect {
+        Some(endpoint) => connect(&args, endpoint),
+        None => RawPool::start(spec)
+            .map(|pool| Access::Local(Box::new(pool)))
+            .map_err(|e| format!("cannot start the pool: {e}")),
+    };
+    let pool = match access {
+        Ok(access) => Arc::new(Mutex::new(Some(access))),
+        Err(message) => {
+            progress.finish();
+            say(&format!("zerotasq: {message}"));
             return EXIT_USAGE;
         }
     };
@@ -258,7 +300,7 @@ struct Answer {
 }
 
 struct Run {
-    pool: Arc<Mutex<Option<RawPool>>>,
+    pool: Arc<Mutex<Option<Access>>>,
     monitor: Monitor,
     progress: Progress,
     separator: u8,
@@ -271,11 +313,15 @@ struct Run {
 
 impl Run {
     fn stats(&self) -> Option<zerotasq::broker::BrokerStats> {
-        self.pool.lock().ok()?.as_ref().map(|p| p.stats())
+        self.pool.lock().ok()?.as_ref().and_then(|p| p.stats())
     }
 
     /// Waits until a worker is ready; `Err(message)` when the command cannot start.
     fn wait_for_a_worker(&self) -> Result<(), String> {
+        if self.args.connect.is_some() {
+            // A standalone broker's workers come and go; tasks wait there for one.
+            return Ok(());
+        }
         loop {
             let Some(stats) = self.stats() else {
                 return Err("the pool stopped".into());
@@ -363,6 +409,7 @@ impl Run {
         // for them (a split pack is answered), so the tries are counted here.
         let mut tries: HashMap<u64, u32> = HashMap::new();
         let mut write_error = None;
+        let mut broker_lost = None;
         'outcomes: for (pack, outcome) in outcomes {
             // The outcomes to handle now: this one, then (for a split pack) those of its
             // unanswered records, run again one by one, before what follows.
@@ -420,6 +467,14 @@ impl Run {
                         }
                     }
                     Err(_) if INTERRUPTED.load(Ordering::Acquire) => break 'outcomes,
+                    Err(error)
+                        if self.args.connect.is_some() && error.kind() == ErrorKind::Cancelled =>
+                    {
+                        // The standalone broker is unreachable, refused our key, or went
+                        // silent: every task would fail the same way.
+                        broker_lost = Some(error);
+                        break 'outcomes;
+                    }
                     Err(error) => {
                         let pack =
                             pack.or_else(|| open.as_ref().and_then(|o| self.which_failed(o)));
@@ -472,6 +527,10 @@ impl Run {
                 return 0; // `| head`: the reader has all it wants
             }
             say(&format!("zerotasq: cannot write the output: {e}"));
+            return EXIT_USAGE;
+        }
+        if let Some(error) = broker_lost {
+            say(&format!("zerotasq: {error}"));
             return EXIT_USAGE;
         }
         let mut code = if failed > 0 { EXIT_FAILED_TASKS } else { 0 };

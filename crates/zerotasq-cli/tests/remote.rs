@@ -1,0 +1,208 @@
+//! Many machines, on loopback: `zerotasq keygen`, a standalone `zerotasq broker` with CURVE,
+//! `zerotasq worker` joining it and `zerotasq map --connect` sending it tasks — the real
+//! binary, real TCP sockets, every process killed when its guard drops.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{numbers, run, LIMIT};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_zerotasq"))
+}
+
+/// A fresh directory for one test, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("zerotasq-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A process killed (with its process group's adapters dying with it) when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn keygen(dir: &TempDir, name: &str) {
+    let out = bin().arg("keygen").arg(dir.path(name)).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Starts `zerotasq broker` with CURVE on loopback, any ports; its client and worker
+/// endpoints.
+fn broker(dir: &TempDir, allowed: &[&str]) -> (Guard, String, String) {
+    keygen(dir, "broker");
+    let mut list = String::from("# allowed keys\n");
+    for name in allowed {
+        list.push_str(&std::fs::read_to_string(dir.path(&format!("{name}.key"))).unwrap());
+    }
+    std::fs::write(dir.path("allowed"), list).unwrap();
+    let mut child = bin()
+        .args(["broker", "--clients", "tcp://127.0.0.1:0"])
+        .args(["--workers", "tcp://127.0.0.1:0", "--key"])
+        .arg(dir.path("broker.key_secret"))
+        .arg("--allow")
+        .arg(dir.path("allowed"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Guard(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let endpoint = |what: &str| {
+        let line = rx
+            .recv_timeout(LIMIT)
+            .expect("the broker prints its endpoints");
+        line.strip_prefix(&format!("{what} "))
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .to_string()
+    };
+    let clients = endpoint("clients");
+    let workers = endpoint("workers");
+    (guard, clients, workers)
+}
+
+fn map_connect(dir: &TempDir, clients: &str, key: &str) -> Command {
+    let mut command = bin();
+    command
+        .args(["map", "--no-progress", "--connect", clients, "--server-key"])
+        .arg(dir.path("broker.key"))
+        .arg("--key")
+        .arg(dir.path(&format!("{key}.key_secret")));
+    command
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn keygen_writes_a_public_and_a_private_file_and_keeps_them() {
+    let dir = TempDir::new("keygen");
+    keygen(&dir, "alice");
+    let public = std::fs::read_to_string(dir.path("alice.key")).unwrap();
+    assert_eq!(public.trim().len(), 40, "a Z85 public key: {public:?}");
+    assert_eq!(mode(&dir.path("alice.key_secret")), 0o600);
+    let secret = std::fs::read_to_string(dir.path("alice.key_secret")).unwrap();
+    assert!(secret.contains(public.trim()), "{secret}");
+
+    let again = bin().arg("keygen").arg(dir.path("alice")).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path("alice.key")).unwrap(),
+        public
+    );
+
+    std::fs::set_permissions(
+        dir.path("alice.key_secret"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let forced = bin()
+        .args(["keygen", "--force"])
+        .arg(dir.path("alice"))
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{forced:?}");
+    assert_ne!(
+        std::fs::read_to_string(dir.path("alice.key")).unwrap(),
+        public
+    );
+    assert_eq!(mode(&dir.path("alice.key_secret")), 0o600);
+}
+
+#[test]
+fn map_through_a_broker_and_remote_workers_keeps_order() {
+    let dir = TempDir::new("remote-map");
+    keygen(&dir, "client");
+    keygen(&dir, "worker");
+    let (_broker, clients, workers) = broker(&dir, &["client", "worker"]);
+    let _workers = Guard(
+        bin()
+            .args(["worker", "--connect", &workers, "--server-key"])
+            .arg(dir.path("broker.key"))
+            .arg("--key")
+            .arg(dir.path("worker.key_secret"))
+            .args(["-j", "3", "--", "sh", "-c"])
+            .arg("while read l; do echo \"$l$l\"; done")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = run(map_connect(&dir, &clients, "client"), numbers(5000));
+    assert!(out.status.success(), "{}", out.stderr);
+    let expected: Vec<String> = (1..=5000).map(|i| format!("{i}{i}")).collect();
+    assert_eq!(out.lines(), expected);
+}
+
+#[test]
+fn a_client_with_an_unlisted_key_gets_a_clear_error() {
+    let dir = TempDir::new("remote-refused");
+    keygen(&dir, "client");
+    keygen(&dir, "stranger");
+    let (_broker, clients, _) = broker(&dir, &["client"]);
+    let started = Instant::now();
+    let out = run(map_connect(&dir, &clients, "stranger"), numbers(10));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert!(out.stderr.contains("refused our key"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn plain_tcp_is_refused_off_loopback() {
+    let broker = bin()
+        .args(["broker", "--insecure", "--clients", "tcp://0.0.0.0:0"])
+        .args(["--workers", "tcp://127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(broker.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&broker.stderr).contains("plain TCP"));
+
+    let mut map = bin();
+    map.args(["map", "--no-progress", "--insecure", "--connect"])
+        .arg("tcp://192.0.2.1:5555");
+    let out = run(map, numbers(1));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("plain TCP"), "{}", out.stderr);
+
+    let worker = bin()
+        .args(["worker", "--insecure", "--connect", "tcp://192.0.2.1:5556"])
+        .args(["--", "cat"])
+        .output()
+        .unwrap();
+    assert_eq!(worker.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&worker.stderr).contains("plain TCP"));
+}
