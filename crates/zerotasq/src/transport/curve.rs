@@ -107,15 +107,40 @@ impl KeyPair {
     }
 }
 
-/// Reads public keys, one per line (`#` starts a comment), from a file.
+/// Reads public keys, one per line, from a file. `#` starts a comment at the start of a line
+/// or after a blank (it is also a Z85 character, so not inside a key).
 pub fn read_public_keys(path: &Path) -> Result<Vec<PublicKey>, Error> {
     let text =
         std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    parse_public_keys(&text)
+}
+
+fn parse_public_keys(text: &str) -> Result<Vec<PublicKey>, Error> {
     text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .map(|l| l.parse())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|word| !word.starts_with('#'))
+        .map(|key| key.parse())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lists_allow_comments_and_keys_containing_hashes() {
+        let with_hash = PublicKey([7; 32]);
+        let mut key = with_hash.to_string();
+        // Find a key whose Z85 text holds a '#', to prove it is not cut there.
+        let mut n = 0u8;
+        while !key.contains('#') {
+            n += 1;
+            key = PublicKey([n; 32]).to_string();
+        }
+        let text = format!("# workers\n\n{key}   # host b\n  {with_hash}\n");
+        let keys = parse_public_keys(&text).unwrap();
+        assert_eq!(keys, vec![key.parse().unwrap(), with_hash]);
+    }
 }
 
 /// How a socket secures its TCP connections.

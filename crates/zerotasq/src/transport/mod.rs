@@ -174,6 +174,13 @@ impl Socket {
             .map_err(zmq_err("set ZMTP heartbeats"))
     }
 
+    /// How long closing may wait to deliver what is still queued (zero: drop it).
+    pub fn set_linger(&self, linger: Duration) -> Result<(), Error> {
+        self.0
+            .set_linger(linger.as_millis().min(i32::MAX as u128) as i32)
+            .map_err(zmq_err("set linger"))
+    }
+
     /// The endpoint this socket last bound, with a wildcard port resolved.
     pub fn last_endpoint(&self) -> Result<String, Error> {
         match self.0.get_last_endpoint() {
