@@ -52,24 +52,9 @@ pub fn keygen(args: KeygenArgs) -> i32 {
     }
 }
 
-/// Reads public keys, one per line; a `#` at the start of a line or after blanks starts a
-/// comment. (Z85 itself uses `#`, so a `#` inside a key is part of it — which is why this is
-/// not the engine's `read_public_keys`, which cuts keys at any `#`.)
+/// Reads public keys, one per line (`#` comments), naming the file and line of a bad one.
 pub fn read_public_keys(path: &Path) -> Result<Vec<PublicKey>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter_map(|(n, line)| {
-            let token = line.split_whitespace().next()?;
-            (!token.starts_with('#')).then_some((n, token))
-        })
-        .map(|(n, token)| {
-            token
-                .parse()
-                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))
-        })
-        .collect()
+    zerotasq::transport::curve::read_public_keys(path).map_err(|e| e.to_string())
 }
 
 /// A public key from a file written by `keygen` (its first key), or given as Z85 text.

@@ -113,13 +113,16 @@ pub fn read_public_keys(path: &Path) -> Result<Vec<PublicKey>, Error> {
     let text =
         std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
     parse_public_keys(&text)
+        .map_err(|(line, e)| Error::Config(format!("{}:{line}: {e}", path.display())))
 }
 
-fn parse_public_keys(text: &str) -> Result<Vec<PublicKey>, Error> {
+/// The keys, or the 1-based line of the first bad one with its error.
+fn parse_public_keys(text: &str) -> Result<Vec<PublicKey>, (usize, Error)> {
     text.lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|word| !word.starts_with('#'))
-        .map(|key| key.parse())
+        .enumerate()
+        .filter_map(|(n, line)| Some((n + 1, line.split_whitespace().next()?)))
+        .filter(|(_, word)| !word.starts_with('#'))
+        .map(|(n, key)| key.parse().map_err(|e| (n, e)))
         .collect()
 }
 
@@ -140,6 +143,7 @@ mod tests {
         let text = format!("# workers\n\n{key}   # host b\n  {with_hash}\n");
         let keys = parse_public_keys(&text).unwrap();
         assert_eq!(keys, vec![key.parse().unwrap(), with_hash]);
+        assert_eq!(parse_public_keys("# ok\nnot-a-key\n").unwrap_err().0, 2);
     }
 }
 
