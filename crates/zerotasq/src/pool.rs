@@ -92,7 +92,8 @@ pub struct RawPool {
     /// How this pool's clients reach its broker.
     link: Link,
     worker_endpoint: String,
-    supervise: Mutex<Option<Socket>>,
+    /// Dropping it tells the supervisor to stop (a pipe, not a socket: nothing to linger).
+    stop_supervisor: Mutex<Option<std::io::PipeWriter>>,
     broker_thread: Option<JoinHandle<()>>,
     supervisor_thread: Option<JoinHandle<()>>,
     thread_workers: Mutex<Vec<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)>>,
@@ -168,11 +169,8 @@ impl RawPool {
         sockets.control.bind(&control)?;
         let supervisor_broker = ctx.socket(Kind::Pair, -1)?;
         supervisor_broker.connect(&control)?;
-        let supervise_endpoint = format!("inproc://zerotasq-{tag}-supervise");
-        let supervisor_pool = ctx.socket(Kind::Pair, -1)?;
-        supervisor_pool.bind(&supervise_endpoint)?;
-        let supervise = ctx.socket(Kind::Pair, -1)?;
-        supervise.connect(&supervise_endpoint)?;
+        let (stop_reader, stop_writer) =
+            std::io::pipe().map_err(Error::io("create the supervisor's stop pipe"))?;
 
         let stats = Arc::new(Mutex::new(BrokerStats::default()));
         let pids = Arc::new(Mutex::new(Vec::new()));
@@ -225,8 +223,7 @@ impl RawPool {
         let supervisor_thread = std::thread::Builder::new()
             .name("zerotasq-supervisor".into())
             .spawn(move || {
-                if let Err(e) = supervisor::run(supervisor_cfg, supervisor_pool, &supervisor_broker)
-                {
+                if let Err(e) = supervisor::run(supervisor_cfg, stop_reader, &supervisor_broker) {
                     tracing::error!("the supervisor stopped: {e}");
                 }
                 let _ = supervisor_broker.send(Message::Stop.encode(), true);
@@ -253,7 +250,7 @@ impl RawPool {
         Ok(RawPool {
             link: Link::local(ctx.clone(), frontend, spec.max_message, broker_alive),
             worker_endpoint,
-            supervise: Mutex::new(Some(supervise)),
+            stop_supervisor: Mutex::new(Some(stop_writer)),
             broker_thread: Some(broker_thread),
             supervisor_thread: Some(supervisor_thread),
             thread_workers: Mutex::new(thread_workers),
@@ -295,8 +292,11 @@ impl BrokerAccess for RawPool {
 
 impl Drop for RawPool {
     fn drop(&mut self) {
-        if let Some(socket) = self.supervise.lock().map(|mut s| s.take()).ok().flatten() {
-            let _ = socket.send(Message::Stop.encode(), true);
+        if let Some(mut writer) = self.stop_supervisor.lock().ok().and_then(|mut w| w.take()) {
+            // A byte, not only the close: a process forked from this one may hold the write
+            // end too, and then closing ours would not be seen.
+            use std::io::Write;
+            let _ = writer.write_all(b"x");
         }
         if let Some(handle) = self.supervisor_thread.take() {
             let _ = handle.join();

@@ -66,7 +66,7 @@ pub enum Command {
     KillWorker = 21,
     /// broker → supervisor (in-process): stop restarting workers (the pool failed).
     StopRestarting = 22,
-    /// pool → broker and pool → supervisor (in-process): stop.
+    /// supervisor → broker (in-process): the pool is closing; stop.
     Stop = 23,
     /// supervisor → broker (in-process): a local child was started and is initialising.
     ChildStarted = 24,

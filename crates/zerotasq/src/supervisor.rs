@@ -62,9 +62,9 @@ struct Slot {
     restart_at: Option<Instant>,
 }
 
-/// Runs until the pool says stop, then kills every child. `pool` carries the pool's
-/// commands; `broker` is the control channel to the broker.
-pub fn run(cfg: SupervisorConfig, pool: Socket, broker: &Socket) -> Result<(), Error> {
+/// Runs until `stop` (the read end of a pipe) becomes readable — the pool wrote to it or
+/// closed its end — then kills every child. `broker` is the control channel to the broker.
+pub fn run(cfg: SupervisorConfig, stop: std::io::PipeReader, broker: &Socket) -> Result<(), Error> {
     let mut slots: Vec<Slot> = (0..cfg.count)
         .map(|_| Slot {
             generation: 0,
@@ -91,7 +91,7 @@ pub fn run(cfg: SupervisorConfig, pool: Socket, broker: &Socket) -> Result<(), E
             .filter(|_| restarting)
             .min()
             .map(|at| at.saturating_duration_since(now));
-        let mut items = vec![Pollable::Socket(&pool), Pollable::Socket(broker)];
+        let mut items = vec![Pollable::Fd(stop.as_raw_fd()), Pollable::Socket(broker)];
         for slot in &slots {
             match &slot.child {
                 Some((_, Some(fd), _, _)) => items.push(Pollable::Fd(fd.as_raw_fd())),
@@ -104,13 +104,10 @@ pub fn run(cfg: SupervisorConfig, pool: Socket, broker: &Socket) -> Result<(), E
         let readable = poll(&items, timeout)?;
         drop(items);
         if readable[0] {
-            while let Some(frames) = pool.recv(false)? {
-                if matches!(Message::decode(&frames), Ok(Message::Stop)) {
-                    kill_all(&mut slots);
-                    publish_pids(&cfg, &slots);
-                    return Ok(());
-                }
-            }
+            // The pool asked us to stop.
+            kill_all(&mut slots);
+            publish_pids(&cfg, &slots);
+            return Ok(());
         }
         if readable[1] {
             while let Some(frames) = broker.recv(false)? {
