@@ -6,12 +6,12 @@
 //! socket, not of an endpoint. The loop remembers which socket each peer came in on.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, BrokerStats, Route};
 use crate::error::Error;
-use crate::protocol::Message;
 use crate::transport::{poll, Frame, Pollable, SendError, Socket};
 
 /// Messages taken from one socket before the others get a turn.
@@ -51,15 +51,16 @@ impl Side {
     }
 }
 
-/// The broker's sockets: clients' side, workers' side, and the in-process control channel
-/// to the supervisor.
+/// The broker's sockets: clients' side, workers' side, the in-process control channel from
+/// the supervisor, and the pipe on which the pool says stop.
 pub struct BrokerSockets {
     pub clients: Side,
     pub workers: Side,
     pub control: Socket,
+    pub stop: std::io::PipeReader,
 }
 
-/// Runs until the control channel says [`Message::Stop`].
+/// Runs until `stop` (the read end of a pipe) becomes readable: the pool is closing.
 pub fn run(
     mut broker: Broker,
     mut sockets: BrokerSockets,
@@ -69,14 +70,17 @@ pub fn run(
     loop {
         let now = Instant::now();
         let timeout = broker.next_wakeup(now).saturating_duration_since(now);
-        let mut items = vec![Pollable::Socket(&sockets.control)];
+        let mut items = vec![
+            Pollable::Socket(&sockets.control),
+            Pollable::Fd(sockets.stop.as_raw_fd()),
+        ];
         items.extend(sockets.workers.sockets.iter().map(Pollable::Socket));
         items.extend(sockets.clients.sockets.iter().map(Pollable::Socket));
         let ready = poll(&items, Some(timeout.max(Duration::from_millis(1))))?;
         drop(items);
         let now = Instant::now();
         for index in 0..n_workers {
-            if !ready[1 + index] {
+            if !ready[2 + index] {
                 continue;
             }
             for _ in 0..RECV_BUDGET {
@@ -89,7 +93,7 @@ pub fn run(
             }
         }
         for index in 0..n_clients {
-            if !ready[1 + n_workers + index] {
+            if !ready[2 + n_workers + index] {
                 continue;
             }
             for _ in 0..RECV_BUDGET {
@@ -105,13 +109,13 @@ pub fn run(
         // before the supervisor's news of its exit re-queues its tasks.
         if ready[0] {
             while let Some(frames) = sockets.control.recv(false)? {
-                if matches!(Message::decode(&frames), Ok(Message::Stop)) {
-                    stop(&mut broker, &sockets, now);
-                    *stats.lock().expect("stats lock") = broker.stats();
-                    return Ok(());
-                }
                 broker.on_control(&frames);
             }
+        }
+        if ready[1] {
+            stop(&mut broker, &sockets, now);
+            *stats.lock().expect("stats lock") = broker.stats();
+            return Ok(());
         }
         broker.tick(now);
         broker.flush(now);

@@ -21,7 +21,6 @@ use crate::connector::Connector;
 use crate::error::Error;
 use crate::ipc_dir::IpcDir;
 use crate::link::{BrokerAccess, Link};
-use crate::protocol::Message;
 use crate::supervisor::{self, SupervisorConfig, WorkerCommand};
 use crate::transport::curve::{check_insecure, Security, ZapHandler};
 use crate::transport::{Context, Kind, Socket};
@@ -92,8 +91,10 @@ pub struct RawPool {
     /// How this pool's clients reach its broker.
     link: Link,
     worker_endpoint: String,
-    /// Dropping it tells the supervisor to stop (a pipe, not a socket: nothing to linger).
+    /// Writing to these tells the supervisor, then the broker, to stop (pipes, not sockets:
+    /// nothing queued on them can hold up the close).
     stop_supervisor: Mutex<Option<std::io::PipeWriter>>,
+    stop_broker: Mutex<Option<std::io::PipeWriter>>,
     broker_thread: Option<JoinHandle<()>>,
     supervisor_thread: Option<JoinHandle<()>>,
     thread_workers: Mutex<Vec<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)>>,
@@ -160,10 +161,13 @@ impl RawPool {
                 tcp_endpoints.clients = Some(bound);
             }
         }
+        let (broker_stop, stop_broker) =
+            std::io::pipe().map_err(Error::io("create the broker's stop pipe"))?;
         let sockets = BrokerSockets {
             clients: Side::new(client_sockets),
             workers: Side::new(worker_sockets),
             control: ctx.socket(Kind::Pair, -1)?,
+            stop: broker_stop,
         };
         let control = format!("inproc://zerotasq-{tag}-control");
         sockets.control.bind(&control)?;
@@ -226,7 +230,9 @@ impl RawPool {
                 if let Err(e) = supervisor::run(supervisor_cfg, stop_reader, &supervisor_broker) {
                     tracing::error!("the supervisor stopped: {e}");
                 }
-                let _ = supervisor_broker.send(Message::Stop.encode(), true);
+                // The broker stops on the pool's word; news of children still queued here
+                // is moot by then, and must not hold up the close.
+                let _ = supervisor_broker.set_linger(Duration::ZERO);
             })
             .map_err(Error::io("start the supervisor thread"))?;
 
@@ -251,6 +257,7 @@ impl RawPool {
             link: Link::local(ctx.clone(), frontend, spec.max_message, broker_alive),
             worker_endpoint,
             stop_supervisor: Mutex::new(Some(stop_writer)),
+            stop_broker: Mutex::new(Some(stop_broker)),
             broker_thread: Some(broker_thread),
             supervisor_thread: Some(supervisor_thread),
             thread_workers: Mutex::new(thread_workers),
@@ -292,15 +299,12 @@ impl BrokerAccess for RawPool {
 
 impl Drop for RawPool {
     fn drop(&mut self) {
-        if let Some(mut writer) = self.stop_supervisor.lock().ok().and_then(|mut w| w.take()) {
-            // A byte, not only the close: a process forked from this one may hold the write
-            // end too, and then closing ours would not be seen.
-            use std::io::Write;
-            let _ = writer.write_all(b"x");
-        }
+        // The supervisor first (its children die), then the broker (open tasks are cancelled).
+        signal_stop(&self.stop_supervisor);
         if let Some(handle) = self.supervisor_thread.take() {
             let _ = handle.join();
         }
+        signal_stop(&self.stop_broker);
         if let Some(handle) = self.broker_thread.take() {
             let _ = handle.join();
         }
@@ -314,6 +318,15 @@ impl Drop for RawPool {
         }
         self.zap.take();
         self.ipc_dir.take();
+    }
+}
+
+/// Writes to a stop pipe. A byte, not only the close: a process forked from this one may
+/// hold the write end too, and then closing ours would not be seen.
+fn signal_stop(pipe: &Mutex<Option<std::io::PipeWriter>>) {
+    if let Some(mut writer) = pipe.lock().ok().and_then(|mut w| w.take()) {
+        use std::io::Write;
+        let _ = writer.write_all(b"x");
     }
 }
 

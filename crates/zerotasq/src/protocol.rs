@@ -66,8 +66,6 @@ pub enum Command {
     KillWorker = 21,
     /// broker → supervisor (in-process): stop restarting workers (the pool failed).
     StopRestarting = 22,
-    /// supervisor → broker (in-process): the pool is closing; stop.
-    Stop = 23,
     /// supervisor → broker (in-process): a local child was started and is initialising.
     ChildStarted = 24,
 }
@@ -90,7 +88,6 @@ impl Command {
             20 => ChildExited,
             21 => KillWorker,
             22 => StopRestarting,
-            23 => Stop,
             24 => ChildStarted,
             _ => return None,
         })
@@ -554,7 +551,6 @@ pub enum Message<'a> {
     ChildExited { identity: &'a [u8], status: &'a str },
     KillWorker { identity: &'a [u8] },
     StopRestarting,
-    Stop,
 }
 
 /// The header frame for `command`.
@@ -580,7 +576,6 @@ impl<'a> Message<'a> {
             Message::ChildExited { .. } => Command::ChildExited,
             Message::KillWorker { .. } => Command::KillWorker,
             Message::StopRestarting => Command::StopRestarting,
-            Message::Stop => Command::Stop,
         }
     }
 
@@ -680,10 +675,6 @@ impl<'a> Message<'a> {
                 expect(0)?;
                 Message::StopRestarting
             }
-            Command::Stop => {
-                expect(0)?;
-                Message::Stop
-            }
         })
     }
 
@@ -721,8 +712,7 @@ impl<'a> Message<'a> {
             | Message::Goodbye
             | Message::Shutdown
             | Message::Cancel
-            | Message::StopRestarting
-            | Message::Stop => {}
+            | Message::StopRestarting => {}
         }
         frames
     }

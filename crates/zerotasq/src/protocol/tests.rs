@@ -61,7 +61,7 @@ proptest! {
         let messages = [
             Message::Ready(Ready { capacity: cap, pid, host: &text }),
             Message::Heartbeat, Message::Goodbye, Message::Shutdown, Message::Cancel,
-            Message::StopRestarting, Message::Stop,
+            Message::StopRestarting,
             Message::InitFailed(&text), Message::Fatal(&text),
             Message::ChildExited { identity: &identity, status: &text },
             Message::KillWorker { identity: &identity },
