@@ -45,8 +45,6 @@ pub struct SupervisorConfig {
 
 /// Environment variable carrying a child's routing id.
 pub const ENV_IDENTITY: &str = "ZEROTASQ_WORKER_ID";
-/// Environment variable carrying the pid the child must die with.
-pub const ENV_PARENT: &str = "ZEROTASQ_PARENT_PID";
 /// Environment variable carrying the child's slot number (0-based, stable across restarts).
 pub const ENV_SLOT: &str = "ZEROTASQ_WORKER_SLOT";
 
@@ -190,7 +188,6 @@ fn spawn(
         .envs(cfg.command.env.iter().map(|(k, v)| (k, v)))
         .envs(cfg.worker_env.iter().map(|(k, v)| (k, v)))
         .env(ENV_IDENTITY, String::from_utf8_lossy(&identity).as_ref())
-        .env(ENV_PARENT, parent.to_string())
         .env(ENV_SLOT, index.to_string())
         .stdin(Stdio::piped())
         .process_group(0);

@@ -274,11 +274,6 @@ pub fn poll(items: &[Pollable<'_>], timeout: Option<Duration>) -> Result<Vec<boo
     }
 }
 
-/// Whether this libzmq can do CURVE security.
-pub fn has_curve() -> bool {
-    zmq::has("curve").unwrap_or(false)
-}
-
 fn zmq_err(context: &'static str) -> impl Fn(zmq::Error) -> Error {
     move |source| Error::Transport {
         context: context.to_string(),
