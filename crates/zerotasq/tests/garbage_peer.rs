@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{within, Config, Job, TestWorker};
+use common::{echo_run, Config, TestWorker};
 use rand::{Rng, RngCore};
-use std::time::Duration;
 use zerotasq::protocol::{header, Command, Message, Ready, ResultBatchWriter};
 use zerotasq::Pool;
 
@@ -67,14 +66,7 @@ fn garbage_on_the_worker_endpoint_leaves_the_broker_serving() {
         }
         drop(socket);
     }
-    let out = within(Duration::from_secs(60), move || {
-        let out: Vec<u64> = pool
-            .map((0..10_000).map(Job::Echo))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
-        (out, pool.stats())
-    });
+    let out = echo_run(pool, 10_000);
     let (out, stats) = out;
     assert_eq!(
         out,

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
+use common::{echo_run, keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
 use zerotasq::pool::PoolSpec;
 use zerotasq::protocol::{Message, Ready};
 use zerotasq::worker_runtime::WorkerOptions;
@@ -111,14 +111,7 @@ fn strangers_without_an_allowed_key_get_no_task_and_submit_nothing() {
         ],
         0,
     );
-    let (out, stats) = within(Duration::from_secs(60), move || {
-        let out: Vec<u64> = pool
-            .map((0..10_000).map(Job::Echo))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
-        (out, pool.stats())
-    });
+    let (out, stats) = echo_run(pool, 10_000);
     assert_eq!(out, (0..10_000).collect::<Vec<_>>());
     assert_eq!(
         stats.workers_ready, 2,

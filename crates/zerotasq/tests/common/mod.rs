@@ -115,6 +115,22 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Runs `n` echo jobs through `pool` within a minute: the outputs (all must succeed) and the
+/// broker's figures at the end.
+pub fn echo_run(
+    pool: zerotasq::Pool<TestWorker>,
+    n: u64,
+) -> (Vec<u64>, zerotasq::broker::BrokerStats) {
+    within(Duration::from_secs(60), move || {
+        let out: Vec<u64> = pool
+            .map((0..n).map(Job::Echo))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        (out, pool.stats())
+    })
+}
+
 /// Runs `f` on a thread and fails the test if it takes longer than `limit` (a hang).
 pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
