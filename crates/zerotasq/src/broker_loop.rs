@@ -113,23 +113,26 @@ pub fn run(
             }
         }
         if ready[1] {
-            stop(&mut broker, &sockets, now);
-            *stats.lock().expect("stats lock") = broker.stats();
+            stop(&mut broker, &sockets, now, &stats);
             return Ok(());
         }
         broker.tick(now);
-        broker.flush(now);
-        // Before sending, so a client that sees an outcome sees it counted.
-        *stats.lock().expect("stats lock") = broker.stats();
-        send_all(&mut broker, &sockets, now)?;
+        send_all(&mut broker, &sockets, now, &stats)?;
     }
 }
 
 /// Flushes the broker and sends its outbox; a peer found gone changes the state (tasks
-/// re-queued), so repeat until nothing new is produced.
-fn send_all(broker: &mut Broker, sockets: &BrokerSockets, now: Instant) -> Result<(), Error> {
+/// re-queued), so repeat until nothing new is produced. The figures are published before
+/// each round of sends, so a client that sees an outcome sees it counted.
+fn send_all(
+    broker: &mut Broker,
+    sockets: &BrokerSockets,
+    now: Instant,
+    stats: &Mutex<BrokerStats>,
+) -> Result<(), Error> {
     loop {
         broker.flush(now);
+        *stats.lock().expect("stats lock") = broker.stats();
         let mut gone_workers = Vec::new();
         let mut gone_clients = Vec::new();
         let mut sent_any = false;
@@ -173,9 +176,9 @@ fn send_all(broker: &mut Broker, sockets: &BrokerSockets, now: Instant) -> Resul
 }
 
 /// Ends the loop: workers are told to exit, and every open task ends as `Cancelled`.
-fn stop(broker: &mut Broker, sockets: &BrokerSockets, now: Instant) {
+fn stop(broker: &mut Broker, sockets: &BrokerSockets, now: Instant, stats: &Mutex<BrokerStats>) {
     broker.close();
-    if let Err(e) = send_all(broker, sockets, now) {
+    if let Err(e) = send_all(broker, sockets, now, stats) {
         tracing::warn!("while closing the broker: {e}");
     }
     // Local workers are being killed and remote peers notice the silence: a message still
