@@ -126,6 +126,9 @@ impl Client {
     }
 }
 
+/// How long a pool about to fail waits for a worker's own reason for its failed init.
+const REASON_GRACE: Duration = Duration::from_millis(500);
+
 /// Outcomes for one client are cut into messages of about this size.
 const RESULTS_BYTES: usize = 4 << 20;
 
@@ -183,6 +186,14 @@ pub struct Broker {
     /// Local children started but not yet ready, with their init error if they sent one.
     starting: HashMap<Vec<u8>, Option<String>>,
     init_failures_in_a_row: u32,
+    /// The latest reason a worker gave for its failed init.
+    last_init_error: Option<String>,
+    /// Children that exited during init before their reason arrived (it travels on another
+    /// socket than the news of their exit, and may come second).
+    exited_in_init: HashSet<Vec<u8>>,
+    /// The pool is to fail at this time, with this reason, unless a worker's own reason
+    /// arrives first.
+    failure_due: Option<(Instant, String)>,
     /// Set when the pool can no longer run tasks; every task then fails with it.
     failed: Option<String>,
     garbage: HashMap<Vec<u8>, u32>,
@@ -203,6 +214,9 @@ impl Broker {
             lru: VecDeque::new(),
             starting: HashMap::new(),
             init_failures_in_a_row: 0,
+            last_init_error: None,
+            exited_in_init: HashSet::new(),
+            failure_due: None,
             failed: None,
             garbage: HashMap::new(),
             ignored: HashSet::new(),
@@ -256,6 +270,7 @@ impl Broker {
                 }
                 self.starting.remove(identity);
                 self.init_failures_in_a_row = 0;
+                self.failure_due = None;
                 self.stats.workers_ready += 1;
                 tracing::debug!(pid = ready.pid, host = ready.host, "worker ready");
                 self.workers.insert(
@@ -292,9 +307,15 @@ impl Broker {
                 tracing::warn!("worker init failed: {text}");
                 if let Some(slot) = self.starting.get_mut(identity) {
                     *slot = Some(text.to_string());
+                } else if self.exited_in_init.remove(identity) {
+                    // Its exit was counted already; this is the reason, arriving second.
+                    self.last_init_error = Some(text.to_string());
+                    if self.failure_due.take().is_some() {
+                        self.fail_init(text);
+                    }
                 } else {
                     // A worker we did not start (remote): count it here, once.
-                    self.init_failed(text.to_string());
+                    self.init_failed(Some(text.to_string()), String::new(), now);
                 }
             }
             Message::Release(ids) => self.release(identity, ids.iter()),
@@ -332,17 +353,21 @@ impl Broker {
     }
 
     /// A message from the supervisor or the pool, over the in-process control channel.
-    pub fn on_control<F: AsRef<[u8]>>(&mut self, frames: &[F]) {
+    pub fn on_control<F: AsRef<[u8]>>(&mut self, frames: &[F], now: Instant) {
         match Message::decode(frames) {
             Ok(Message::ChildStarted { identity }) => {
                 self.starting.insert(identity.to_vec(), None);
             }
             Ok(Message::ChildExited { identity, status }) => {
                 if let Some(init_error) = self.starting.remove(identity) {
-                    self.init_failed(
-                        init_error
-                            .unwrap_or_else(|| format!("worker exited during init ({status})")),
-                    );
+                    if init_error.is_none() {
+                        if self.exited_in_init.len() > 1_000 {
+                            self.exited_in_init.clear();
+                        }
+                        self.exited_in_init.insert(identity.to_vec());
+                    }
+                    let fallback = format!("worker exited during init ({status})");
+                    self.init_failed(init_error, fallback, now);
                 } else if self.workers.contains_key(identity) {
                     self.worker_dead(identity, status);
                 }
@@ -354,6 +379,12 @@ impl Broker {
 
     /// Heartbeats and expiry; call at least every [`Broker::next_wakeup`].
     pub fn tick(&mut self, now: Instant) {
+        if let Some((due, _)) = &self.failure_due {
+            if *due <= now {
+                let (_, fallback) = self.failure_due.take().expect("checked");
+                self.fail_init(&fallback);
+            }
+        }
         let deadline = self.cfg.heartbeat_interval * self.cfg.liveness;
         let expired: Vec<Vec<u8>> = self
             .workers
@@ -725,18 +756,35 @@ impl Broker {
         self.fail_if_hopeless();
     }
 
-    fn init_failed(&mut self, message: String) {
+    /// Counts a failed init. Past the limit, with no worker ready, the pool fails — with the
+    /// workers' own reason, waited for briefly if it has not arrived yet (`fallback` then).
+    fn init_failed(&mut self, reason: Option<String>, fallback: String, now: Instant) {
         self.stats.init_failures += 1;
         self.init_failures_in_a_row += 1;
-        if self.init_failures_in_a_row >= self.cfg.max_init_failures && self.workers.is_empty() {
-            self.failed = Some(format!(
-                "no worker could start: init failed {} times in a row; last error: {message}",
-                self.init_failures_in_a_row
-            ));
-            self.outbox
-                .push((Route::Supervisor, Message::StopRestarting.encode()));
-            self.fail_if_hopeless();
+        if reason.is_some() {
+            self.last_init_error = reason;
         }
+        if self.init_failures_in_a_row < self.cfg.max_init_failures || !self.workers.is_empty() {
+            return;
+        }
+        match self.last_init_error.clone() {
+            Some(reason) => self.fail_init(&reason),
+            None => self.failure_due = Some((now + REASON_GRACE, fallback)),
+        }
+    }
+
+    /// The pool cannot start workers: every open and future task fails with `reason`.
+    fn fail_init(&mut self, reason: &str) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.failed = Some(format!(
+            "no worker could start: init failed {} times in a row; last error: {reason}",
+            self.init_failures_in_a_row
+        ));
+        self.outbox
+            .push((Route::Supervisor, Message::StopRestarting.encode()));
+        self.fail_if_hopeless();
     }
 
     /// Once the pool has failed and no worker is left, every task fails with the reason.

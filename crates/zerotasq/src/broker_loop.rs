@@ -109,7 +109,7 @@ pub fn run(
         // before the supervisor's news of its exit re-queues its tasks.
         if ready[0] {
             while let Some(frames) = sockets.control.recv(false)? {
-                broker.on_control(&frames);
+                broker.on_control(&frames, now);
             }
         }
         if ready[1] {

@@ -152,6 +152,7 @@ fn a_dead_workers_tasks_are_requeued_first_and_its_late_results_dropped() {
             status: "killed",
         }
         .encode(),
+        t,
     );
     ready(&mut b, "w2", 1, t);
     let resent = sent_tasks(&mut b, t);
@@ -242,6 +243,7 @@ fn an_init_that_keeps_failing_fails_the_tasks() {
                 identity: id.as_bytes(),
             }
             .encode(),
+            t,
         );
         b.on_worker(id.as_bytes(), &Message::InitFailed("no model").encode(), t);
         b.on_control(
@@ -250,6 +252,7 @@ fn an_init_that_keeps_failing_fails_the_tasks() {
                 status: "exit 3",
             }
             .encode(),
+            t,
         );
     }
     assert!(b.failure().unwrap().contains("no model"));
@@ -440,4 +443,97 @@ fn big_outcomes_leave_in_several_messages() {
         sizes.len()
     );
     assert!(sizes.iter().all(|s| *s <= (5 << 20)), "{sizes:?}");
+}
+
+#[test]
+fn an_init_reason_arriving_after_the_exit_still_names_the_failure() {
+    let t = Instant::now();
+    let mut b = broker();
+    submit(&mut b, "c", [0], t);
+    for i in 0..3 {
+        let id = format!("w{i}");
+        b.on_control(
+            &Message::ChildStarted {
+                identity: id.as_bytes(),
+            }
+            .encode(),
+            t,
+        );
+        // The exit is seen first; the worker's reason comes second.
+        b.on_control(
+            &Message::ChildExited {
+                identity: id.as_bytes(),
+                status: "exit 3",
+            }
+            .encode(),
+            t,
+        );
+        if i < 2 {
+            b.on_worker(id.as_bytes(), &Message::InitFailed("no model").encode(), t);
+        }
+    }
+    assert!(
+        b.failure().is_some(),
+        "the reason of an earlier worker is known: fail now"
+    );
+    assert!(b.failure().unwrap().contains("no model"));
+
+    // With no reason at all, the pool waits briefly for one, then fails anyway.
+    let mut b = broker();
+    submit(&mut b, "c", [0], t);
+    for i in 0..3 {
+        let id = format!("v{i}");
+        b.on_control(
+            &Message::ChildStarted {
+                identity: id.as_bytes(),
+            }
+            .encode(),
+            t,
+        );
+        b.on_control(
+            &Message::ChildExited {
+                identity: id.as_bytes(),
+                status: "signal 11",
+            }
+            .encode(),
+            t,
+        );
+    }
+    assert!(b.failure().is_none(), "waiting for a reason");
+    b.on_worker(
+        b"v2",
+        &Message::InitFailed("segfault in the model loader").encode(),
+        t,
+    );
+    assert!(b
+        .failure()
+        .unwrap()
+        .contains("segfault in the model loader"));
+    assert_eq!(
+        b.stats().init_failures,
+        3,
+        "a late reason is not a fourth failure"
+    );
+
+    let mut b = broker();
+    for i in 0..3 {
+        let id = format!("x{i}");
+        b.on_control(
+            &Message::ChildStarted {
+                identity: id.as_bytes(),
+            }
+            .encode(),
+            t,
+        );
+        b.on_control(
+            &Message::ChildExited {
+                identity: id.as_bytes(),
+                status: "signal 9",
+            }
+            .encode(),
+            t,
+        );
+    }
+    b.tick(t + Duration::from_secs(1));
+    assert!(b.failure().unwrap().contains("signal 9"));
 }
