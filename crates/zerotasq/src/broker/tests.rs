@@ -445,60 +445,51 @@ fn big_outcomes_leave_in_several_messages() {
     assert!(sizes.iter().all(|s| *s <= (5 << 20)), "{sizes:?}");
 }
 
+/// Three local children named `<prefix>0..2` start and exit during init with `status`.
+fn children_exit_during_init(b: &mut Broker, prefix: &str, status: &str, t: Instant) {
+    for i in 0..3 {
+        let id = format!("{prefix}{i}");
+        b.on_control(
+            &Message::ChildStarted {
+                identity: id.as_bytes(),
+            }
+            .encode(),
+            t,
+        );
+        b.on_control(
+            &Message::ChildExited {
+                identity: id.as_bytes(),
+                status,
+            }
+            .encode(),
+            t,
+        );
+    }
+}
+
 #[test]
 fn an_init_reason_arriving_after_the_exit_still_names_the_failure() {
     let t = Instant::now();
+    // A reason that came second, from an earlier worker, is enough to fail at once.
     let mut b = broker();
     submit(&mut b, "c", [0], t);
-    for i in 0..3 {
-        let id = format!("w{i}");
-        b.on_control(
-            &Message::ChildStarted {
-                identity: id.as_bytes(),
-            }
-            .encode(),
-            t,
-        );
-        // The exit is seen first; the worker's reason comes second.
-        b.on_control(
-            &Message::ChildExited {
-                identity: id.as_bytes(),
-                status: "exit 3",
-            }
-            .encode(),
-            t,
-        );
-        if i < 2 {
-            b.on_worker(id.as_bytes(), &Message::InitFailed("no model").encode(), t);
+    b.on_control(&Message::ChildStarted { identity: b"w" }.encode(), t);
+    b.on_control(
+        &Message::ChildExited {
+            identity: b"w",
+            status: "exit 3",
         }
-    }
-    assert!(
-        b.failure().is_some(),
-        "the reason of an earlier worker is known: fail now"
+        .encode(),
+        t,
     );
+    b.on_worker(b"w", &Message::InitFailed("no model").encode(), t);
+    children_exit_during_init(&mut b, "w", "exit 3", t);
     assert!(b.failure().unwrap().contains("no model"));
 
-    // With no reason at all, the pool waits briefly for one, then fails anyway.
+    // With no reason at all, the pool waits briefly for one, and takes it when it comes.
     let mut b = broker();
     submit(&mut b, "c", [0], t);
-    for i in 0..3 {
-        let id = format!("v{i}");
-        b.on_control(
-            &Message::ChildStarted {
-                identity: id.as_bytes(),
-            }
-            .encode(),
-            t,
-        );
-        b.on_control(
-            &Message::ChildExited {
-                identity: id.as_bytes(),
-                status: "signal 11",
-            }
-            .encode(),
-            t,
-        );
-    }
+    children_exit_during_init(&mut b, "v", "signal 11", t);
     assert!(b.failure().is_none(), "waiting for a reason");
     b.on_worker(
         b"v2",
@@ -515,25 +506,9 @@ fn an_init_reason_arriving_after_the_exit_still_names_the_failure() {
         "a late reason is not a fourth failure"
     );
 
+    // … or fails with what it knows when none comes.
     let mut b = broker();
-    for i in 0..3 {
-        let id = format!("x{i}");
-        b.on_control(
-            &Message::ChildStarted {
-                identity: id.as_bytes(),
-            }
-            .encode(),
-            t,
-        );
-        b.on_control(
-            &Message::ChildExited {
-                identity: id.as_bytes(),
-                status: "signal 9",
-            }
-            .encode(),
-            t,
-        );
-    }
+    children_exit_during_init(&mut b, "x", "signal 9", t);
     b.tick(t + Duration::from_secs(1));
     assert!(b.failure().unwrap().contains("signal 9"));
 }
