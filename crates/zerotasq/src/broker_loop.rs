@@ -37,10 +37,13 @@ impl Side {
         let frames = self.sockets[index].recv(false)?;
         if self.sockets.len() > 1 {
             if let Some(identity) = frames.as_ref().and_then(|f| f.first()) {
-                if self.home.len() >= MAX_PEERS {
-                    self.home.clear();
+                // Only a peer seen for the first time (or on another socket) costs an insert.
+                if self.home.get(&identity[..]) != Some(&index) {
+                    if self.home.len() >= MAX_PEERS {
+                        self.home.clear();
+                    }
+                    self.home.insert(identity.to_vec(), index);
                 }
-                self.home.insert(identity.to_vec(), index);
             }
         }
         Ok(frames)
