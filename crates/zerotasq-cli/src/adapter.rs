@@ -23,7 +23,7 @@ use zerotasq::protocol::WireError;
 use zerotasq::protocol::{header, Command, ErrorKind, IdList, Message, Ready, ResultBatchWriter};
 use zerotasq::supervisor::ENV_SLOT;
 use zerotasq::transport::{poll, Context, Kind, Pollable, Socket};
-use zerotasq::worker_runtime::{hostname, WorkerOptions};
+use zerotasq::worker_runtime::{hostname, report_init_failure, WorkerOptions};
 
 use crate::events::{Event, Sender};
 use crate::payload::{after_records, decode_task, encode_result, ResultHeader, SPLIT_ON_DEATH};
@@ -109,7 +109,7 @@ pub fn main(args: &[OsString]) -> i32 {
             worker,
             reason: reason.clone(),
         });
-        let _ = report_start_failure(&ctx, &opts, &reason);
+        let _ = report_init_failure(&ctx, &opts, &reason);
         EXIT_INIT_FAILED
     };
     let (mut process, stdin, stdout) =
@@ -141,22 +141,6 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     drop(ctx); // waits (bounded by the socket linger) for the last answers to leave
     code
-}
-
-/// Tells the broker the command could not start (as the engine's `report_init_failure`,
-/// with our CURVE keys when the broker is remote).
-fn report_start_failure(
-    ctx: &Context,
-    opts: &WorkerOptions,
-    reason: &str,
-) -> Result<(), zerotasq::Error> {
-    let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
-    dealer.set_identity(&opts.identity)?;
-    dealer.secure(&opts.security)?;
-    dealer.connect(&opts.endpoint)?;
-    let _ = dealer.send(Message::InitFailed(reason).encode(), true);
-    // Dropping the socket lingers briefly, so the message leaves before the process exits.
-    Ok(())
 }
 
 /// The 1-based worker number, from the slot the supervisor gives each child (0 if unset).
