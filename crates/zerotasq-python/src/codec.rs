@@ -8,7 +8,13 @@
 //!   copied once, straight from the object's memory into the task, and read back as
 //!   `memoryview` slices of one `bytearray`, without a further copy.
 //!
+//!
+//! A worker puts `T` and its busy time for the task (`u64` nanoseconds) before a result's
+//! tag, so the client learns how long tasks take (see [`packing`](crate::packing)).
+//!
 //! Every step is one C-level call per item: no Python-level wrapper runs on the fast path.
+
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PySlice, PyTuple};
@@ -16,6 +22,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PySlice, P
 const RAW: u8 = b'B';
 const PICKLE: u8 = b'P';
 const OUT_OF_BAND: u8 = b'O';
+const TIMED: u8 = b'T';
 
 /// Results at least this large are turned into a Python object straight from the received
 /// frame (one copy), instead of being copied out first.
@@ -31,6 +38,8 @@ pub struct Codec {
     loads: Py<PyAny>,
     /// `{"protocol": 5, "buffer_callback": buffers.append}`.
     dumps_kwargs: Py<PyDict>,
+    /// `{"protocol": 5}`.
+    protocol: Py<PyDict>,
     /// Out-of-band buffers of the object being pickled.
     buffers: Py<PyList>,
 }
@@ -55,6 +64,31 @@ fn read_u64(b: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)).ok()
 }
 
+/// Starts a timed result in `out`; [`end_timed`] fills in the time.
+pub fn start_timed(out: &mut Vec<u8>) {
+    out.push(TIMED);
+    out.extend_from_slice(&[0; 8]);
+}
+
+/// Fills in the busy time of a result begun with [`start_timed`].
+pub fn end_timed(out: &mut [u8], busy: Duration) {
+    if let Some(at) = out.get_mut(1..9) {
+        at.copy_from_slice(&(busy.as_nanos() as u64).to_le_bytes());
+    }
+}
+
+/// A result's busy time, if the worker gave one, and the rest.
+pub fn split_timed(bytes: &[u8]) -> (Option<Duration>, &[u8]) {
+    match bytes.split_first() {
+        Some((&TIMED, rest)) if rest.len() >= 8 => {
+            let (time, rest) = rest.split_at(8);
+            let nanos = u64::from_le_bytes(time.try_into().expect("8 bytes"));
+            (Some(Duration::from_nanos(nanos)), rest)
+        }
+        _ => (None, bytes),
+    }
+}
+
 fn bad_payload() -> PyErr {
     pyo3::exceptions::PyValueError::new_err("not a zerotasq payload (unknown tag or bad length)")
 }
@@ -67,13 +101,41 @@ impl Codec {
         let kwargs = PyDict::new(py);
         kwargs.set_item("protocol", 5)?;
         kwargs.set_item("buffer_callback", buffers.getattr("append")?)?;
+        let protocol = PyDict::new(py);
+        protocol.set_item("protocol", 5)?;
         Ok(Codec {
+            protocol: protocol.unbind(),
             fallback_dumps,
             dumps: pickle.getattr("dumps")?.unbind(),
             loads,
             dumps_kwargs: kwargs.unbind(),
             buffers: buffers.unbind(),
         })
+    }
+
+    /// `obj` pickled in-band (protocol 5, no out-of-band buffers), with the fallback `dumps`
+    /// when the C pickler refuses: the body of a pack and of its answer.
+    pub fn pickle_in_band(&self, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+        let py = obj.py();
+        let pickled = match self
+            .dumps
+            .bind(py)
+            .call((obj,), Some(self.protocol.bind(py)))
+        {
+            Ok(p) => p,
+            Err(_) => self.fallback_dumps.bind(py).call1((obj,))?,
+        };
+        Ok(pickled.cast::<PyBytes>()?.as_bytes().to_vec())
+    }
+
+    /// The object a pickle encodes (`loads`).
+    pub fn unpickle<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        self.loads.bind(py).call1((PyBytes::new(py, bytes),))
+    }
+
+    /// The package's `loads`.
+    pub fn loads<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.loads.bind(py)
     }
 
     /// Appends the encoding of `obj` to `out`.
@@ -138,7 +200,7 @@ impl Codec {
 
     /// The object `bytes` encodes.
     pub fn decode<'py>(&self, py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        match bytes.split_first() {
+        match split_timed(bytes).1.split_first() {
             Some((&RAW, rest)) => Ok(PyBytes::new(py, rest).into_any()),
             Some((&PICKLE, rest)) => self.loads.bind(py).call1((PyBytes::new(py, rest),)),
             Some((&OUT_OF_BAND, rest)) => self.load_out_of_band(&PyByteArray::new(py, rest)),
@@ -147,9 +209,11 @@ impl Codec {
     }
 
     /// Keeps a result's bytes for [`Codec::finish`]: small ones copied out, big ones turned
-    /// into a Python object at once (taking the GIL), so they are copied only once.
-    pub fn receive(bytes: &[u8]) -> Received {
-        match bytes.split_first() {
+    /// into a Python object at once (taking the GIL), so they are copied only once. With the
+    /// worker's busy time for it, when given.
+    pub fn receive(bytes: &[u8]) -> (Option<Duration>, Received) {
+        let (busy, bytes) = split_timed(bytes);
+        let received = match bytes.split_first() {
             Some((&tag, rest)) if rest.len() >= BIG => Python::attach(|py| match tag {
                 RAW => Received::Raw(PyBytes::new(py, rest).unbind()),
                 PICKLE => Received::Pickle(PyBytes::new(py, rest).unbind()),
@@ -157,7 +221,8 @@ impl Codec {
                 _ => Received::Small(bytes.to_vec()),
             }),
             _ => Received::Small(bytes.to_vec()),
-        }
+        };
+        (busy, received)
     }
 
     /// The object a [`Received`] result encodes.

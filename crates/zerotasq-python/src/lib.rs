@@ -8,6 +8,7 @@
 //! - [`results`] — `NativeResults`: the lazy, windowed iterator behind `imap`.
 //! - [`connector`] — `NativeConnector`: blocking `send`/`recv` from any thread.
 //! - [`codec`] — Python object ⇄ task bytes (raw `bytes` fast path, pickle otherwise).
+//! - [`packing`] — tiny tasks travel in packs, sized by how long an item takes.
 //! - [`failure`] — engine `TaskError` → the Python `zerotasq.TaskError` factory.
 //! - [`wait`] — waiting without the GIL while staying responsive to Ctrl-C.
 //! - [`worker`] — the worker process side: the engine's `serve` loop calling `process`.
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 pub mod codec;
 pub mod connector;
 pub mod failure;
+pub mod packing;
 pub mod pool;
 pub mod results;
 pub mod wait;

@@ -2,19 +2,24 @@
 //! engine's batching [`Stream`].
 //!
 //! Each `__next__` first advances the stream with the GIL held and a zero timeout: that pulls
-//! the Python input into the free window slots, pickles each item straight into the batch the
-//! stream submits (one message per batch, not per task) and pops an outcome already received
-//! — no socket wait, no GIL hand-over. Only when no outcome is ready does it wait, without
-//! the GIL, in short slices (`next_indexed_timeout`), running Python's signal handlers
-//! between slices so Ctrl-C is seen at once. At most `window` items are pulled and not yet
-//! yielded, so an endless input is read only as fast as results are consumed. An item that
-//! cannot be pickled becomes an error outcome at its own place.
+//! the Python input into the free window slots — in packs while tasks are tiny (see
+//! [`packing`](crate::packing)) — pickles it straight into the batch the stream submits (one
+//! message per batch, not per task) and pops an outcome already received — no socket wait,
+//! no GIL hand-over. Only when no outcome is ready does it wait, without the GIL, in short
+//! slices (`next_indexed_timeout`), running Python's signal handlers between slices so
+//! Ctrl-C is seen at once. At most `window` items are pulled and not yet yielded, so an
+//! endless input is read only as fast as results are consumed. An item that cannot be
+//! pickled becomes an error outcome at its own place.
+//!
+//! The engine stream runs unordered: a pack's items are put in input order here, which also
+//! lets the items of a split pack, sent again one by one, take their own places.
 //!
 //! The window also has a byte budget: the stream starts at the first `__next__`, after the
-//! first item is pickled, and holds at most `window_bytes / size of the first item` tasks
+//! first item is pickled, and holds at most `window_bytes / size of the first item` items
 //! (at least [`MIN_WINDOW`], at most `window`). Big payloads then flow in small batches that
 //! overlap with the workers instead of one huge batch, and memory stays bounded in bytes.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -26,86 +31,84 @@ use zerotasq::{BrokerAccess, ErrorKind, RawPool, Stream, TaskError};
 
 use crate::codec::{Codec, Received};
 use crate::failure;
+use crate::packing::{self, Entry, Item, Packer, Packing};
 use crate::pool_error;
 use crate::wait::SLICE;
 
-/// The fewest tasks a byte budget leaves in flight: enough to keep two workers' prefetch
+/// The fewest items a byte budget leaves in flight: enough to keep two workers' prefetch
 /// full.
 pub const MIN_WINDOW: usize = 4;
 
-/// An input item on its way into a task.
-enum Item {
-    Object(Py<PyAny>),
-    /// Pickled already (the first item, pickled to size the window).
-    Encoded(Vec<u8>),
-    /// Could not be pickled: why.
-    Unpicklable(String),
-}
+/// A result as the engine stream yields it: the worker's busy time, when given, and the
+/// result's bytes.
+type Timed = (Option<Duration>, Received);
 
-/// What the stream pulls: the caller's Python iterator. It is pulled (and its items pickled)
-/// while `__next__` holds the GIL, so `Python::attach` here costs nothing.
-struct PyInput {
-    first: Option<(u64, Item)>,
-    iter: Option<Py<PyIterator>>,
-    pulled: Arc<AtomicU64>,
-    /// The exception the input raised (other than `StopIteration`).
-    error: Arc<Mutex<Option<PyErr>>>,
-}
+type PyStream = Stream<Packer, Timed>;
 
-impl Iterator for PyInput {
-    type Item = (u64, Item);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(first) = self.first.take() {
-            return Some(first);
-        }
-        let next = Python::attach(|py| {
-            let mut it = self.iter.as_ref()?.bind(py).clone();
-            it.next().map(|got| got.map(Bound::unbind))
-        });
-        match next {
-            Some(Ok(item)) => Some((
-                self.pulled.fetch_add(1, Ordering::Relaxed),
-                Item::Object(item),
-            )),
-            Some(Err(e)) => {
-                *self.error.lock().expect("input error lock") = Some(e);
-                self.iter = None;
-                None
-            }
-            None => {
-                self.iter = None;
-                None
-            }
-        }
-    }
-}
-
-type PyStream = Stream<PyInput, Received>;
+/// A result (`Ok`) or the error object of a failed item (`Err`).
+type Outcome = Result<Py<PyAny>, Py<PyAny>>;
 
 /// A stream not started yet: it starts at the first `__next__`, once the first item is
 /// pickled and the window sized by it.
 struct Pending {
     pool: Weak<RawPool>,
-    input: PyInput,
+    packer: Packer,
     window: usize,
     window_bytes: usize,
-    ordered: bool,
+}
+
+/// Outcomes received and not yet yielded.
+enum Ready {
+    /// `slots[0]` is item `next`'s place.
+    Ordered {
+        next: u64,
+        slots: VecDeque<Option<Outcome>>,
+    },
+    Unordered(VecDeque<Outcome>),
+}
+
+impl Ready {
+    fn store(&mut self, index: u64, outcome: Outcome) {
+        match self {
+            Ready::Ordered { next, slots } => {
+                let Some(at) = index.checked_sub(*next) else {
+                    return;
+                };
+                let at = at as usize;
+                if slots.len() <= at {
+                    slots.resize_with(at + 1, || None);
+                }
+                slots[at] = Some(outcome);
+            }
+            Ready::Unordered(queue) => queue.push_back(outcome),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Outcome> {
+        match self {
+            Ready::Ordered { next, slots } => {
+                slots.front()?.as_ref()?;
+                *next += 1;
+                slots.pop_front().flatten()
+            }
+            Ready::Unordered(queue) => queue.pop_front(),
+        }
+    }
 }
 
 #[pyclass(module = "zerotasq._native")]
 pub struct NativeResults {
     pending: Option<Pending>,
     stream: Mutex<Option<PyStream>>,
+    ready: Ready,
+    packing: Arc<Packing>,
     input_error: Arc<Mutex<Option<PyErr>>>,
     codec: Arc<Codec>,
     make_error: Py<PyAny>,
     return_exceptions: bool,
-    pulled: Arc<AtomicU64>,
 }
 
 impl NativeResults {
-    #[allow(clippy::too_many_arguments)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         pool: &Arc<RawPool>,
@@ -117,64 +120,71 @@ impl NativeResults {
         make_error: Py<PyAny>,
         return_exceptions: bool,
     ) -> Self {
-        let pulled = Arc::new(AtomicU64::new(0));
+        let packing = Arc::new(Packing::new(window, Arc::new(AtomicU64::new(0))));
         let input_error = Arc::new(Mutex::new(None));
-        let input = PyInput {
-            first: None,
-            iter: Some(input.unbind()),
-            pulled: pulled.clone(),
-            error: input_error.clone(),
-        };
+        let codec = Arc::new(codec);
+        let packer = Packer::new(
+            input.unbind(),
+            packing.clone(),
+            input_error.clone(),
+            codec.clone(),
+        );
         NativeResults {
             pending: Some(Pending {
                 pool: Arc::downgrade(pool),
-                input,
+                packer,
                 window: window.max(1),
                 window_bytes,
-                ordered,
             }),
             stream: Mutex::new(None),
+            ready: if ordered {
+                Ready::Ordered {
+                    next: 0,
+                    slots: VecDeque::new(),
+                }
+            } else {
+                Ready::Unordered(VecDeque::new())
+            },
+            packing,
             input_error,
-            codec: Arc::new(codec),
+            codec,
             make_error,
             return_exceptions,
-            pulled,
         }
     }
 
-    /// Starts the stream: pickles the first item, sizes the window by it.
+    /// Starts the stream: pickles the first item, sizes the window and the packs by it.
     fn start(&mut self, py: Python<'_>, pending: Pending) -> PyResult<()> {
         let Pending {
             pool,
-            mut input,
-            window,
+            mut packer,
+            mut window,
             window_bytes,
-            ordered,
         } = pending;
         let pool = pool
             .upgrade()
             .ok_or_else(|| pool_error("the pool is closed"))?;
-        let mut window = window;
-        if let Some((index, Item::Object(first))) = input.next() {
+        if let Some((index, first)) = packer.pull(py) {
             let mut bytes = Vec::new();
-            let item = match self.codec.encode(first.bind(py), &mut bytes) {
+            match self.codec.encode(first.bind(py), &mut bytes) {
                 Ok(()) => {
                     if window_bytes > 0 {
                         let fits = window_bytes / bytes.len().max(1);
                         window = window.min(fits.max(MIN_WINDOW));
                     }
-                    Item::Encoded(bytes)
+                    self.packing.configure(window, bytes.len());
+                    packer.put_first(index, bytes);
                 }
-                Err(e) => Item::Unpicklable(unpicklable(py, index, &e)),
-            };
-            input.first = Some((index, item));
+                // Sent alone, it fails again at its own place.
+                Err(_) => self.packing.resend_first(index, first),
+            }
         }
         let codec = self.codec.clone();
         let encode = Box::new(
-            move |(index, item): (u64, Item), out: &mut Vec<u8>| -> Result<(), TaskError> {
+            move |item: Item, out: &mut Vec<u8>| -> Result<(), TaskError> {
                 // On error the stream's batch writer drops what was written for this item.
                 match item {
-                    Item::Object(item) => Python::attach(|py| {
+                    Item::Object(index, item) => Python::attach(|py| {
                         codec.encode(item.bind(py), out).map_err(|e| {
                             TaskError::new(ErrorKind::Codec, unpicklable(py, index, &e))
                         })
@@ -183,13 +193,14 @@ impl NativeResults {
                         out.extend_from_slice(&bytes);
                         Ok(())
                     }
-                    Item::Unpicklable(why) => Err(TaskError::new(ErrorKind::Codec, why)),
+                    // Not sent: an outcome of its own, which the reader skips.
+                    Item::End => Err(TaskError::new(ErrorKind::Cancelled, "end of input")),
                 }
             },
         );
         let decode = Box::new(|bytes: &[u8]| Ok::<_, TaskError>(Codec::receive(bytes)));
         let stream = py
-            .detach(|| pool.stream(input, window, ordered, encode, decode))
+            .detach(|| pool.stream(packer, window, false, encode, decode))
             .map_err(pool_error)?;
         *self.stream.get_mut().expect("stream lock") = Some(stream);
         Ok(())
@@ -204,15 +215,16 @@ impl NativeResults {
         }
     }
 
-    fn outcome(
+    /// The outcome of item `index`, sent alone.
+    fn single(
         &self,
         py: Python<'_>,
-        outcome: Result<Received, TaskError>,
+        outcome: Result<Timed, TaskError>,
         index: u64,
-    ) -> PyResult<Py<PyAny>> {
+    ) -> PyResult<Outcome> {
         match outcome {
-            Ok(got) => match self.codec.finish(py, got) {
-                Ok(value) => Ok(value.unbind()),
+            Ok((_, got)) => match self.codec.finish(py, got) {
+                Ok(value) => Ok(Ok(value.unbind())),
                 Err(e) => {
                     let message = format!(
                         "the result of task #{index} cannot be unpickled: {}",
@@ -220,14 +232,77 @@ impl NativeResults {
                     );
                     let error =
                         failure::make(py, &self.make_error, "codec", &message, "", Some(index))?;
-                    self.fail(py, error)
+                    Ok(Err(error))
                 }
             },
-            Err(e) => {
-                let error = failure::from_task_error(py, &self.make_error, &e, Some(index))?;
-                self.fail(py, error)
+            Err(e) => Ok(Err(failure::from_task_error(
+                py,
+                &self.make_error,
+                &e,
+                Some(index),
+            )?)),
+        }
+    }
+
+    /// Takes in the outcome of engine task `task`: its item's, or its pack's items'.
+    fn receive(
+        &mut self,
+        py: Python<'_>,
+        task: u64,
+        outcome: Result<Timed, TaskError>,
+    ) -> PyResult<()> {
+        match self.packing.take(task) {
+            None | Some(Entry::End) => {}
+            Some(Entry::Single(index)) => {
+                if let Ok((Some(busy), _)) = &outcome {
+                    self.packing.answered(1, *busy);
+                }
+                let outcome = self.single(py, outcome, index)?;
+                self.ready.store(index, outcome);
+            }
+            Some(Entry::Pack { first, items }) => {
+                let items = items.into_bound(py);
+                let count = items.len();
+                let answer = match &outcome {
+                    Ok((_, Received::Small(bytes))) => {
+                        packing::read_answer(py, self.codec.loads(py), bytes).ok()
+                    }
+                    _ => None,
+                };
+                match (answer, outcome) {
+                    (Some(answer), _) if answer.values.len() == count => {
+                        self.packing.answered(count, answer.busy);
+                        let mut errors = answer.errors.into_iter().peekable();
+                        for (at, value) in answer.values.iter().enumerate() {
+                            let index = first + at as u64;
+                            let outcome = match errors.next_if(|e| e.0 == at) {
+                                Some((_, kind, message, detail)) => Err(failure::make(
+                                    py,
+                                    &self.make_error,
+                                    &kind,
+                                    &message,
+                                    &detail,
+                                    Some(index),
+                                )?),
+                                None => Ok(value.unbind()),
+                            };
+                            self.ready.store(index, outcome);
+                        }
+                    }
+                    (_, Err(e)) if e.kind() == ErrorKind::Cancelled => {
+                        for at in 0..count {
+                            let index = first + at as u64;
+                            let error =
+                                failure::from_task_error(py, &self.make_error, &e, Some(index))?;
+                            self.ready.store(index, Err(error));
+                        }
+                    }
+                    // Lost with its workers, or unreadable: each item goes again, alone.
+                    _ => self.packing.split(py, first, &items),
+                }
             }
         }
+        Ok(())
     }
 
     /// An exception of the input that must not wait for the open tasks (Ctrl-C raised
@@ -242,6 +317,31 @@ impl NativeResults {
         }
         None
     }
+
+    /// The next engine outcome: `Ok(None)` when the stream is done.
+    fn advance(&mut self, py: Python<'_>) -> PyResult<Option<(u64, Result<Timed, TaskError>)>> {
+        let fit = self.packing.tasks_that_fit();
+        let stream = self.stream.get_mut().expect("stream lock");
+        let Some(s) = stream.as_mut() else {
+            return Ok(None);
+        };
+        s.set_window(s.in_flight() + fit);
+        // With the GIL: pull, pickle and submit; take an outcome already received.
+        if let Ok(got) = s.next_indexed_timeout(Duration::ZERO) {
+            return Ok(got);
+        }
+        loop {
+            if let Some(e) = self.urgent_input_error(py) {
+                return Err(e);
+            }
+            let stream = self.stream.get_mut().expect("stream lock");
+            let s = stream.as_mut().expect("stream open");
+            if let Ok(got) = py.detach(|| s.next_indexed_timeout(SLICE)) {
+                return Ok(got);
+            }
+            py.check_signals()?;
+        }
+    }
 }
 
 #[pymethods]
@@ -254,40 +354,33 @@ impl NativeResults {
         if let Some(pending) = self.pending.take() {
             self.start(py, pending)?;
         }
-        let stream = self.stream.get_mut().expect("stream lock");
-        let Some(s) = stream.as_mut() else {
-            return Err(PyStopIteration::new_err(()));
-        };
-        // With the GIL: pull, pickle and submit; take an outcome already received.
-        let got = match s.next_indexed_timeout(Duration::ZERO) {
-            Ok(got) => got,
-            Err(_) => loop {
-                if let Some(e) = self.urgent_input_error(py) {
+        loop {
+            if let Some(outcome) = self.ready.pop() {
+                self.packing.yielded();
+                return match outcome {
+                    Ok(value) => Ok(value),
+                    Err(error) => self.fail(py, error),
+                };
+            }
+            let got = match self.advance(py) {
+                Ok(got) => got,
+                Err(e) => {
                     self.close(py);
                     return Err(e);
                 }
-                let stream = self.stream.get_mut().expect("stream lock");
-                let s = stream.as_mut().expect("stream open");
-                if let Ok(got) = py.detach(|| s.next_indexed_timeout(SLICE)) {
-                    break got;
-                }
-                if let Err(e) = py.check_signals() {
-                    self.close(py);
-                    return Err(e);
-                }
-            },
-        };
-        if let Some(e) = self.urgent_input_error(py) {
-            self.close(py);
-            return Err(e);
-        }
-        match got {
-            Some((index, outcome)) => self.outcome(py, outcome, index),
-            None => {
+            };
+            if let Some(e) = self.urgent_input_error(py) {
                 self.close(py);
-                match self.input_error.lock().expect("input error lock").take() {
-                    Some(e) => Err(e),
-                    None => Err(PyStopIteration::new_err(())),
+                return Err(e);
+            }
+            match got {
+                Some((task, outcome)) => self.receive(py, task, outcome)?,
+                None => {
+                    self.close(py);
+                    return match self.input_error.lock().expect("input error lock").take() {
+                        Some(e) => Err(e),
+                        None => Err(PyStopIteration::new_err(())),
+                    };
                 }
             }
         }
@@ -296,12 +389,13 @@ impl NativeResults {
     /// Items pulled from the input so far.
     #[getter]
     fn pulled(&self) -> u64 {
-        self.pulled.load(Ordering::Relaxed)
+        self.packing.pulled.load(Ordering::Relaxed)
     }
 
     /// Stops: open tasks are cancelled, the input is released. Idempotent.
     fn close(&mut self, py: Python<'_>) {
         self.pending = None;
+        self.ready = Ready::Unordered(VecDeque::new());
         let stream = self.stream.get_mut().expect("stream lock").take();
         // Dropped with the GIL held: the input is released at once; the stream only sends
         // a cancel message, without waiting.

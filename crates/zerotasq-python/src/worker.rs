@@ -4,14 +4,17 @@
 //! of tasks (`Handler::batch`), not once per task: the broker batches tiny tasks.
 
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use std::time::Instant;
+
+use pyo3::types::{PyList, PyTuple};
 use zerotasq::child::{options_from_env, EXIT_BAD_ENV, EXIT_BROKER_LOST};
 use zerotasq::transport::Context;
 use zerotasq::worker_runtime::{serve, Handler, ServeEnd};
 use zerotasq::{ErrorKind, TaskError};
 
-use crate::codec::Codec;
+use crate::codec::{self, Codec};
 use crate::failure;
+use crate::packing;
 
 /// Prepares this process for its parent's death (removes the pool's ipc directory on the
 /// parent-death signal). Call it first.
@@ -96,6 +99,9 @@ fn run_task(
     task: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), TaskError> {
+    if packing::is_pack(task) {
+        return run_pack(py, codec, process, describe, &task[1..], out);
+    }
     let request = codec.decode(py, task).map_err(|e| {
         TaskError::new(
             ErrorKind::Codec,
@@ -105,26 +111,107 @@ fn run_task(
             ),
         )
     })?;
+    let started = Instant::now();
     let result = match process.bind(py).call1((&request,)) {
         Ok(result) => result,
         Err(e) => return Err(python_failure(py, describe, e)),
     };
-    codec.encode(&result, out).map_err(|e| {
+    let busy = started.elapsed();
+    codec::start_timed(out);
+    codec
+        .encode(&result, out)
+        .map(|()| codec::end_timed(out, busy))
+        .map_err(|e| {
+            out.clear();
+            TaskError::new(ErrorKind::Codec, unpicklable_result(py, &request, &e))
+        })
+}
+
+/// Why a result cannot be sent, naming the task (its `repr`, cut short).
+fn unpicklable_result(py: Python<'_>, request: &Bound<'_, PyAny>, e: &PyErr) -> String {
+    let shown = request
+        .repr()
+        .map(|r| {
+            let r = r.to_string();
+            match r.char_indices().nth(80) {
+                Some((cut, _)) => format!("{}…", &r[..cut]),
+                None => r,
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "the result of the task {shown} cannot be pickled: {}",
+        failure::describe(py, e)
+    )
+}
+
+/// Runs a pack: `process` for each item, failures kept at their positions, the answer
+/// pickled as one (see [`packing`]).
+fn run_pack(
+    py: Python<'_>,
+    codec: &Codec,
+    process: &Py<PyAny>,
+    describe: &Py<PyAny>,
+    pickled: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), TaskError> {
+    let started = Instant::now();
+    let items = codec
+        .unpickle(py, pickled)
+        .and_then(|items| Ok(items.cast_into::<PyList>()?))
+        .map_err(|e| {
+            TaskError::new(
+                ErrorKind::Codec,
+                format!(
+                    "the tasks cannot be unpickled in the worker: {}",
+                    failure::describe(py, &e)
+                ),
+            )
+        })?;
+    let process = process.bind(py);
+    let values = PyList::empty(py);
+    let mut errors = Vec::new();
+    for (at, item) in items.iter().enumerate() {
+        match process.call1((&item,)) {
+            Ok(value) => values.append(value),
+            Err(e) => {
+                let e = python_failure(py, describe, e);
+                errors.push((
+                    at,
+                    failure::kind_name(e.kind()).to_string(),
+                    e.message().to_string(),
+                    e.detail().to_string(),
+                ));
+                values.append(py.None())
+            }
+        }
+        .map_err(|e| TaskError::new(ErrorKind::Failed, failure::describe(py, &e)))?;
+    }
+    let busy = started.elapsed();
+    if packing::write_answer(py, busy, &values, &errors, codec, out).is_ok() {
+        return Ok(());
+    }
+    // Some result does not pickle: it becomes an error at its own place.
+    out.clear();
+    for (at, value) in values.iter().enumerate() {
+        if let Err(e) = codec.pickle_in_band(&value) {
+            let item = items.get_item(at).expect("as many items as values");
+            errors.push((
+                at,
+                failure::kind_name(ErrorKind::Codec).to_string(),
+                unpicklable_result(py, &item, &e),
+                String::new(),
+            ));
+            let _ = values.set_item(at, py.None());
+        }
+    }
+    errors.sort_by_key(|e| e.0);
+    packing::write_answer(py, busy, &values, &errors, codec, out).map_err(|e| {
         out.clear();
-        let shown = request
-            .repr()
-            .map(|r| {
-                let r = r.to_string();
-                match r.char_indices().nth(80) {
-                    Some((cut, _)) => format!("{}…", &r[..cut]),
-                    None => r,
-                }
-            })
-            .unwrap_or_default();
         TaskError::new(
             ErrorKind::Codec,
             format!(
-                "the result of the task {shown} cannot be pickled: {}",
+                "the results cannot be pickled: {}",
                 failure::describe(py, &e)
             ),
         )

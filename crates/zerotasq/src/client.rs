@@ -163,9 +163,17 @@ impl<I: Iterator, O> Stream<I, O> {
         self.in_flight
     }
 
+    /// Changes the window: the input is pulled while fewer than `window` tasks are in flight.
+    /// A caller whose tasks carry several items each (packs) keeps its item count bounded by
+    /// setting it before each wait. A window at or below [`Stream::in_flight`] pulls nothing
+    /// more; the stream then ends once the tasks in flight are yielded.
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window;
+    }
+
     /// Pulls input into free window slots and submits it as one batch.
     fn fill(&mut self) -> Result<(), TaskError> {
-        let free = self.window - self.in_flight;
+        let free = self.window.saturating_sub(self.in_flight);
         let refill_at = (self.window / 8).max(1);
         if free == 0 || (free < refill_at && self.delivery.has_ready()) {
             return Ok(());
