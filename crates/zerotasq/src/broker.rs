@@ -17,6 +17,7 @@
 //!   `max_retries` dead workers becomes a `WorkerLost` error outcome.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
@@ -80,6 +81,8 @@ pub struct BrokerStats {
     pub malformed: u64,
     pub workers_ready: u64,
     pub workers_lost: u64,
+    /// `Hello`s answered with the welcome bytes (peers about to join, or only asking).
+    pub welcomes: u64,
     pub init_failures: u64,
     pub workers_alive: usize,
     pub queued: usize,
@@ -199,6 +202,8 @@ pub struct Broker {
     garbage: HashMap<Vec<u8>, u32>,
     ignored: HashSet<Vec<u8>>,
     stats: BrokerStats,
+    /// The pool's welcome bytes, the answer to every `Hello`.
+    welcome: Arc<[u8]>,
     outbox: Vec<(Route, Vec<Vec<u8>>)>,
 }
 
@@ -221,8 +226,15 @@ impl Broker {
             garbage: HashMap::new(),
             ignored: HashSet::new(),
             stats: BrokerStats::default(),
+            welcome: Arc::from(&[][..]),
             outbox: Vec::new(),
         }
+    }
+
+    /// The bytes every `Hello` is answered with (see [`crate::pool::PoolSpec::welcome`]).
+    pub fn with_welcome(mut self, welcome: Arc<[u8]>) -> Self {
+        self.welcome = welcome;
+        self
     }
 
     pub fn stats(&self) -> BrokerStats {
@@ -319,6 +331,13 @@ impl Broker {
                 }
             }
             Message::Release(ids) => self.release(identity, ids.iter()),
+            // Asking is not joining: no credit, no place in the LRU queue, no figures but one.
+            Message::Hello => {
+                self.stats.welcomes += 1;
+                let welcome = Message::Welcome(&self.welcome).encode();
+                self.outbox
+                    .push((Route::Worker(identity.to_vec()), welcome));
+            }
             Message::Goodbye => self.worker_dead(identity, "worker left"),
             other => self.on_garbage(
                 identity,

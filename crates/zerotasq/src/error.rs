@@ -106,6 +106,10 @@ pub enum Error {
     InitFailed(String),
     #[error("refused by the broker: {0}")]
     Refused(String),
+    /// No answer from a broker within the patience given: it is unreachable, or it refused
+    /// our key (CURVE gives no other sign). The message names the endpoint.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl Error {

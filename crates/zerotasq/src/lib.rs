@@ -67,3 +67,4 @@ pub use link::{BrokerAccess, RemoteBroker};
 pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
 pub use transport::curve::{KeyPair, PublicKey, Security};
 pub use worker::{serve_remote_worker, Worker};
+pub use worker_runtime::fetch_welcome;

@@ -48,6 +48,10 @@ pub struct PoolSpec {
     pub backoff_max: Duration,
     /// TCP endpoints for remote workers and clients.
     pub tcp: Option<TcpListen>,
+    /// What the broker tells a worker that asks before joining
+    /// ([`crate::worker_runtime::fetch_welcome`]), e.g. the Python face's pickled worker
+    /// definition; it reaches only peers that passed authentication. Empty by default.
+    pub welcome: Vec<u8>,
 }
 
 /// Where a pool listens on TCP, and how it authenticates peers there.
@@ -81,6 +85,7 @@ impl Default for PoolSpec {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             tcp: None,
+            welcome: Vec::new(),
         }
     }
 }
@@ -182,7 +187,7 @@ impl RawPool {
         let broker_thread = {
             let stats = stats.clone();
             let alive = broker_alive.clone();
-            let broker = Broker::new(spec.broker.clone());
+            let broker = Broker::new(spec.broker.clone()).with_welcome(spec.welcome.into());
             std::thread::Builder::new()
                 .name("zerotasq-broker".into())
                 .spawn(move || {
@@ -480,6 +485,13 @@ impl<W: Worker> PoolBuilder<W> {
     /// standalone broker).
     pub fn tcp(mut self, listen: TcpListen) -> Self {
         self.spec.tcp = Some(listen);
+        self
+    }
+
+    /// Bytes the broker hands a remote worker that asks before joining
+    /// ([`crate::worker_runtime::fetch_welcome`]); see [`PoolSpec::welcome`].
+    pub fn welcome(mut self, bytes: Vec<u8>) -> Self {
+        self.spec.welcome = bytes;
         self
     }
 

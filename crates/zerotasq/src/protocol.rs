@@ -17,6 +17,7 @@
 //! wire error   = kind:u8 msg_len:u32 msg detail_len:u32 detail
 //! ready        = capacity:u32 pid:u32 host_len:u32 host
 //! release      = count:u32 { id:u64 }*
+//! welcome      = the pool's welcome bytes, as given (may be empty)
 //! ```
 //!
 //! Every decode is checked: a malformed message yields a [`ProtocolError`], never a panic.
@@ -25,13 +26,17 @@
 //! `Shutdown` whatever it sends. A leaving worker relies on that: after its last results,
 //! `Release` and `Goodbye`, it sends a `Heartbeat`, and the `Shutdown` that comes back says
 //! the broker has processed everything before it (one socket, so messages keep their order).
+//!
+//! `Hello` asks the broker for the pool's welcome bytes (what a remote worker needs before
+//! its `init`, e.g. the Python face's pickled worker definition) without joining: the broker
+//! answers `Welcome` and registers nothing.
 
 use std::fmt;
 
 /// The two bytes every header starts with.
 pub const MAGIC: [u8; 2] = *b"ZT";
 /// Protocol version; peers with another version are refused with a clear error.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Typed commands, one byte on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +65,10 @@ pub enum Command {
     /// worker → broker: leaving; hands back the tasks it never started (no try is charged
     /// for them) and takes no more.
     Release = 11,
+    /// worker → broker: send me the pool's welcome bytes (this does not join the pool).
+    Hello = 12,
+    /// broker → worker: the pool's welcome bytes, the answer to `Hello`.
+    Welcome = 13,
     /// supervisor → broker (in-process): a local child exited.
     ChildExited = 20,
     /// broker → supervisor (in-process): kill this worker (it missed its heartbeats).
@@ -85,6 +94,8 @@ impl Command {
             9 => Cancel,
             10 => Fatal,
             11 => Release,
+            12 => Hello,
+            13 => Welcome,
             20 => ChildExited,
             21 => KillWorker,
             22 => StopRestarting,
@@ -547,6 +558,8 @@ pub enum Message<'a> {
     Cancel,
     Fatal(&'a str),
     Release(IdList<'a>),
+    Hello,
+    Welcome(&'a [u8]),
     ChildStarted { identity: &'a [u8] },
     ChildExited { identity: &'a [u8], status: &'a str },
     KillWorker { identity: &'a [u8] },
@@ -572,6 +585,8 @@ impl<'a> Message<'a> {
             Message::Cancel => Command::Cancel,
             Message::Fatal(_) => Command::Fatal,
             Message::Release(_) => Command::Release,
+            Message::Hello => Command::Hello,
+            Message::Welcome(_) => Command::Welcome,
             Message::ChildStarted { .. } => Command::ChildStarted,
             Message::ChildExited { .. } => Command::ChildExited,
             Message::KillWorker { .. } => Command::KillWorker,
@@ -640,6 +655,10 @@ impl<'a> Message<'a> {
                 expect(1)?;
                 Message::Release(IdList::parse(frame(0))?)
             }
+            Command::Welcome => {
+                expect(1)?;
+                Message::Welcome(frame(0))
+            }
             Command::ChildExited => {
                 expect(2)?;
                 Message::ChildExited {
@@ -675,6 +694,10 @@ impl<'a> Message<'a> {
                 expect(0)?;
                 Message::StopRestarting
             }
+            Command::Hello => {
+                expect(0)?;
+                Message::Hello
+            }
         })
     }
 
@@ -701,6 +724,7 @@ impl<'a> Message<'a> {
                 frames.push(text.as_bytes().to_vec())
             }
             Message::Release(ids) => frames.push(IdList::encode(ids.iter())),
+            Message::Welcome(bytes) => frames.push(bytes.to_vec()),
             Message::ChildExited { identity, status } => {
                 frames.push(identity.to_vec());
                 frames.push(status.as_bytes().to_vec());
@@ -712,7 +736,8 @@ impl<'a> Message<'a> {
             | Message::Goodbye
             | Message::Shutdown
             | Message::Cancel
-            | Message::StopRestarting => {}
+            | Message::StopRestarting
+            | Message::Hello => {}
         }
         frames
     }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, TaskError};
 use crate::protocol::{
-    header, Command, Message, Ready, ResultBatchWriter, TaskBatch, MAGIC, VERSION,
+    header, Command, Message, ProtocolError, Ready, ResultBatchWriter, TaskBatch, MAGIC, VERSION,
 };
 use crate::transport::curve::Security;
-use crate::transport::{poll, Context, Frame, Kind, Pollable, Socket};
+use crate::transport::{poll, Context, Frame, Kind, Pollable, SendError, Socket};
 
 /// Results are sent at least this often while a batch is being worked through.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
@@ -153,6 +153,66 @@ pub fn serve_remote(ctx: &Context, opts: &WorkerOptions, mut handler: impl Handl
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
     unreachable!("the session loop only ends by returning")
+}
+
+/// Asks the broker for its pool's welcome bytes ([`crate::pool::PoolSpec::welcome`]) without
+/// joining it: what a remote worker needs before its `init` (the Python face's pickled
+/// worker definition). Asks again every `heartbeat_interval` while the broker is unreachable
+/// or restarting. No answer within `patience` is [`Error::Unreachable`], naming the endpoint;
+/// a broker that speaks another protocol version is [`Error::Refused`].
+pub fn fetch_welcome(
+    ctx: &Context,
+    opts: &WorkerOptions,
+    patience: Duration,
+) -> Result<Vec<u8>, Error> {
+    /// While no connection is up, sending is tried again this often.
+    const RETRY: Duration = Duration::from_millis(50);
+    let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
+    // A Hello that never left must not hold up the close.
+    dealer.set_linger(Duration::ZERO)?;
+    if !opts.identity.is_empty() {
+        dealer.set_identity(&opts.identity)?;
+    }
+    dealer.secure(&opts.security)?;
+    // Queue nothing while no connection is up: Hellos must not pile up and be answered in
+    // bulk once it is.
+    dealer.set_connect_patience(patience)?;
+    dealer.connect(&opts.endpoint)?;
+    let deadline = Instant::now() + patience;
+    let mut ask_at = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Unreachable(format!(
+                "no answer from the broker at {} within {patience:?}: it is unreachable, or \
+                 it refused our key",
+                opts.endpoint
+            )));
+        }
+        if now >= ask_at {
+            ask_at = match dealer.send(Message::Hello.encode(), false) {
+                Ok(()) => now + opts.heartbeat_interval,
+                Err(SendError::Other(e)) => return Err(e),
+                Err(_) => now + RETRY,
+            };
+        }
+        let wait = ask_at.min(deadline).saturating_duration_since(now);
+        let Some(frames) = dealer.recv_timeout(wait)? else {
+            continue;
+        };
+        match Message::decode(&frames) {
+            Ok(Message::Welcome(bytes)) => return Ok(bytes.to_vec()),
+            Ok(Message::Fatal(why)) => return Err(Error::Refused(why.to_string())),
+            Err(ProtocolError::VersionMismatch { got }) => {
+                return Err(Error::Refused(format!(
+                    "the broker speaks protocol version {got}; this worker speaks version \
+                     {VERSION}"
+                )))
+            }
+            Ok(other) => tracing::debug!("waiting for Welcome, ignored {:?}", other.command()),
+            Err(e) => tracing::warn!("dropped a malformed message from the broker: {e}"),
+        }
+    }
 }
 
 /// A routing id for a worker that joins from elsewhere: host, pid and time, so two never
@@ -302,7 +362,7 @@ fn io_loop(dealer: &Socket, pair: &Socket, opts: &WorkerOptions) {
 
 fn send<F: Into<Frame>>(socket: &Socket, frames: Vec<F>) -> Result<(), Error> {
     socket.send(frames, true).map_err(|e| match e {
-        crate::transport::SendError::Other(e) => e,
+        SendError::Other(e) => e,
         _ => Error::Closed,
     })
 }

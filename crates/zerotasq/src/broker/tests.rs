@@ -512,3 +512,41 @@ fn an_init_reason_arriving_after_the_exit_still_names_the_failure() {
     b.tick(t + Duration::from_secs(1));
     assert!(b.failure().unwrap().contains("signal 9"));
 }
+
+#[test]
+fn a_hello_is_answered_with_the_welcome_and_joins_nothing() {
+    let t = Instant::now();
+    let mut b = broker().with_welcome(Arc::from(&b"defs"[..]));
+    b.on_worker(b"asker", &Message::Hello.encode(), t);
+    b.flush(t);
+    let out: Vec<_> = b.outbox().collect();
+    assert_eq!(
+        out,
+        vec![(
+            Route::Worker(b"asker".to_vec()),
+            Message::Welcome(b"defs").encode()
+        )]
+    );
+    let stats = b.stats();
+    assert_eq!(stats.workers_alive, 0, "asking is not joining: {stats:?}");
+    assert_eq!(stats.workers_ready, 0);
+    assert_eq!(stats.welcomes, 1);
+    // It gets no task either: submitted work waits for a real worker.
+    submit(&mut b, "c", [0], t);
+    assert!(sent_tasks(&mut b, t).is_empty());
+    ready(&mut b, "w", 1, t);
+    assert_eq!(sent_tasks(&mut b, t)[0].0, "w");
+
+    // A pool with no welcome answers with empty bytes, not silence.
+    let mut b = broker();
+    b.on_worker(b"asker", &Message::Hello.encode(), t);
+    b.flush(t);
+    let out: Vec<_> = b.outbox().collect();
+    assert_eq!(
+        out,
+        vec![(
+            Route::Worker(b"asker".to_vec()),
+            Message::Welcome(b"").encode()
+        )]
+    );
+}

@@ -61,7 +61,7 @@ proptest! {
         let messages = [
             Message::Ready(Ready { capacity: cap, pid, host: &text }),
             Message::Heartbeat, Message::Goodbye, Message::Shutdown, Message::Cancel,
-            Message::StopRestarting,
+            Message::StopRestarting, Message::Hello, Message::Welcome(&identity),
             Message::InitFailed(&text), Message::Fatal(&text),
             Message::ChildExited { identity: &identity, status: &text },
             Message::KillWorker { identity: &identity },
@@ -75,6 +75,21 @@ proptest! {
             let frames = m.encode();
             prop_assert_eq!(Message::decode(&frames).unwrap(), m);
         }
+    }
+
+    /// Welcome bytes are carried as given, whatever they hold (a pickle, nothing at all).
+    #[test]
+    fn welcome_carries_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let frames = Message::Welcome(&bytes).encode();
+        prop_assert_eq!(frames.len(), 2);
+        prop_assert_eq!(Message::decode(&frames).unwrap(), Message::Welcome(&bytes));
+        // A Hello has no body; a Welcome has exactly one frame.
+        let mut hello = Message::Hello.encode();
+        hello.push(bytes.clone());
+        let is_frame_count = matches!(Message::decode(&hello), Err(ProtocolError::FrameCount { .. }));
+        prop_assert!(is_frame_count);
+        let is_frame_count = matches!(Message::decode(&frames[..1]), Err(ProtocolError::FrameCount { .. }));
+        prop_assert!(is_frame_count);
     }
 
     /// Arbitrary frames never panic the decoder, whatever the header claims.
