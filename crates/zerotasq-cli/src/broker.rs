@@ -7,11 +7,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use zerotasq::broker::BrokerConfig;
-use zerotasq::transport::curve::check_insecure;
+use zerotasq::transport::curve::{check_insecure, server_security};
 use zerotasq::{PoolSpec, RawPool, Security, TcpListen};
 
 use crate::args::BrokerArgs;
-use crate::keys::{key_pair, read_public_keys};
 use crate::run::{say, EXIT_USAGE};
 use crate::signals;
 
@@ -27,15 +26,7 @@ fn security(args: &BrokerArgs) -> Result<Security, String> {
         .key
         .as_ref()
         .ok_or("--key is required without --insecure")?;
-    let keys = key_pair(key)?;
-    let mut allowed = Vec::new();
-    for file in &args.allow {
-        allowed.extend(read_public_keys(file)?);
-    }
-    if allowed.is_empty() {
-        return Err("the --allow files list no public key: no one could connect".into());
-    }
-    Ok(Security::Server { keys, allowed })
+    server_security(key, &args.allow).map_err(|e| e.to_string())
 }
 
 /// Runs `zerotasq broker` until a signal; returns the exit status.

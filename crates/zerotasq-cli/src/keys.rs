@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use zerotasq::transport::curve::check_insecure;
-use zerotasq::{KeyPair, PublicKey, Security};
+use zerotasq::{KeyPair, Security};
 
 use crate::args::{KeygenArgs, RemoteArgs};
 use crate::run::{say, EXIT_USAGE};
@@ -52,55 +51,28 @@ pub fn keygen(args: KeygenArgs) -> i32 {
     }
 }
 
-/// Reads public keys, one per line (`#` comments), naming the file and line of a bad one.
-pub fn read_public_keys(path: &Path) -> Result<Vec<PublicKey>, String> {
-    zerotasq::transport::curve::read_public_keys(path).map_err(|e| e.to_string())
-}
-
-/// A public key from a file written by `keygen` (its first key), or given as Z85 text.
-pub fn public_key(given: &Path) -> Result<PublicKey, String> {
-    if given.exists() {
-        let keys = read_public_keys(given)?;
-        return keys
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("{}: no public key in it", given.display()));
-    }
-    given.to_string_lossy().parse().map_err(|_| {
-        format!(
-            "{}: no such file (nor a Z85-encoded public key)",
-            given.display()
-        )
-    })
-}
-
-/// Our key pair from a `.key_secret` file.
-pub fn key_pair(path: &Path) -> Result<KeyPair, String> {
-    KeyPair::read(path).map_err(|e| e.to_string())
-}
-
-/// The security of a client or worker reaching `endpoint`: CURVE with both keys, or plain
-/// with `--insecure` (refused off loopback unless `--allow-insecure-remote`).
+/// The security of a command reaching a remote broker.
 pub fn client_security(endpoint: &str, remote: &RemoteArgs) -> Result<Security, String> {
-    if remote.insecure {
-        check_insecure(endpoint, remote.allow_insecure_remote).map_err(|e| e.to_string())?;
-        return Ok(Security::Insecure);
-    }
-    let (Some(server), Some(key)) = (&remote.server_key, &remote.key) else {
+    if !remote.insecure && (remote.server_key.is_none() || remote.key.is_none()) {
         return Err(format!(
             "connecting to {endpoint} needs --server-key (the broker's NAME.key) and --key \
              (our NAME.key_secret), or --insecure for plain TCP"
         ));
-    };
-    Ok(Security::Client {
-        keys: key_pair(key)?,
-        server: public_key(server)?,
-    })
+    }
+    zerotasq::transport::curve::client_security(
+        endpoint,
+        remote.server_key.as_deref(),
+        remote.key.as_deref(),
+        remote.insecure,
+        remote.allow_insecure_remote,
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zerotasq::transport::curve::read_public_keys;
 
     #[test]
     fn keys_with_hash_signs_survive_comments() {
@@ -120,7 +92,10 @@ mod tests {
         .unwrap();
         assert_eq!(read_public_keys(&file).unwrap(), vec![key]);
         std::fs::write(&file, "not-a-key\n").unwrap();
-        assert!(read_public_keys(&file).unwrap_err().contains(":1:"));
+        assert!(read_public_keys(&file)
+            .unwrap_err()
+            .to_string()
+            .contains(":1:"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

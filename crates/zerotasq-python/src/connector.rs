@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use zerotasq::{BrokerAccess, Connector, RawPool, TaskError};
+use zerotasq::{BrokerAccess, Connector, TaskError};
 
 use crate::codec::Codec;
 use crate::failure;
@@ -18,17 +18,22 @@ use crate::wait::interruptible;
 /// The engine connector over task and result bytes.
 type ByteConnector = Connector<Vec<u8>, Vec<u8>>;
 
-fn byte_connector(raw: &RawPool, window: usize, ordered: bool) -> PyResult<ByteConnector> {
-    raw.connector(
-        window,
-        ordered,
-        Box::new(|task: Vec<u8>, out: &mut Vec<u8>| {
-            *out = task;
-            Ok(())
-        }),
-        Box::new(|bytes: &[u8]| Ok::<_, TaskError>(bytes.to_vec())),
-    )
-    .map_err(pool_error)
+fn byte_connector(
+    access: &impl BrokerAccess,
+    window: usize,
+    ordered: bool,
+) -> PyResult<ByteConnector> {
+    access
+        .connector(
+            window,
+            ordered,
+            Box::new(|task: Vec<u8>, out: &mut Vec<u8>| {
+                *out = task;
+                Ok(())
+            }),
+            Box::new(|bytes: &[u8]| Ok::<_, TaskError>(bytes.to_vec())),
+        )
+        .map_err(pool_error)
 }
 
 #[pyclass(module = "zerotasq._native", frozen)]
@@ -46,7 +51,7 @@ pub struct NativeConnector {
 
 impl NativeConnector {
     pub(crate) fn start(
-        raw: &RawPool,
+        access: &impl BrokerAccess,
         window: usize,
         ordered: bool,
         codec: Codec,
@@ -54,7 +59,7 @@ impl NativeConnector {
     ) -> PyResult<Self> {
         let window = window.max(1);
         Ok(NativeConnector {
-            conn: Mutex::new(Some(Arc::new(byte_connector(raw, window, ordered)?))),
+            conn: Mutex::new(Some(Arc::new(byte_connector(access, window, ordered)?))),
             codec,
             make_error,
             window,

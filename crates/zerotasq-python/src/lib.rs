@@ -4,7 +4,10 @@
 //! releases the GIL around every blocking call.
 //!
 //! # Layout
-//! - [`pool`] — `NativePool`: a running engine pool whose workers are fresh interpreters.
+//! - [`pool`] — `NativePool`: a running engine pool whose workers are fresh interpreters,
+//!   or a remote broker.
+//! - [`access`] — what a pool streams through: its own broker or a remote one.
+//! - [`remote`] — keys, and the worker side of a remote worker (definition, then serve).
 //! - [`results`] — `NativeResults`: the lazy, windowed iterator behind `imap`.
 //! - [`connector`] — `NativeConnector`: blocking `send`/`recv` from any thread.
 //! - [`codec`] — Python object ⇄ task bytes (raw `bytes` fast path, pickle otherwise).
@@ -15,11 +18,13 @@
 
 use pyo3::prelude::*;
 
+pub mod access;
 pub mod codec;
 pub mod connector;
 pub mod failure;
 pub mod packing;
 pub mod pool;
+pub mod remote;
 pub mod results;
 pub mod wait;
 pub mod worker;
@@ -45,5 +50,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(worker::serve_worker, m)?)?;
     m.add_function(wrap_pyfunction!(worker::report_init_failure, m)?)?;
     m.add_function(wrap_pyfunction!(worker::prepare_worker_process, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::keygen, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::check_security, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::fetch_welcome, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::serve_remote_worker, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::die_with_parent, m)?)?;
     Ok(())
 }

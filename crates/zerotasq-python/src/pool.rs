@@ -1,6 +1,8 @@
 //! `NativePool`: an engine [`RawPool`] whose local workers are fresh Python interpreters
-//! (`python -m zerotasq._worker`), each reading its worker definition from stdin. Never a
-//! fork of this process, which has running threads.
+//! (`python -m zerotasq._worker`), each reading its worker definition from stdin — never a
+//! fork of this process, which has running threads — and which may listen on TCP for remote
+//! workers (handed the definition as the pool's welcome bytes) and clients; or a
+//! [`RemoteBroker`] reached over TCP, streamed through the same way.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -11,35 +13,79 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use zerotasq::broker::BrokerConfig;
 use zerotasq::supervisor::WorkerCommand;
-use zerotasq::{PoolSpec, RawPool};
+use zerotasq::transport::curve::{client_security, server_security};
+use zerotasq::{PoolSpec, RawPool, RemoteBroker, Security, TcpListen};
 
+use crate::access::Access;
 use crate::codec::Codec;
 use crate::connector::NativeConnector;
 use crate::pool_error;
 use crate::results::NativeResults;
 
-/// A running pool: broker thread, supervisor thread and worker processes.
+/// A running pool (broker thread, supervisor thread, worker processes) or a remote broker.
 #[pyclass(module = "zerotasq._native", frozen)]
 pub struct NativePool {
-    raw: Mutex<Option<Arc<RawPool>>>,
+    access: Mutex<Option<Access>>,
 }
 
 impl NativePool {
-    fn raw(&self) -> PyResult<Arc<RawPool>> {
-        self.raw
+    fn access(&self) -> PyResult<Access> {
+        self.access
             .lock()
             .expect("pool lock")
             .clone()
             .ok_or_else(|| pool_error("the pool is closed"))
     }
+
+    fn local(&self) -> PyResult<Option<Arc<RawPool>>> {
+        Ok(match self.access()? {
+            Access::Local(pool) => Some(pool),
+            Access::Remote(_) => None,
+        })
+    }
+}
+
+/// Where a pool listens on TCP, from `Pool(listen_workers=…, listen_clients=…, key=…,
+/// allow=…, insecure=…)`.
+fn tcp_listen(
+    workers: Option<String>,
+    clients: Option<String>,
+    key: Option<PathBuf>,
+    allow: Vec<PathBuf>,
+    insecure: bool,
+    allow_insecure_remote: bool,
+) -> PyResult<Option<TcpListen>> {
+    if workers.is_none() && clients.is_none() {
+        return Ok(None);
+    }
+    let security = if insecure {
+        Security::Insecure
+    } else {
+        let key = key.ok_or_else(|| {
+            pool_error(
+                "listening on TCP needs key= (the pool's NAME.key_secret) and allow= (files of \
+                 admitted public keys), or insecure=True for plain TCP",
+            )
+        })?;
+        server_security(&key, &allow).map_err(pool_error)?
+    };
+    Ok(Some(TcpListen {
+        workers,
+        clients,
+        security,
+        allow_insecure_remote,
+    }))
 }
 
 #[pymethods]
 impl NativePool {
-    /// Starts the pool: `n_workers` copies of `program args…`, each given `stdin`.
+    /// Starts the pool: `n_workers` copies of `program args…`, each given `stdin`; on TCP
+    /// too when `listen_workers`/`listen_clients` are given (remote workers get `welcome`).
     #[new]
     #[pyo3(signature = (program, args, env, stdin, n_workers, max_retries=3, prefetch=2,
-                        heartbeat_ms=500, liveness=6, max_message=256 << 20))]
+                        heartbeat_ms=500, liveness=6, max_message=256 << 20, *,
+                        listen_workers=None, listen_clients=None, key=None, allow=Vec::new(),
+                        insecure=false, allow_insecure_remote=false, welcome=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -53,10 +99,27 @@ impl NativePool {
         heartbeat_ms: u64,
         liveness: u32,
         max_message: i64,
+        listen_workers: Option<String>,
+        listen_clients: Option<String>,
+        key: Option<PathBuf>,
+        allow: Vec<PathBuf>,
+        insecure: bool,
+        allow_insecure_remote: bool,
+        welcome: Vec<u8>,
     ) -> PyResult<Self> {
-        if n_workers == 0 {
-            return Err(pool_error("a pool needs at least one worker"));
+        if n_workers == 0 && listen_workers.is_none() {
+            return Err(pool_error(
+                "a pool needs at least one worker (or listen_workers= for remote ones)",
+            ));
         }
+        let tcp = tcp_listen(
+            listen_workers,
+            listen_clients,
+            key,
+            allow,
+            insecure,
+            allow_insecure_remote,
+        )?;
         let spec = PoolSpec {
             broker: BrokerConfig {
                 heartbeat_interval: Duration::from_millis(heartbeat_ms.max(10)),
@@ -64,26 +127,70 @@ impl NativePool {
                 max_retries: max_retries.max(1),
                 ..BrokerConfig::default()
             },
-            processes: Some((
-                n_workers,
-                WorkerCommand {
-                    program,
-                    args: args.into_iter().map(OsString::from).collect(),
-                    env: env
-                        .into_iter()
-                        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-                        .collect(),
-                    stdin: stdin.to_vec(),
-                },
-            )),
+            processes: (n_workers > 0).then(|| {
+                (
+                    n_workers,
+                    WorkerCommand {
+                        program,
+                        args: args.into_iter().map(OsString::from).collect(),
+                        env: env
+                            .into_iter()
+                            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                            .collect(),
+                        stdin: stdin.to_vec(),
+                    },
+                )
+            }),
             prefetch: prefetch.max(1),
             max_message,
+            tcp,
+            welcome,
             ..PoolSpec::default()
         };
         let raw = py.detach(|| RawPool::start(spec)).map_err(pool_error)?;
         Ok(NativePool {
-            raw: Mutex::new(Some(Arc::new(raw))),
+            access: Mutex::new(Some(Access::Local(Arc::new(raw)))),
         })
+    }
+
+    /// A broker elsewhere (its client endpoint), with CURVE keys or plain TCP.
+    #[staticmethod]
+    #[pyo3(signature = (endpoint, server_key=None, key=None, insecure=false,
+                        allow_insecure_remote=false, patience_s=5.0))]
+    fn connect(
+        endpoint: &str,
+        server_key: Option<PathBuf>,
+        key: Option<PathBuf>,
+        insecure: bool,
+        allow_insecure_remote: bool,
+        patience_s: f64,
+    ) -> PyResult<Self> {
+        let security = client_security(
+            endpoint,
+            server_key.as_deref(),
+            key.as_deref(),
+            insecure,
+            allow_insecure_remote,
+        )
+        .map_err(pool_error)?;
+        let patience = Duration::from_secs_f64(patience_s.max(0.1));
+        let broker = RemoteBroker::connect(endpoint, security, allow_insecure_remote)
+            .map_err(pool_error)?
+            .patience(patience, patience);
+        Ok(NativePool {
+            access: Mutex::new(Some(Access::Remote(Arc::new(broker)))),
+        })
+    }
+
+    /// The TCP endpoints the pool bound (ports resolved): `{"workers": …, "clients": …}`.
+    fn tcp_endpoints<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        if let Some(pool) = self.local()? {
+            let e = pool.tcp_endpoints();
+            d.set_item("workers", e.workers.clone())?;
+            d.set_item("clients", e.clients.clone())?;
+        }
+        Ok(d)
     }
 
     /// A lazy iterator over the outcomes of `iterable`'s items.
@@ -102,9 +209,9 @@ impl NativePool {
         return_exceptions: bool,
         window_bytes: usize,
     ) -> PyResult<NativeResults> {
-        let raw = self.raw()?;
+        let access = self.access()?;
         Ok(NativeResults::new(
-            &raw,
+            &access,
             iterable.try_iter()?,
             window,
             window_bytes,
@@ -126,9 +233,9 @@ impl NativePool {
         loads: Py<PyAny>,
         make_error: Py<PyAny>,
     ) -> PyResult<NativeConnector> {
-        let raw = self.raw()?;
+        let access = self.access()?;
         NativeConnector::start(
-            &raw,
+            &access,
             window,
             ordered,
             Codec::new(py, dumps, loads)?,
@@ -136,14 +243,21 @@ impl NativePool {
         )
     }
 
-    /// The pids of the live worker processes.
+    /// The pids of the live local worker processes.
     fn worker_pids(&self) -> PyResult<Vec<u32>> {
-        Ok(self.raw()?.worker_pids())
+        Ok(self
+            .local()?
+            .map_or_else(Vec::new, |pool| pool.worker_pids()))
     }
 
     /// The broker's counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.raw()?.stats();
+        let Some(pool) = self.local()? else {
+            return Err(pool_error(
+                "the counters of a remote broker are not available here",
+            ));
+        };
+        let s = pool.stats();
         let d = PyDict::new(py);
         d.set_item("submitted", s.submitted)?;
         d.set_item("completed", s.completed)?;
@@ -151,6 +265,7 @@ impl NativePool {
         d.set_item("requeued", s.requeued)?;
         d.set_item("poisoned", s.poisoned)?;
         d.set_item("duplicates_dropped", s.duplicates_dropped)?;
+        d.set_item("malformed", s.malformed)?;
         d.set_item("workers_ready", s.workers_ready)?;
         d.set_item("workers_lost", s.workers_lost)?;
         d.set_item("init_failures", s.init_failures)?;
@@ -163,15 +278,15 @@ impl NativePool {
     /// Whether `close` has run.
     #[getter]
     fn closed(&self) -> bool {
-        self.raw.lock().expect("pool lock").is_none()
+        self.access.lock().expect("pool lock").is_none()
     }
 
     /// Stops the pool: kills and reaps the workers, ends open tasks as cancelled. Idempotent.
     fn close(&self, py: Python<'_>) {
-        let raw = self.raw.lock().expect("pool lock").take();
-        if let Some(raw) = raw {
+        let access = self.access.lock().expect("pool lock").take();
+        if let Some(access) = access {
             // Open iterators hold only their own sockets, so this is the last reference.
-            py.detach(move || drop(raw));
+            py.detach(move || drop(access));
         }
     }
 }

@@ -21,13 +21,15 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyException, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::PyIterator;
-use zerotasq::{BrokerAccess, ErrorKind, RawPool, Stream, TaskError};
+use zerotasq::{BrokerAccess, ErrorKind, Stream, TaskError};
+
+use crate::access::{Access, WeakAccess};
 
 use crate::codec::{Codec, Received};
 use crate::failure;
@@ -51,7 +53,7 @@ type Outcome = Result<Py<PyAny>, Py<PyAny>>;
 /// A stream not started yet: it starts at the first `__next__`, once the first item is
 /// pickled and the window sized by it.
 struct Pending {
-    pool: Weak<RawPool>,
+    pool: WeakAccess,
     packer: Packer,
     window: usize,
     window_bytes: usize,
@@ -111,7 +113,7 @@ pub struct NativeResults {
 impl NativeResults {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        pool: &Arc<RawPool>,
+        pool: &Access,
         input: Bound<'_, PyIterator>,
         window: usize,
         window_bytes: usize,
@@ -131,7 +133,7 @@ impl NativeResults {
         );
         NativeResults {
             pending: Some(Pending {
-                pool: Arc::downgrade(pool),
+                pool: pool.downgrade(),
                 packer,
                 window: window.max(1),
                 window_bytes,

@@ -50,17 +50,12 @@ pub fn serve_worker(
             return EXIT_BAD_ENV;
         }
     };
-    let codec = match Codec::new(py, dumps, loads) {
-        Ok(codec) => codec,
+    let handler = match PyHandler::new(py, process, describe, dumps, loads) {
+        Ok(handler) => handler,
         Err(e) => {
             eprintln!("zerotasq worker: {e}");
             return EXIT_BAD_ENV;
         }
-    };
-    let handler = PyHandler {
-        codec,
-        process,
-        describe,
     };
     let end = py.detach(|| serve(&Context::new(), &opts, handler));
     match end {
@@ -74,10 +69,26 @@ pub fn serve_worker(
 }
 
 /// Runs tasks through `process`; a batch runs under one GIL acquisition.
-struct PyHandler {
+pub(crate) struct PyHandler {
     codec: Codec,
     process: Py<PyAny>,
     describe: Py<PyAny>,
+}
+
+impl PyHandler {
+    pub(crate) fn new(
+        py: Python<'_>,
+        process: Py<PyAny>,
+        describe: Py<PyAny>,
+        dumps: Py<PyAny>,
+        loads: Py<PyAny>,
+    ) -> PyResult<PyHandler> {
+        Ok(PyHandler {
+            codec: Codec::new(py, dumps, loads)?,
+            process,
+            describe,
+        })
+    }
 }
 
 impl Handler for PyHandler {

@@ -18,7 +18,8 @@ The seed's API::
         for y in conn.iter(["a", "b"], cache_size=100):
             print(y)
 
-The modern API: ``Pool``, ``zerotasq.map``, ``Executor``.
+The modern API: ``Pool``, ``zerotasq.map``, ``Executor``; across machines ``Pool(listen_workers=…)``,
+``python -m zerotasq worker --connect …``, ``zerotasq.connect`` and ``zerotasq.keygen``.
 """
 
 # `typing` costs a worker ~10 ms of start-up: not imported at run time.
@@ -27,14 +28,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from zerotasq._errors import InitFailed, PoolError, RemoteTraceback, TaskCancelled, TaskError, WorkerLost
     from zerotasq.balancer import Connector, LoadBalancer
     from zerotasq.executor import Executor
-    from zerotasq.pool import Pool, map
+    from zerotasq.pool import Client, Pool, connect, map
+    from zerotasq._native import keygen
     from zerotasq.results import Results
     from zerotasq.worker import FunctionWorker, Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Worker", "FunctionWorker", "LoadBalancer", "Connector", "Pool", "map", "Executor", "Results",
+    "Worker", "FunctionWorker", "LoadBalancer", "Connector", "Pool", "Client", "connect", "keygen", "map",
+    "Executor", "Results",
     "TaskError", "WorkerLost", "InitFailed", "TaskCancelled", "PoolError", "RemoteTraceback",
 ]
 
@@ -43,7 +46,8 @@ __all__ = [
 # module it does not need costs start-up time.
 _WHERE = {
     "Worker": "worker", "FunctionWorker": "worker", "LoadBalancer": "balancer", "Connector": "balancer",
-    "Pool": "pool", "map": "pool", "Executor": "executor", "Results": "results",
+    "Pool": "pool", "Client": "pool", "connect": "pool", "map": "pool", "keygen": "_native",
+    "Executor": "executor", "Results": "results",
     "TaskError": "_errors", "WorkerLost": "_errors", "InitFailed": "_errors", "TaskCancelled": "_errors",
     "PoolError": "_errors", "RemoteTraceback": "_errors",
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 import sys
 
-__all__ = ["dumps", "loads", "dumps_by_value", "dumps_definitions"]
+__all__ = ["dumps", "loads", "dumps_by_value", "dumps_definitions", "dumps_for_remote"]
 
 loads = pickle.loads
 
@@ -45,3 +45,41 @@ def dumps_definitions(obj) -> bytes:
             if b"__main__" not in data:
                 return data
     return dumps_by_value(obj)
+
+
+def _own_modules(definitions) -> list:
+    """The modules of the user's own code behind ``definitions``: not the standard library,
+    not installed packages, not zerotasq — what another machine does not have."""
+    import sysconfig
+
+    installed = tuple(p for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+                      if p)
+    names = set()
+    for worker in definitions:
+        names.add(type(worker).__module__)
+        for attr in ("func", "initializer"):
+            names.add(getattr(getattr(worker, attr, None), "__module__", None))
+    own = []
+    for name in names:
+        module = sys.modules.get(name) if name else None
+        path = getattr(module, "__file__", None)
+        if module is None or name == "__main__" or name.split(".")[0] == "zerotasq" or not path:
+            continue
+        if not path.startswith(installed):
+            own.append(module)
+    return own
+
+
+def dumps_for_remote(definitions) -> bytes:
+    """Pickles worker definitions for workers on other machines, which have the same
+    environment but not the user's script or modules: code from those goes by value."""
+    import cloudpickle
+
+    own = [m for m in _own_modules(definitions) if m.__name__ not in cloudpickle.list_registry_pickle_by_value()]
+    for module in own:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(definitions, protocol=5)
+    finally:
+        for module in own:
+            cloudpickle.unregister_pickle_by_value(module)

@@ -275,6 +275,66 @@ fn answer(request: &[Vec<u8>], allowed: &HashSet<[u8; 32]>) -> Vec<Vec<u8>> {
     ]
 }
 
+/// A public key from a file written by [`KeyPair::write`] (its first key), or given as Z85
+/// text.
+pub fn public_key(given: &Path) -> Result<PublicKey, Error> {
+    if given.exists() {
+        return read_public_keys(given)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Config(format!("{}: no public key in it", given.display())));
+    }
+    given.to_string_lossy().parse().map_err(|_| {
+        Error::Config(format!(
+            "{}: no such file (nor a Z85-encoded public key)",
+            given.display()
+        ))
+    })
+}
+
+/// The security of a client or worker reaching `endpoint`: CURVE with the broker's public
+/// key (`server_key`: its NAME.key file or the Z85 key) and our key pair (`key`: a
+/// NAME.key_secret file), or plain TCP when `insecure` — refused off loopback unless
+/// `allow_insecure_remote`.
+pub fn client_security(
+    endpoint: &str,
+    server_key: Option<&Path>,
+    key: Option<&Path>,
+    insecure: bool,
+    allow_insecure_remote: bool,
+) -> Result<Security, Error> {
+    if insecure {
+        check_insecure(endpoint, allow_insecure_remote)?;
+        return Ok(Security::Insecure);
+    }
+    let (Some(server), Some(key)) = (server_key, key) else {
+        return Err(Error::Config(format!(
+            "connecting to {endpoint} needs the broker's public key (its NAME.key) and our \
+             key pair (a NAME.key_secret), or plain TCP asked for explicitly"
+        )));
+    };
+    Ok(Security::Client {
+        keys: KeyPair::read(key)?,
+        server: public_key(server)?,
+    })
+}
+
+/// The security of a broker listening on TCP: our key pair (`key`: a NAME.key_secret file)
+/// and the public keys admitted, read from `allow` files (one per line, `#` comments).
+pub fn server_security(key: &Path, allow: &[impl AsRef<Path>]) -> Result<Security, Error> {
+    let keys = KeyPair::read(key)?;
+    let mut allowed = Vec::new();
+    for file in allow {
+        allowed.extend(read_public_keys(file.as_ref())?);
+    }
+    if allowed.is_empty() {
+        return Err(Error::Config(
+            "the allowed-keys files list no public key: no one could connect".into(),
+        ));
+    }
+    Ok(Security::Server { keys, allowed })
+}
+
 /// Refuses plain TCP on anything but loopback unless `allow_remote` (the caller's explicit
 /// `--allow-insecure-remote`).
 pub fn check_insecure(endpoint: &str, allow_remote: bool) -> Result<(), Error> {

@@ -1,0 +1,152 @@
+//! The Python face across machines, worker side and keys: `keygen`; a remote worker
+//! (`python -m zerotasq worker --connect …`) first fetches the pool's worker definition —
+//! its welcome bytes, over the authenticated channel — then serves through the engine's
+//! `serve_remote`, which joins again after a broker restart or a network cut.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use zerotasq::broker::BrokerConfig;
+use zerotasq::transport::curve::client_security;
+use zerotasq::transport::Context;
+use zerotasq::worker_runtime::{remote_identity, serve_remote, WorkerOptions};
+use zerotasq::KeyPair;
+
+use crate::pool_error;
+use crate::worker::PyHandler;
+
+/// Writes `NAME.key` (public) and `NAME.key_secret` (secret, mode 0600); returns the public
+/// key (Z85). Refuses to overwrite existing files unless `force`.
+#[pyfunction]
+#[pyo3(signature = (name, force=false))]
+pub fn keygen(name: PathBuf, force: bool) -> PyResult<String> {
+    let with = |suffix: &str| {
+        let mut path = name.clone().into_os_string();
+        path.push(suffix);
+        PathBuf::from(path)
+    };
+    let (public, secret) = (with(".key"), with(".key_secret"));
+    if force {
+        // A fresh file, so the secret one is created with mode 0600 whatever it was.
+        let _ = std::fs::remove_file(&secret);
+    } else if let Some(existing) = [&public, &secret]
+        .into_iter()
+        .find(|p| p.symlink_metadata().is_ok())
+    {
+        return Err(pyo3::exceptions::PyFileExistsError::new_err(format!(
+            "{} exists; not overwriting it (force=True)",
+            existing.display()
+        )));
+    }
+    let keys = KeyPair::generate().map_err(pool_error)?;
+    keys.write(&name).map_err(pool_error)?;
+    Ok(keys.public.to_string())
+}
+
+/// How a remote worker reaches its broker.
+fn options(
+    endpoint: &str,
+    server_key: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure: bool,
+    allow_insecure_remote: bool,
+) -> PyResult<WorkerOptions> {
+    let security = client_security(
+        endpoint,
+        server_key.as_deref(),
+        key.as_deref(),
+        insecure,
+        allow_insecure_remote,
+    )
+    .map_err(pool_error)?;
+    let defaults = BrokerConfig::default();
+    Ok(WorkerOptions {
+        endpoint: endpoint.to_string(),
+        identity: remote_identity(),
+        capacity: 2,
+        heartbeat_interval: defaults.heartbeat_interval,
+        liveness: defaults.liveness,
+        max_message: 256 << 20,
+        security,
+    })
+}
+
+/// Checks that the keys (or `insecure`) let us reach `endpoint`: readable key files, plain
+/// TCP only where allowed. Raises `PoolError` saying what is wrong.
+#[pyfunction]
+#[pyo3(signature = (endpoint, server_key=None, key=None, insecure=false,
+                    allow_insecure_remote=false))]
+pub fn check_security(
+    endpoint: &str,
+    server_key: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure: bool,
+    allow_insecure_remote: bool,
+) -> PyResult<()> {
+    options(endpoint, server_key, key, insecure, allow_insecure_remote).map(drop)
+}
+
+/// The pool's welcome bytes (its pickled worker definitions), asked of the broker at
+/// `endpoint`; an error after `patience_s` without an answer (unreachable, or our key
+/// refused).
+#[pyfunction]
+#[pyo3(signature = (endpoint, server_key=None, key=None, insecure=false,
+                    allow_insecure_remote=false, patience_s=10.0))]
+pub fn fetch_welcome<'py>(
+    py: Python<'py>,
+    endpoint: &str,
+    server_key: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure: bool,
+    allow_insecure_remote: bool,
+    patience_s: f64,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let opts = options(endpoint, server_key, key, insecure, allow_insecure_remote)?;
+    let patience = Duration::from_secs_f64(patience_s.max(0.0));
+    let welcome = py
+        .detach(|| zerotasq::fetch_welcome(&Context::new(), &opts, patience))
+        .map_err(pool_error)?;
+    Ok(PyBytes::new(py, &welcome))
+}
+
+/// Serves the broker at `endpoint` with `process` for as long as this process lives,
+/// joining again after broker restarts and network cuts; raises `PoolError` only when the
+/// broker refuses us for good (another protocol version).
+#[pyfunction]
+#[pyo3(signature = (endpoint, process, describe, dumps, loads, server_key=None, key=None,
+                    insecure=false, allow_insecure_remote=false))]
+#[allow(clippy::too_many_arguments)]
+pub fn serve_remote_worker(
+    py: Python<'_>,
+    endpoint: &str,
+    process: Py<PyAny>,
+    describe: Py<PyAny>,
+    dumps: Py<PyAny>,
+    loads: Py<PyAny>,
+    server_key: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure: bool,
+    allow_insecure_remote: bool,
+) -> PyResult<()> {
+    let opts = options(endpoint, server_key, key, insecure, allow_insecure_remote)?;
+    let handler = PyHandler::new(py, process, describe, dumps, loads)?;
+    let refused = py.detach(|| serve_remote(&Context::new(), &opts, handler));
+    Err(pool_error(refused))
+}
+
+/// Makes this process die (SIGKILL) with its parent `parent`; exits at once if that parent
+/// is already gone.
+#[pyfunction]
+pub fn die_with_parent(parent: i32) -> PyResult<()> {
+    // SAFETY: prctl with integer arguments, and getppid; no memory is passed.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if unsafe { libc::getppid() } != parent {
+        std::process::exit(1);
+    }
+    Ok(())
+}
