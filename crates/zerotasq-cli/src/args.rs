@@ -54,6 +54,9 @@ pub enum Command {
     /// exits, and when the broker restarts).
     #[command(after_help = WORKER_EXAMPLES)]
     Worker(WorkerArgs),
+    /// Show a standalone broker's clients (queue depths, rates), workers and totals.
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
 }
 
 const KEYGEN_EXAMPLES: &str = "\
@@ -83,6 +86,33 @@ Examples:
 
 The worker protocol is that of `zerotasq map` (one answer line per task line). The
 workers' stderr is passed through, prefixed [wN]. Ctrl-C stops them all (exit 130).";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  zerotasq status --connect tcp://broker-host:5555 --server-key broker.key --key me.key_secret
+  zerotasq status --connect tcp://broker-host:5555 --server-key broker.key --key me.key_secret \\
+      --json --watch 5s
+
+The endpoint is the broker's client endpoint (that of `map --connect`); the key must be
+in the broker's --allow list. Rates are over the last few seconds.
+
+Exit status: 0 shown; 2 the broker could not be reached (or refused our key) within 5 s,
+or a usage error; 130 interrupted (Ctrl-C) while watching.";
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The broker's client endpoint, e.g. tcp://broker-host:5555.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub connect: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Print JSON (one object per line) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Ask again every DURATION (e.g. 2s) until Ctrl-C.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub watch: Option<Duration>,
+}
 
 /// How to reach a remote broker.
 #[derive(Debug, Clone, clap::Args)]

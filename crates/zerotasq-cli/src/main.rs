@@ -14,6 +14,7 @@
 //! - `keys` — `zerotasq keygen`, and CURVE keys for the commands below.
 //! - `broker` — `zerotasq broker`: a standalone broker on TCP (no local workers).
 //! - `join` — `zerotasq worker`: N adapters joining a remote broker, restarted with back-off.
+//! - `status` — `zerotasq status`: a broker's clients, workers and rates, as a table or JSON.
 //! - `signals` — Ctrl-C as a message to the main thread; `wake` — an eventfd for poll loops.
 
 mod adapter;
@@ -30,6 +31,7 @@ mod payload;
 mod progress;
 mod run;
 mod signals;
+mod status;
 mod summary;
 mod wake;
 mod worker_command;
@@ -47,6 +49,7 @@ fn main() {
         args::Command::Keygen(keygen) => keys::keygen(keygen),
         args::Command::Broker(broker) => broker::broker(broker),
         args::Command::Worker(worker) => join::worker(worker),
+        args::Command::Status(status) => status::status(status),
     };
     std::process::exit(code);
 }

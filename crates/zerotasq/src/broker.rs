@@ -15,6 +15,10 @@
 //!   after the holder was declared dead, is dropped and counted. A dead worker's tasks go back
 //!   to the front of their queue and are retried alone; a task that has been on
 //!   `max_retries` dead workers becomes a `WorkerLost` error outcome.
+//!
+//! It also answers questions that join nothing: a worker's `Hello` with the pool's welcome
+//! bytes, a client's `StatusRequest` with a [`BrokerStatus`] (figures per client and worker,
+//! rates over the last seconds).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,6 +28,7 @@ use crate::protocol::{
     header, Command, ErrorKind, Message, Outcome, ProtocolError, ResultBatchWriter, TaskBatch,
     TaskBatchWriter, WireError, VERSION,
 };
+use crate::status::{BrokerStatus, ClientStatus, Rate, WorkerState, WorkerStatus};
 
 /// Tuning of the broker; the pool builder fills it in.
 #[derive(Debug, Clone)]
@@ -70,7 +75,7 @@ pub enum Route {
 }
 
 /// Counters for status displays and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrokerStats {
     pub submitted: u64,
     pub completed: u64,
@@ -106,17 +111,23 @@ struct Client {
     /// Tasks accepted and not yet answered.
     open: usize,
     last_sent: Instant,
+    figures: ClientFigures,
 }
 
 impl Client {
     fn answer(&mut self, client_id: u64, outcome: Outcome<'_>) {
         self.open = self.open.saturating_sub(1);
+        match outcome {
+            Outcome::Ok(_) => self.figures.completed += 1,
+            Outcome::Err(_) => self.figures.failed += 1,
+        }
         self.outbox.push_outcome(client_id, outcome);
         self.seal_if_big();
     }
 
     fn fail(&mut self, client_id: u64, error: &WireError<'_>) {
         self.open = self.open.saturating_sub(1);
+        self.figures.failed += 1;
         self.outbox.push_err(client_id, error);
         self.seal_if_big();
     }
@@ -128,6 +139,65 @@ impl Client {
         }
     }
 }
+
+/// A client's figures for the status. They outlive the client's entry for a while (a stream
+/// between two refills may have nothing open), but not its cancel or disappearance.
+#[derive(Clone)]
+struct ClientFigures {
+    submitted: u64,
+    completed: u64,
+    failed: u64,
+    /// Outcomes already counted into `rate`.
+    rated: u64,
+    rate: Rate,
+    last_active: Instant,
+}
+
+impl ClientFigures {
+    fn new(now: Instant) -> Self {
+        ClientFigures {
+            submitted: 0,
+            completed: 0,
+            failed: 0,
+            rated: 0,
+            rate: Rate::new(now),
+            last_active: now,
+        }
+    }
+
+    /// Counts the outcomes since the last call into the rate.
+    fn tally(&mut self, now: Instant) {
+        let done = self.completed + self.failed;
+        if done > self.rated {
+            self.rate.record(done - self.rated, now);
+            self.rated = done;
+            self.last_active = now;
+        }
+    }
+
+    fn status(
+        &self,
+        identity: &[u8],
+        queued: usize,
+        in_flight: usize,
+        now: Instant,
+    ) -> ClientStatus {
+        ClientStatus {
+            id: short_hex(identity),
+            queued,
+            in_flight,
+            submitted: self.submitted,
+            completed: self.completed,
+            failed: self.failed,
+            rate: self.rate.per_sec(now),
+        }
+    }
+}
+
+/// How long a client with nothing open still shows in the status.
+const IDLE_CLIENT_LINGER: Duration = Duration::from_secs(10);
+/// Idle clients whose figures are kept at most (their entries are small, but not free).
+const MAX_IDLE_CLIENTS: usize = 10_000;
 
 /// How long a pool about to fail waits for a worker's own reason for its failed init.
 const REASON_GRACE: Duration = Duration::from_millis(500);
@@ -148,9 +218,24 @@ struct Worker {
     isolated: bool,
     /// Handed its unstarted tasks back: it is leaving and takes no more.
     retiring: bool,
+    /// Outcomes it returned, for the status.
+    completed: u64,
+    failed: u64,
 }
 
 impl Worker {
+    fn state(&self) -> WorkerState {
+        if self.retiring {
+            WorkerState::Retiring
+        } else if self.isolated {
+            WorkerState::Suspect
+        } else if self.in_flight.is_empty() {
+            WorkerState::Ready
+        } else {
+            WorkerState::Busy
+        }
+    }
+
     fn batch_size(&self, cfg: &BrokerConfig) -> usize {
         match self.task_us {
             Some(us) if us > 0.0 => {
@@ -181,6 +266,8 @@ pub struct Broker {
     tasks: HashMap<u64, Task>,
     next_id: u64,
     clients: HashMap<Vec<u8>, Client>,
+    /// Figures of clients recently forgotten for having nothing open.
+    idle_clients: HashMap<Vec<u8>, ClientFigures>,
     /// Clients with queued tasks, in turn order.
     client_turns: VecDeque<Vec<u8>>,
     workers: HashMap<Vec<u8>, Worker>,
@@ -204,16 +291,21 @@ pub struct Broker {
     stats: BrokerStats,
     /// The pool's welcome bytes, the answer to every `Hello`.
     welcome: Arc<[u8]>,
+    started: Instant,
+    /// All outcomes per second; `rated` of them counted so far.
+    rate: Rate,
+    rated: u64,
     outbox: Vec<(Route, Vec<Vec<u8>>)>,
 }
 
 impl Broker {
-    pub fn new(cfg: BrokerConfig) -> Self {
+    pub fn new(cfg: BrokerConfig, now: Instant) -> Self {
         Broker {
             cfg,
             tasks: HashMap::new(),
             next_id: 1,
             clients: HashMap::new(),
+            idle_clients: HashMap::new(),
             client_turns: VecDeque::new(),
             workers: HashMap::new(),
             lru: VecDeque::new(),
@@ -227,6 +319,9 @@ impl Broker {
             ignored: HashSet::new(),
             stats: BrokerStats::default(),
             welcome: Arc::from(&[][..]),
+            started: now,
+            rate: Rate::new(now),
+            rated: 0,
             outbox: Vec::new(),
         }
     }
@@ -247,6 +342,40 @@ impl Broker {
                 .sum(),
             in_flight: self.workers.values().map(|w| w.in_flight.len()).sum(),
             ..self.stats.clone()
+        }
+    }
+
+    /// Figures per client and worker, and rates, as of `now`.
+    pub fn status(&self, now: Instant) -> BrokerStatus {
+        let open = self.clients.iter().map(|(identity, c)| {
+            let in_flight = c.open.saturating_sub(c.queue.len());
+            c.figures.status(identity, c.queue.len(), in_flight, now)
+        });
+        let idle = self
+            .idle_clients
+            .iter()
+            .filter(|(_, f)| now.saturating_duration_since(f.last_active) < IDLE_CLIENT_LINGER)
+            .map(|(identity, f)| f.status(identity, 0, 0, now));
+        let mut clients: Vec<ClientStatus> = open.chain(idle).collect();
+        clients.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut workers: Vec<WorkerStatus> = self
+            .workers
+            .iter()
+            .map(|(identity, w)| WorkerStatus {
+                id: String::from_utf8_lossy(identity).into_owned(),
+                state: w.state(),
+                in_flight: w.in_flight.len(),
+                completed: w.completed,
+                failed: w.failed,
+            })
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        BrokerStatus {
+            uptime_secs: now.saturating_duration_since(self.started).as_secs_f64(),
+            rate: self.rate.per_sec(now),
+            totals: self.stats(),
+            clients,
+            workers,
         }
     }
 
@@ -296,6 +425,8 @@ impl Broker {
                         in_lru: false,
                         isolated: false,
                         retiring: false,
+                        completed: 0,
+                        failed: 0,
                     },
                 );
                 self.offer(identity);
@@ -363,6 +494,12 @@ impl Broker {
             Message::Submit(batch) => self.on_submit(identity, batch, now),
             Message::Cancel => self.cancel_client(identity),
             Message::Heartbeat => {}
+            // Asking is not submitting: the asker is not counted as a client.
+            Message::StatusRequest => {
+                let body = self.status(now).to_json();
+                let frames = vec![header(Command::Status).to_vec(), body];
+                self.outbox.push((Route::Client(identity.to_vec()), frames));
+            }
             other => self.on_garbage(
                 identity,
                 &format!("{:?} is not a client command", other.command()),
@@ -497,8 +634,23 @@ impl Broker {
             }
         }
         // A client with nothing open is forgotten (a finished stream); it is known again
-        // the moment it submits.
-        self.clients.retain(|_, c| c.open > 0);
+        // the moment it submits, with its figures if they are still kept.
+        let idle = &mut self.idle_clients;
+        self.clients.retain(|identity, c| {
+            c.figures.tally(now);
+            if c.open > 0 {
+                return true;
+            }
+            if idle.len() < MAX_IDLE_CLIENTS {
+                idle.insert(identity.clone(), c.figures.clone());
+            }
+            false
+        });
+        self.idle_clients
+            .retain(|_, f| now.saturating_duration_since(f.last_active) < IDLE_CLIENT_LINGER);
+        let done = self.stats.completed + self.stats.failed;
+        self.rate.record(done.saturating_sub(self.rated), now);
+        self.rated = done;
     }
 
     /// Closing: every open task ends as `Cancelled` and every worker is told to exit.
@@ -525,6 +677,7 @@ impl Broker {
     }
 
     fn on_submit(&mut self, identity: &[u8], batch: TaskBatch<'_>, now: Instant) {
+        let idle = &mut self.idle_clients;
         let client = self
             .clients
             .entry(identity.to_vec())
@@ -534,8 +687,13 @@ impl Broker {
                 sealed: Vec::new(),
                 open: 0,
                 last_sent: now,
+                figures: idle
+                    .remove(identity)
+                    .unwrap_or_else(|| ClientFigures::new(now)),
             });
         self.stats.submitted += batch.len() as u64;
+        client.figures.submitted += batch.len() as u64;
+        client.figures.last_active = now;
         if let Some(reason) = &self.failed {
             let error = WireError {
                 kind: ErrorKind::InitFailed,
@@ -546,6 +704,7 @@ impl Broker {
                 client.outbox.push_err(client_id, &error);
             }
             self.stats.failed += batch.len() as u64;
+            client.figures.failed += batch.len() as u64;
             return;
         }
         let was_idle = client.queue.is_empty();
@@ -595,8 +754,14 @@ impl Broker {
                 continue;
             };
             match outcome {
-                Outcome::Ok(_) => self.stats.completed += 1,
-                Outcome::Err(_) => self.stats.failed += 1,
+                Outcome::Ok(_) => {
+                    self.stats.completed += 1;
+                    worker.completed += 1;
+                }
+                Outcome::Err(_) => {
+                    self.stats.failed += 1;
+                    worker.failed += 1;
+                }
             }
             if let Some(client) = self.clients.get_mut(&task.client) {
                 client.answer(task.client_id, outcome);
@@ -832,6 +997,7 @@ impl Broker {
     }
 
     fn cancel_client(&mut self, identity: &[u8]) {
+        self.idle_clients.remove(identity);
         if let Some(client) = self.clients.remove(identity) {
             for id in client.queue {
                 self.tasks.remove(&id);
@@ -879,6 +1045,15 @@ impl Broker {
         frames.extend(body);
         self.outbox.push((Route::Worker(identity.to_vec()), frames));
     }
+}
+
+/// A routing id in hex, at most its first 8 bytes (ZeroMQ gives a client 5).
+fn short_hex(identity: &[u8]) -> String {
+    identity
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@
 //! # Layout
 //! - [`protocol`] — frames ⇄ typed messages; pure, versioned, checked.
 //! - [`transport`] — the only module touching ZeroMQ: sockets, options, polling.
-//! - [`broker`] — the broker's state machine (LRU with credit, batching, retries), no I/O.
+//! - [`broker`] — the broker's state machine (LRU with credit, batching, retries), no I/O;
+//!   [`status`] — what it reports when asked ([`BrokerStatus`], JSON), and its rates.
 //! - `broker_loop` — the broker thread: sockets ⇄ state machine.
 //! - [`client`] — the lazy, windowed `map` stream.
 //! - [`link`] — how a client reaches its broker (in process, or [`RemoteBroker`] over TCP)
@@ -54,6 +55,7 @@ mod ipc_dir;
 pub mod link;
 pub mod pool;
 pub mod protocol;
+pub mod status;
 pub mod supervisor;
 pub mod transport;
 pub mod worker;
@@ -65,6 +67,7 @@ pub use connector::Connector;
 pub use error::{Error, ErrorKind, TaskError, TimedOut};
 pub use link::{BrokerAccess, RemoteBroker};
 pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
+pub use status::BrokerStatus;
 pub use transport::curve::{KeyPair, PublicKey, Security};
 pub use worker::{serve_remote_worker, Worker};
 pub use worker_runtime::fetch_welcome;

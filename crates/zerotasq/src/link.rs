@@ -9,8 +9,13 @@ use std::time::{Duration, Instant};
 use crate::client::{DecodeFn, EncodeFn, Stream};
 use crate::connector::Connector;
 use crate::error::Error;
+use crate::protocol::{Message, ProtocolError, VERSION};
+use crate::status::BrokerStatus;
 use crate::transport::curve::{check_insecure, Security};
-use crate::transport::{Context, Kind, Socket};
+use crate::transport::{Context, Kind, SendError, Socket};
+
+/// How long the broker of this process may take to answer a status request.
+const LOCAL_STATUS_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How a client reaches its broker.
 #[derive(Clone)]
@@ -65,6 +70,58 @@ impl Link {
     /// An in-process pair socket on the same context (for connectors).
     pub(crate) fn pair_socket(&self) -> Result<Socket, Error> {
         self.ctx.socket(Kind::Pair, -1)
+    }
+
+    /// Asks the broker for its status: one request on a socket of its own, answered within
+    /// the broker's silence patience (remote) or a few seconds (in process), or an error.
+    pub(crate) fn status(&self) -> Result<BrokerStatus, Error> {
+        let socket = self.socket()?;
+        // Nothing we send here is worth waiting for at the close.
+        socket.set_linger(Duration::ZERO)?;
+        let watch = self.watch();
+        match socket.send(Message::StatusRequest.encode(), true) {
+            Ok(()) => {}
+            Err(SendError::Other(e)) => return Err(e),
+            Err(_) => return Err(Error::Unreachable(watch.unreachable())),
+        }
+        let patience = match &self.kind {
+            LinkKind::Local(_) => LOCAL_STATUS_PATIENCE,
+            LinkKind::Remote { silence, .. } => *silence,
+        };
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(why) = watch.gone() {
+                return Err(Error::Unreachable(why));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Unreachable(format!(
+                    "no status from the broker at {} within {patience:?}",
+                    self.endpoint
+                )));
+            }
+            // Short waits, so an in-process broker that stops is noticed.
+            let Some(frames) = socket.recv_timeout(left.min(Duration::from_millis(100)))? else {
+                continue;
+            };
+            match Message::decode(&frames) {
+                Ok(Message::Status(json)) => {
+                    return BrokerStatus::from_json(json).map_err(|e| Error::Io {
+                        context: format!("read the status of the broker at {}", self.endpoint),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    })
+                }
+                Ok(Message::Fatal(why)) => return Err(Error::Refused(why.to_string())),
+                Err(ProtocolError::VersionMismatch { got }) => {
+                    return Err(Error::Refused(format!(
+                        "the broker speaks protocol version {got}; this client speaks version \
+                         {VERSION}"
+                    )))
+                }
+                Ok(other) => tracing::debug!("waiting for Status, ignored {:?}", other.command()),
+                Err(e) => tracing::warn!("dropped a malformed message from the broker: {e}"),
+            }
+        }
     }
 
     pub(crate) fn watch(&self) -> Watch {
@@ -187,6 +244,13 @@ impl RemoteBroker {
     pub fn patience(mut self, silence: Duration, connect: Duration) -> Self {
         self.link.kind = LinkKind::Remote { silence, connect };
         self
+    }
+
+    /// The broker's status: its clients, workers, queue depths and rates. No connection
+    /// within the connect patience, or no answer within the silence patience, is
+    /// [`Error::Unreachable`] naming the endpoint.
+    pub fn status(&self) -> Result<BrokerStatus, Error> {
+        self.link.status()
     }
 }
 

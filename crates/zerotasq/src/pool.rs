@@ -21,6 +21,7 @@ use crate::connector::Connector;
 use crate::error::Error;
 use crate::ipc_dir::IpcDir;
 use crate::link::{BrokerAccess, Link};
+use crate::status::BrokerStatus;
 use crate::supervisor::{self, SupervisorConfig, WorkerCommand};
 use crate::transport::curve::{check_insecure, Security, ZapHandler};
 use crate::transport::{Context, Kind, Socket};
@@ -187,7 +188,8 @@ impl RawPool {
         let broker_thread = {
             let stats = stats.clone();
             let alive = broker_alive.clone();
-            let broker = Broker::new(spec.broker.clone()).with_welcome(spec.welcome.into());
+            let broker = Broker::new(spec.broker.clone(), std::time::Instant::now())
+                .with_welcome(spec.welcome.into());
             std::thread::Builder::new()
                 .name("zerotasq-broker".into())
                 .spawn(move || {
@@ -294,6 +296,12 @@ impl RawPool {
     pub fn stats(&self) -> BrokerStats {
         self.stats.lock().expect("stats lock").clone()
     }
+
+    /// The broker's status (clients, workers, queue depths, rates), asked of its thread —
+    /// an in-process round trip; an error only if the broker has stopped.
+    pub fn status(&self) -> Result<BrokerStatus, Error> {
+        self.link.status()
+    }
 }
 
 impl BrokerAccess for RawPool {
@@ -392,6 +400,11 @@ impl<W: Worker> Pool<W> {
 
     pub fn stats(&self) -> BrokerStats {
         self.raw.stats()
+    }
+
+    /// See [`RawPool::status`].
+    pub fn status(&self) -> Result<BrokerStatus, Error> {
+        self.raw.status()
     }
 }
 

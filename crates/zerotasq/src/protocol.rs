@@ -18,6 +18,7 @@
 //! ready        = capacity:u32 pid:u32 host_len:u32 host
 //! release      = count:u32 { id:u64 }*
 //! welcome      = the pool's welcome bytes, as given (may be empty)
+//! status       = JSON of a BrokerStatus
 //! ```
 //!
 //! Every decode is checked: a malformed message yields a [`ProtocolError`], never a panic.
@@ -29,7 +30,8 @@
 //!
 //! `Hello` asks the broker for the pool's welcome bytes (what a remote worker needs before
 //! its `init`, e.g. the Python face's pickled worker definition) without joining: the broker
-//! answers `Welcome` and registers nothing.
+//! answers `Welcome` and registers nothing. Likewise a client's `StatusRequest` is answered
+//! with `Status` and submits nothing.
 
 use std::fmt;
 
@@ -69,6 +71,10 @@ pub enum Command {
     Hello = 12,
     /// broker → worker: the pool's welcome bytes, the answer to `Hello`.
     Welcome = 13,
+    /// client → broker: send me your status (this submits nothing).
+    StatusRequest = 14,
+    /// broker → client: the status, as JSON (`crate::status::BrokerStatus`).
+    Status = 15,
     /// supervisor → broker (in-process): a local child exited.
     ChildExited = 20,
     /// broker → supervisor (in-process): kill this worker (it missed its heartbeats).
@@ -96,6 +102,8 @@ impl Command {
             11 => Release,
             12 => Hello,
             13 => Welcome,
+            14 => StatusRequest,
+            15 => Status,
             20 => ChildExited,
             21 => KillWorker,
             22 => StopRestarting,
@@ -560,9 +568,19 @@ pub enum Message<'a> {
     Release(IdList<'a>),
     Hello,
     Welcome(&'a [u8]),
-    ChildStarted { identity: &'a [u8] },
-    ChildExited { identity: &'a [u8], status: &'a str },
-    KillWorker { identity: &'a [u8] },
+    StatusRequest,
+    /// JSON; parsed by the asker, not here.
+    Status(&'a [u8]),
+    ChildStarted {
+        identity: &'a [u8],
+    },
+    ChildExited {
+        identity: &'a [u8],
+        status: &'a str,
+    },
+    KillWorker {
+        identity: &'a [u8],
+    },
     StopRestarting,
 }
 
@@ -587,6 +605,8 @@ impl<'a> Message<'a> {
             Message::Release(_) => Command::Release,
             Message::Hello => Command::Hello,
             Message::Welcome(_) => Command::Welcome,
+            Message::StatusRequest => Command::StatusRequest,
+            Message::Status(_) => Command::Status,
             Message::ChildStarted { .. } => Command::ChildStarted,
             Message::ChildExited { .. } => Command::ChildExited,
             Message::KillWorker { .. } => Command::KillWorker,
@@ -659,6 +679,10 @@ impl<'a> Message<'a> {
                 expect(1)?;
                 Message::Welcome(frame(0))
             }
+            Command::Status => {
+                expect(1)?;
+                Message::Status(frame(0))
+            }
             Command::ChildExited => {
                 expect(2)?;
                 Message::ChildExited {
@@ -698,6 +722,10 @@ impl<'a> Message<'a> {
                 expect(0)?;
                 Message::Hello
             }
+            Command::StatusRequest => {
+                expect(0)?;
+                Message::StatusRequest
+            }
         })
     }
 
@@ -724,7 +752,7 @@ impl<'a> Message<'a> {
                 frames.push(text.as_bytes().to_vec())
             }
             Message::Release(ids) => frames.push(IdList::encode(ids.iter())),
-            Message::Welcome(bytes) => frames.push(bytes.to_vec()),
+            Message::Welcome(bytes) | Message::Status(bytes) => frames.push(bytes.to_vec()),
             Message::ChildExited { identity, status } => {
                 frames.push(identity.to_vec());
                 frames.push(status.as_bytes().to_vec());
@@ -737,7 +765,8 @@ impl<'a> Message<'a> {
             | Message::Shutdown
             | Message::Cancel
             | Message::StopRestarting
-            | Message::Hello => {}
+            | Message::Hello
+            | Message::StatusRequest => {}
         }
         frames
     }

@@ -4,12 +4,19 @@ use super::*;
 use crate::protocol::{IdList, Ready, ResultBatch};
 
 fn broker() -> Broker {
-    Broker::new(BrokerConfig {
-        heartbeat_interval: Duration::from_millis(100),
-        liveness: 3,
-        max_retries: 3,
-        ..BrokerConfig::default()
-    })
+    broker_at(Instant::now())
+}
+
+fn broker_at(now: Instant) -> Broker {
+    Broker::new(
+        BrokerConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            liveness: 3,
+            max_retries: 3,
+            ..BrokerConfig::default()
+        },
+        now,
+    )
 }
 
 fn ready(b: &mut Broker, worker: &str, capacity: u32, now: Instant) {
@@ -548,5 +555,156 @@ fn a_hello_is_answered_with_the_welcome_and_joins_nothing() {
             Route::Worker(b"asker".to_vec()),
             Message::Welcome(b"").encode()
         )]
+    );
+}
+
+/// Asks for the status as a client would, and reads the answer.
+fn ask_status(b: &mut Broker, asker: &str, now: Instant) -> BrokerStatus {
+    b.on_client(asker.as_bytes(), &Message::StatusRequest.encode(), now);
+    b.flush(now);
+    let answers: Vec<_> = b
+        .outbox()
+        .filter(|(route, _)| *route == Route::Client(asker.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(answers.len(), 1, "one answer");
+    let Ok(Message::Status(json)) = Message::decode(&answers[0].1) else {
+        panic!("not a Status: {:?}", answers[0])
+    };
+    BrokerStatus::from_json(json).unwrap()
+}
+
+fn client_figures(status: &BrokerStatus) -> Vec<(String, usize, usize, u64, u64)> {
+    status
+        .clients
+        .iter()
+        .map(|c| {
+            (
+                c.id.clone(),
+                c.queued,
+                c.in_flight,
+                c.submitted,
+                c.completed,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_status_shows_each_clients_queue_and_each_workers_load() {
+    let t = Instant::now();
+    let mut b = broker_at(t);
+    ready(&mut b, "w1", 1, t);
+    ready(&mut b, "w2", 1, t);
+    submit(&mut b, "a", 0..5, t);
+    submit(&mut b, "b", 0..2, t);
+    let sent = sent_tasks(&mut b, t);
+    assert_eq!(sent.len(), 2);
+    let status = ask_status(&mut b, "asker", t);
+    // Each worker holds one task; "a" took the first turn, "b" the second.
+    assert_eq!(
+        client_figures(&status),
+        vec![(short_hex(b"a"), 4, 1, 5, 0), (short_hex(b"b"), 1, 1, 2, 0),]
+    );
+    let workers: Vec<_> = status
+        .workers
+        .iter()
+        .map(|w| (w.id.as_str(), w.state, w.in_flight))
+        .collect();
+    assert_eq!(
+        workers,
+        vec![("w1", WorkerState::Busy, 1), ("w2", WorkerState::Busy, 1)]
+    );
+    assert_eq!(status.totals.submitted, 7);
+    assert_eq!(status.totals.queued, 5);
+    assert!(
+        !status.clients.iter().any(|c| c.id == short_hex(b"asker")),
+        "asking is not submitting"
+    );
+
+    // A second later both workers finish one task each; rates follow.
+    let t1 = t + Duration::from_secs(1);
+    results(&mut b, "w1", &sent[0].1, 10, t1);
+    results(&mut b, "w2", &sent[1].1, 10, t1);
+    delivered(&mut b, t1);
+    let t2 = t + Duration::from_secs(2);
+    let status = ask_status(&mut b, "asker", t2);
+    assert_eq!(status.uptime_secs, 2.0);
+    assert_eq!(status.rate, 1.0, "2 outcomes in 2 s");
+    let a = &status.clients[0];
+    assert_eq!((a.completed, a.rate), (1, 0.5));
+    assert_eq!(status.workers[0].completed, 1);
+    // Ten seconds on, the rates have forgotten them.
+    let later = t + Duration::from_secs(12);
+    assert_eq!(ask_status(&mut b, "asker", later).rate, 0.0);
+}
+
+#[test]
+fn a_client_that_vanished_or_cancelled_leaves_the_status_and_an_idle_one_lingers() {
+    let t = Instant::now();
+    let mut b = broker_at(t);
+    submit(&mut b, "gone", 0..3, t);
+    submit(&mut b, "quits", 0..3, t);
+    submit(&mut b, "done", [0], t);
+    let status = ask_status(&mut b, "asker", t);
+    assert_eq!(status.clients.len(), 3);
+
+    b.client_unreachable(b"gone");
+    b.on_client(b"quits", &Message::Cancel.encode(), t);
+    let status = ask_status(&mut b, "asker", t);
+    let ids: Vec<_> = status.clients.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(ids, vec![short_hex(b"done")]);
+
+    // "done" finishes its one task: nothing open, it is still shown for a while, with its
+    // figures, which it keeps if it submits again.
+    ready(&mut b, "w", 1, t);
+    let sent = sent_tasks(&mut b, t);
+    results(&mut b, "w", &sent[0].1, 10, t);
+    assert_eq!(delivered(&mut b, t).len(), 1);
+    let status = ask_status(&mut b, "asker", t + Duration::from_secs(1));
+    assert_eq!(
+        client_figures(&status),
+        vec![(short_hex(b"done"), 0, 0, 1, 1)]
+    );
+    submit(&mut b, "done", [1], t + Duration::from_secs(2));
+    let sent = sent_tasks(&mut b, t + Duration::from_secs(2));
+    let status = ask_status(&mut b, "asker", t + Duration::from_secs(2));
+    assert_eq!(
+        client_figures(&status),
+        vec![(short_hex(b"done"), 0, 1, 2, 1)]
+    );
+    results(&mut b, "w", &sent[0].1, 10, t + Duration::from_secs(2));
+    delivered(&mut b, t + Duration::from_secs(2));
+    // Idle long enough, it is forgotten.
+    let status = ask_status(&mut b, "asker", t + Duration::from_secs(30));
+    assert!(status.clients.is_empty(), "{:?}", status.clients);
+}
+
+#[test]
+fn workers_show_as_suspect_and_retiring() {
+    let t = Instant::now();
+    let mut b = broker_at(t);
+    ready(&mut b, "w1", 1, t);
+    submit(&mut b, "c", 0..2, t);
+    sent_tasks(&mut b, t);
+    b.worker_unreachable(b"w1");
+    ready(&mut b, "w2", 2, t);
+    let sent = sent_tasks(&mut b, t);
+    assert_eq!(sent[0].1.len(), 1, "the suspect runs alone");
+    ready(&mut b, "w3", 2, t);
+    sent_tasks(&mut b, t);
+    b.on_worker(
+        b"w3",
+        &Message::Release(IdList::parse(&IdList::encode([])).unwrap()).encode(),
+        t,
+    );
+    let status = ask_status(&mut b, "asker", t);
+    let states: Vec<_> = status
+        .workers
+        .iter()
+        .map(|w| (w.id.as_str(), w.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![("w2", WorkerState::Suspect), ("w3", WorkerState::Retiring)]
     );
 }

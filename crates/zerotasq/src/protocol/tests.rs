@@ -62,6 +62,7 @@ proptest! {
             Message::Ready(Ready { capacity: cap, pid, host: &text }),
             Message::Heartbeat, Message::Goodbye, Message::Shutdown, Message::Cancel,
             Message::StopRestarting, Message::Hello, Message::Welcome(&identity),
+            Message::StatusRequest, Message::Status(text.as_bytes()),
             Message::InitFailed(&text), Message::Fatal(&text),
             Message::ChildExited { identity: &identity, status: &text },
             Message::KillWorker { identity: &identity },
