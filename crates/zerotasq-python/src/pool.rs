@@ -275,6 +275,19 @@ impl NativePool {
         Ok(d)
     }
 
+    /// The broker's status as JSON: clients with their queue depths and rates, workers
+    /// with their state, totals (a round trip to the broker, local or remote).
+    fn status_json(&self, py: Python<'_>) -> PyResult<String> {
+        let access = self.access()?;
+        let status = py
+            .detach(|| match &access {
+                Access::Local(pool) => pool.status(),
+                Access::Remote(broker) => broker.status(),
+            })
+            .map_err(pool_error)?;
+        Ok(String::from_utf8_lossy(&status.to_json()).into_owned())
+    }
+
     /// Whether `close` has run.
     #[getter]
     fn closed(&self) -> bool {

@@ -190,9 +190,12 @@ def test_python_client_and_worker_through_a_standalone_broker(keys, tmp_path):
             with zerotasq.connect(endpoints["clients"], server_key=keys["pool"] + ".key",
                                   key=keys["client"] + ".key_secret", patience=10) as client:
                 got = client.map(range(1000))
+                status = client.status()
         finally:
             stop(proc)
         assert got == [3 * x for x in range(1000)]
+        assert status["totals"]["completed"] >= 1000
+        assert len(status["workers"]) == 1 and status["workers"][0]["completed"] >= 1, status
     finally:
         broker.send_signal(signal.SIGINT)
         broker.communicate(timeout=10)

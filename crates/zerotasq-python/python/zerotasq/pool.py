@@ -90,6 +90,14 @@ class Client:
         """All results, in input order, as a list."""
         return list(self.imap(iterable, **kwargs))
 
+    def status(self) -> dict:
+        """The broker's status: ``clients`` (queue depths, rates), ``workers`` (state, tasks
+        in flight), ``totals`` and the overall ``rate`` — of this pool, or of the broker this
+        client is connected to."""
+        import json
+
+        return json.loads(self._native.status_json())
+
     # -- lifetime ------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
