@@ -42,6 +42,16 @@ pub struct Codec {
     protocol: Py<PyDict>,
     /// Out-of-band buffers of the object being pickled.
     buffers: Py<PyList>,
+    /// Re-pickle by value (the fallback) what refers to `__main__`: a worker's `__main__` is
+    /// not the caller's, so instances of classes defined in the caller's script would not
+    /// load there by reference. Set on the caller's side only.
+    main_by_value: bool,
+}
+
+/// Whether a pickle names the module `__main__` (a cheap scan; a false hit only costs a
+/// slower pickle).
+fn refers_to_main(pickled: &[u8]) -> bool {
+    pickled.windows(8).any(|w| w == b"__main__")
 }
 
 /// A result as received, before it becomes a Python object under the GIL.
@@ -110,6 +120,19 @@ impl Codec {
             loads,
             dumps_kwargs: kwargs.unbind(),
             buffers: buffers.unbind(),
+            main_by_value: false,
+        })
+    }
+
+    /// The caller's codec: what refers to its `__main__` is pickled by value.
+    pub fn for_caller(
+        py: Python<'_>,
+        fallback_dumps: Py<PyAny>,
+        loads: Py<PyAny>,
+    ) -> PyResult<Codec> {
+        Ok(Codec {
+            main_by_value: true,
+            ..Codec::new(py, fallback_dumps, loads)?
         })
     }
 
@@ -153,8 +176,8 @@ impl Codec {
             .bind(py)
             .call((obj,), Some(self.dumps_kwargs.bind(py)))
         {
-            Ok(p) => p,
-            Err(_) => {
+            Ok(p) if !(self.main_by_value && refers_to_main(p.cast::<PyBytes>()?.as_bytes())) => p,
+            _ => {
                 buffers.call_method0(pyo3::intern!(py, "clear"))?;
                 self.fallback_dumps.bind(py).call1((obj,))?
             }

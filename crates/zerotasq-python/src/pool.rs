@@ -216,7 +216,7 @@ impl NativePool {
             window,
             window_bytes,
             ordered,
-            Codec::new(py, dumps, loads)?,
+            Codec::for_caller(py, dumps, loads)?,
             make_error,
             return_exceptions,
         ))
@@ -238,7 +238,7 @@ impl NativePool {
             &access,
             window,
             ordered,
-            Codec::new(py, dumps, loads)?,
+            Codec::for_caller(py, dumps, loads)?,
             make_error,
         )
     }

@@ -37,3 +37,34 @@ def test_send_refuses_unpicklable_task():
             conn.send(threading.Lock())
         conn.send("still works")
         assert conn.receive() == "still works"
+
+
+MAIN_SCRIPT = """
+import dataclasses
+from zerotasq import Pool
+
+@dataclasses.dataclass
+class Job:                      # defined in __main__: a worker's __main__ has no Job
+    x: int
+
+def double(job):
+    return Job(job.x * 2)
+
+if __name__ == "__main__":
+    with Pool(double, n_workers=2) as pool:
+        got = pool.map(Job(i) for i in range(3000))     # packed, then one by one
+        one = pool.map([Job(5)])
+    assert got == [Job(2 * i) for i in range(3000)], got[:3]
+    assert type(one[0]) is Job                      # the caller's own class comes back
+    print("OK")
+"""
+
+
+def test_instances_of_classes_from_main_travel_both_ways(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "main_classes.py"
+    script.write_text(MAIN_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "OK", done.stderr

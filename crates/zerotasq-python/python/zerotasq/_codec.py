@@ -13,13 +13,12 @@ loads = pickle.loads
 
 
 def dumps(obj) -> bytes:
-    """Pickles ``obj`` (protocol 5); cloudpickle when plain pickle cannot."""
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:
-        import cloudpickle
+    """Pickles ``obj`` by value (cloudpickle, protocol 5): the native codec's fallback, for
+    what the C pickler refuses (lambdas, closures) or pickles by a reference to ``__main__``,
+    which a worker's ``__main__`` does not have."""
+    import cloudpickle
 
-        return cloudpickle.dumps(obj, protocol=5)
+    return cloudpickle.dumps(obj, protocol=5)
 
 
 def dumps_by_value(obj) -> bytes:
