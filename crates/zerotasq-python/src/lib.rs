@@ -14,6 +14,7 @@
 //! - [`packing`] — tiny tasks travel in packs, sized by how long an item takes.
 //! - [`failure`] — engine `TaskError` → the Python `zerotasq.TaskError` factory.
 //! - [`wait`] — waiting without the GIL while staying responsive to Ctrl-C.
+//! - [`log_bridge`] — the engine's `tracing` events into Python's `logging`, GIL-free.
 //! - [`worker`] — the worker process side: the engine's `serve` loop calling `process`.
 
 use pyo3::prelude::*;
@@ -22,6 +23,7 @@ pub mod access;
 pub mod codec;
 pub mod connector;
 pub mod failure;
+pub mod log_bridge;
 pub mod packing;
 pub mod pool;
 pub mod remote;
@@ -43,6 +45,7 @@ pub(crate) fn pool_error(e: impl std::fmt::Display) -> PyErr {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    log_bridge::install();
     m.add("PoolError", m.py().get_type::<PoolError>())?;
     m.add_class::<pool::NativePool>()?;
     m.add_class::<results::NativeResults>()?;
@@ -55,5 +58,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(remote::fetch_welcome, m)?)?;
     m.add_function(wrap_pyfunction!(remote::serve_remote_worker, m)?)?;
     m.add_function(wrap_pyfunction!(remote::die_with_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(log_bridge::set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(log_bridge::wait_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(log_bridge::stop_log_pump, m)?)?;
     Ok(())
 }

@@ -12,7 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - `typing` costs ~10 ms of import time
     from typing import List, Optional
 
-from zerotasq import _native
+from zerotasq import _logging, _native
 from zerotasq._codec import dumps_definitions, dumps_for_remote
 
 #: Where the ``zerotasq`` package lives, so the worker interpreter can import it.
@@ -52,6 +52,7 @@ def start_pool(definitions: List[object], n_workers: Optional[int] = None, *, ma
                             % exc) from exc
     if not sys.executable:
         raise RuntimeError("sys.executable is unknown: cannot start worker interpreters")
+    _logging.start()
     pool = _native.NativePool(sys.executable, ["-S", "-c", "import zerotasq._worker as w; w.run()"], env, header + b"\n" + payload,
                               n, max_retries=max_retries, prefetch=prefetch, heartbeat_ms=heartbeat_ms,
                               liveness=liveness, **tcp)

@@ -88,6 +88,9 @@ def serve() -> int:
         message, detail = describe(exc)
         log.error("[w%d] init failed: %s\n%s", slot, message, detail.split("\n\x00")[0])
         return EXIT_NO_WORKER
+    from zerotasq import _logging
+
+    _logging.start()  # the engine's events, through this process's logging
     try:
         _native.serve_remote_worker(settings["connect"], worker.process, describe, dumps, loads,
                                     **_security(settings))

@@ -52,6 +52,9 @@ def main() -> int:
         except Exception:
             pass
         return 3
+    from zerotasq import _logging
+
+    _logging.start()  # after init: it may have configured `logging`
     return _native.serve_worker(worker.process, describe, dumps, loads)
 
 
