@@ -59,7 +59,7 @@ def test_a_killed_worker_is_logged_by_the_supervisor(caplog, capfd):
         assert pool.map(range(20)) == list(range(20))
         record = wait_for(caplog, killed(victim))
     assert record is not None, [r.getMessage() for r in caplog.records]
-    assert record.levelno == logging.INFO
+    assert record.levelno == logging.WARNING
     assert record.threadName == "zerotasq-supervisor"
     assert record.pathname.endswith("supervisor.rs") and record.lineno > 0
     # The level was INFO: the engine's DEBUG events were not even recorded.

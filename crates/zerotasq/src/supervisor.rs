@@ -152,7 +152,7 @@ fn reap(cfg: &SupervisorConfig, slots: &mut [Slot], broker: &Socket) -> Result<(
             (_, Some(sig)) => format!("worker pid {} was killed by signal {sig}", child.id()),
             _ => format!("worker pid {} ended", child.id()),
         };
-        tracing::info!("{description}");
+        tracing::warn!("{description}; restarting it");
         // Its descendants go with it.
         kill_group(child.id());
         let _ = broker.send(
