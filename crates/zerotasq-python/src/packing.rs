@@ -69,7 +69,7 @@ pub struct Packing {
     /// Items in flight at most.
     window: AtomicUsize,
     /// Items pulled from the input.
-    pub pulled: Arc<AtomicU64>,
+    pub pulled: AtomicU64,
     /// Items yielded to the caller.
     yielded: AtomicU64,
     input_done: AtomicBool,
@@ -79,12 +79,12 @@ pub struct Packing {
 }
 
 impl Packing {
-    pub fn new(window: usize, pulled: Arc<AtomicU64>) -> Packing {
+    pub fn new(window: usize) -> Packing {
         Packing {
             size: AtomicUsize::new(1),
             max_size: AtomicUsize::new(1),
             window: AtomicUsize::new(window.max(1)),
-            pulled,
+            pulled: AtomicU64::new(0),
             yielded: AtomicU64::new(0),
             input_done: AtomicBool::new(false),
             entries: Mutex::new(HashMap::new()),
@@ -150,12 +150,11 @@ impl Packing {
     }
 
     /// Sends a pack's items again, one by one.
-    pub fn split(&self, py: Python<'_>, first: u64, items: &Bound<'_, PyList>) {
+    pub fn split(&self, first: u64, items: &Bound<'_, PyList>) {
         let mut resend = self.resend.lock().expect("resend lock");
         for (i, item) in items.iter().enumerate() {
             resend.push_back((first + i as u64, item.unbind()));
         }
-        let _ = py;
     }
 }
 
@@ -284,7 +283,7 @@ impl Packer {
             }
             None => {
                 // Some item does not pickle: each goes alone, and fails at its own place.
-                self.packing.split(py, first, &items);
+                self.packing.split(first, &items);
                 self.next_item(py)
             }
         }

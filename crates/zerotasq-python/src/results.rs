@@ -20,7 +20,7 @@
 //! overlap with the workers instead of one huge batch, and memory stays bounded in bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,7 +122,7 @@ impl NativeResults {
         make_error: Py<PyAny>,
         return_exceptions: bool,
     ) -> Self {
-        let packing = Arc::new(Packing::new(window, Arc::new(AtomicU64::new(0))));
+        let packing = Arc::new(Packing::new(window));
         let input_error = Arc::new(Mutex::new(None));
         let codec = Arc::new(codec);
         let packer = Packer::new(
@@ -300,7 +300,7 @@ impl NativeResults {
                         }
                     }
                     // Lost with its workers, or unreadable: each item goes again, alone.
-                    _ => self.packing.split(py, first, &items),
+                    _ => self.packing.split(first, &items),
                 }
             }
         }
