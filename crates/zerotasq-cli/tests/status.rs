@@ -5,88 +5,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::broker::{bin, broker, keygen, Guard, TempDir};
 use common::{kill, numbers, run, wait_bounded, wait_until, LIMIT};
 use zerotasq::BrokerStatus;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_zerotasq"))
-}
-
-/// A fresh directory for one test, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("zerotasq-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A process killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn keygen(dir: &TempDir, name: &str) {
-    let out = bin().arg("keygen").arg(dir.path(name)).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-}
-
-/// `zerotasq broker` with CURVE on loopback, any ports, admitting `allowed`; its client and
-/// worker endpoints.
-fn broker(dir: &TempDir, allowed: &[&str]) -> (Guard, String, String) {
-    keygen(dir, "broker");
-    let list: String = allowed
-        .iter()
-        .map(|name| std::fs::read_to_string(dir.path(&format!("{name}.key"))).unwrap())
-        .collect();
-    std::fs::write(dir.path("allowed"), list).unwrap();
-    let mut child = bin()
-        .args(["broker", "--clients", "tcp://127.0.0.1:0"])
-        .args(["--workers", "tcp://127.0.0.1:0", "--key"])
-        .arg(dir.path("broker.key_secret"))
-        .arg("--allow")
-        .arg(dir.path("allowed"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let guard = Guard(child);
-    let mut endpoint = |what: &str| {
-        let line = lines
-            .next()
-            .expect("the broker prints its endpoints")
-            .unwrap();
-        line.strip_prefix(&format!("{what} "))
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_string()
-    };
-    let clients = endpoint("clients");
-    let workers = endpoint("workers");
-    (guard, clients, workers)
-}
 
 /// `zerotasq status --connect clients` with `key`'s keys.
 fn status_command(dir: &TempDir, clients: &str, key: &str) -> Command {

@@ -13,13 +13,14 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use zerotasq::broker::BrokerConfig;
 use zerotasq::supervisor::WorkerCommand;
-use zerotasq::transport::curve::{client_security, server_security};
+use zerotasq::transport::curve::server_security;
 use zerotasq::{PoolSpec, RawPool, RemoteBroker, Security, TcpListen};
 
 use crate::access::Access;
 use crate::codec::Codec;
 use crate::connector::NativeConnector;
 use crate::pool_error;
+use crate::remote;
 use crate::results::NativeResults;
 
 /// A running pool (broker thread, supervisor thread, worker processes) or a remote broker.
@@ -165,14 +166,8 @@ impl NativePool {
         allow_insecure_remote: bool,
         patience_s: f64,
     ) -> PyResult<Self> {
-        let security = client_security(
-            endpoint,
-            server_key.as_deref(),
-            key.as_deref(),
-            insecure,
-            allow_insecure_remote,
-        )
-        .map_err(pool_error)?;
+        let security =
+            remote::security(endpoint, server_key, key, insecure, allow_insecure_remote)?;
         let patience = Duration::from_secs_f64(patience_s.max(0.1));
         let broker = RemoteBroker::connect(endpoint, security, allow_insecure_remote)
             .map_err(pool_error)?

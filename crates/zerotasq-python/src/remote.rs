@@ -12,7 +12,7 @@ use zerotasq::broker::BrokerConfig;
 use zerotasq::transport::curve::client_security;
 use zerotasq::transport::Context;
 use zerotasq::worker_runtime::{remote_identity, serve_remote, WorkerOptions};
-use zerotasq::KeyPair;
+use zerotasq::{KeyPair, Security};
 
 use crate::pool_error;
 use crate::worker::PyHandler;
@@ -45,6 +45,24 @@ pub fn keygen(name: PathBuf, force: bool) -> PyResult<String> {
     Ok(keys.public.to_string())
 }
 
+/// The security of a client or worker reaching `endpoint`, from the Python arguments.
+pub(crate) fn security(
+    endpoint: &str,
+    server_key: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure: bool,
+    allow_insecure_remote: bool,
+) -> PyResult<Security> {
+    client_security(
+        endpoint,
+        server_key.as_deref(),
+        key.as_deref(),
+        insecure,
+        allow_insecure_remote,
+    )
+    .map_err(pool_error)
+}
+
 /// How a remote worker reaches its broker.
 fn options(
     endpoint: &str,
@@ -53,14 +71,7 @@ fn options(
     insecure: bool,
     allow_insecure_remote: bool,
 ) -> PyResult<WorkerOptions> {
-    let security = client_security(
-        endpoint,
-        server_key.as_deref(),
-        key.as_deref(),
-        insecure,
-        allow_insecure_remote,
-    )
-    .map_err(pool_error)?;
+    let security = security(endpoint, server_key, key, insecure, allow_insecure_remote)?;
     let defaults = BrokerConfig::default();
     Ok(WorkerOptions {
         endpoint: endpoint.to_string(),

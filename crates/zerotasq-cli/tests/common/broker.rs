@@ -1,0 +1,90 @@
+//! A standalone `zerotasq broker` for tests across machines (on loopback): key files in a
+//! directory of the test's own, and a broker admitting the keys named.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use super::LIMIT;
+
+/// The binary, with no subcommand.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_zerotasq"))
+}
+
+/// A fresh directory for one test, removed at the end.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("zerotasq-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A process killed (with its process group's adapters dying with it) when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn keygen(dir: &TempDir, name: &str) {
+    let out = bin().arg("keygen").arg(dir.path(name)).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Starts `zerotasq broker` with CURVE on loopback, any ports; its client and worker
+/// endpoints.
+pub fn broker(dir: &TempDir, allowed: &[&str]) -> (Guard, String, String) {
+    keygen(dir, "broker");
+    let mut list = String::from("# allowed keys\n");
+    for name in allowed {
+        list.push_str(&std::fs::read_to_string(dir.path(&format!("{name}.key"))).unwrap());
+    }
+    std::fs::write(dir.path("allowed"), list).unwrap();
+    let mut child = bin()
+        .args(["broker", "--clients", "tcp://127.0.0.1:0"])
+        .args(["--workers", "tcp://127.0.0.1:0", "--key"])
+        .arg(dir.path("broker.key_secret"))
+        .arg("--allow")
+        .arg(dir.path("allowed"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Guard(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let endpoint = |what: &str| {
+        let line = rx
+            .recv_timeout(LIMIT)
+            .expect("the broker prints its endpoints");
+        line.strip_prefix(&format!("{what} "))
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .to_string()
+    };
+    let clients = endpoint("clients");
+    let workers = endpoint("workers");
+    (guard, clients, workers)
+}
