@@ -222,3 +222,19 @@ def test_worker_command_refuses_missing_keys_and_plain_tcp_off_loopback(tmp_path
     assert no_keys.returncode == 2 and "--server-key" in no_keys.stderr
     plain = run("--connect", "tcp://10.1.2.3:5556", "--insecure")
     assert plain.returncode == 2 and "plain TCP" in plain.stderr
+
+
+def test_pool_refuses_plain_tcp_off_loopback_and_listening_without_keys(keys):
+    with pytest.raises(zerotasq.PoolError, match="plain TCP"):
+        Pool(with_pid, n_workers=1, listen_workers="tcp://0.0.0.0:0", insecure=True)
+    with pytest.raises(zerotasq.PoolError, match="key="):
+        Pool(with_pid, n_workers=1, listen_workers="tcp://127.0.0.1:0")
+    with pytest.raises(zerotasq.PoolError, match="no public key"):
+        empty = keys["allowed"] + ".empty"
+        with open(empty, "w") as f:
+            f.write("# nobody\n")
+        Pool(with_pid, n_workers=1, listen_workers="tcp://127.0.0.1:0", key=keys["pool"] + ".key_secret", allow=empty)
+    # Plain TCP on loopback, asked for explicitly, works.
+    with Pool(with_pid, n_workers=1, listen_workers="tcp://127.0.0.1:0", insecure=True) as pool:
+        assert pool.endpoints["workers"].startswith("tcp://127.0.0.1:")
+        assert [x for x, _ in pool.map(range(10))] == list(range(10))
