@@ -1,19 +1,23 @@
 //! Pools across real hosts: each remote party runs in a network namespace with its own
 //! address, joined to this one by a veth pair, all made and removed by the test. Covered: a
-//! worker's link cut mid-run, a broker restarted under its remote workers, and three worker
-//! hosts sharing one stream. Every result arrives exactly once, in order.
+//! worker's link cut mid-run, a broker restarted under its remote workers, three worker
+//! hosts sharing one stream, two client hosts sharing a standalone broker fairly, and
+//! strangers on another host getting nothing. Every result arrives exactly once, in order.
 //! Needs root and iproute2 (as CI has); fails loudly without them.
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use common::{alive, keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
+use common::{alive, echo_run, keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
 use zerotasq::pool::PoolSpec;
-use zerotasq::{BrokerAccess, Pool, RawPool, Security, TcpListen};
+use zerotasq::protocol::{Message, Ready};
+use zerotasq::worker_runtime::WorkerOptions;
+use zerotasq::{BrokerAccess, KeyPair, Pool, RawPool, RemoteBroker, Security, TcpListen};
 
 /// Another host: namespace `ztn<pid>-<k>`, reached from here over veth `ztv<pid>-<k>`.
 /// Each gets a /30 of its own in 10.192.0.0/10, from this process's pid and a counter, so
@@ -257,4 +261,289 @@ fn three_worker_hosts_and_a_local_worker_share_one_stream() {
     }
     assert!(pids.contains(&(local[0] as u64)), "the local worker too");
     assert_eq!(stats.completed, 800, "each task answered once: {stats:?}");
+}
+
+/// This test binary, re-executed in `netns` in a role (see [`netns_role`]), its stdin and
+/// stdout piped to the test; killed on drop.
+struct Peer(Child);
+
+impl Peer {
+    fn start(netns: &str, role: &str, env: &[(&str, String)]) -> Peer {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns])
+            .arg(std::env::current_exe().unwrap())
+            .env("ZT_NETNS_ROLE", role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Peer(command.spawn().unwrap())
+    }
+
+    fn pipes(&mut self) -> (ChildStdin, BufReader<ChildStdout>) {
+        (
+            self.0.stdin.take().unwrap(),
+            BufReader::new(self.0.stdout.take().unwrap()),
+        )
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The roles this binary plays when re-executed on another host: a `client` that streams
+/// `ZT_TASKS` byte tasks through a standalone broker, once told to go on stdin, printing each
+/// result; a `stranger` that knocks on a broker with no key and an unknown key until stdin
+/// closes, then prints what it received.
+#[ctor::ctor]
+fn netns_role() {
+    match std::env::var("ZT_NETNS_ROLE").as_deref() {
+        Ok("client") => client_role(),
+        Ok("stranger") => stranger_role(),
+        _ => return,
+    }
+    std::process::exit(0);
+}
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set"))
+}
+
+fn client_role() {
+    let keys = KeyPair::read(env("ZT_KEY").as_ref()).unwrap();
+    let server = env("ZT_SERVER").parse().unwrap();
+    let n: u32 = env("ZT_TASKS").parse().unwrap();
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    let broker = RemoteBroker::connect(
+        &env("ZT_ENDPOINT"),
+        Security::Client { keys, server },
+        false,
+    )
+    .unwrap();
+    let stream = broker
+        .stream(
+            (0..n).map(|i| i.to_le_bytes().to_vec()),
+            64,
+            true,
+            Box::new(|item: Vec<u8>, buf: &mut Vec<u8>| {
+                buf.extend_from_slice(&item);
+                Ok(())
+            }),
+            Box::new(|bytes: &[u8]| Ok(bytes.to_vec())),
+        )
+        .unwrap();
+    let mut out = std::io::stdout().lock();
+    for outcome in stream {
+        match outcome {
+            Ok(bytes) => writeln!(out, "{}", u32::from_le_bytes(bytes.try_into().unwrap())),
+            Err(e) => writeln!(out, "error: {e}"),
+        }
+        .and_then(|()| out.flush())
+        .unwrap();
+    }
+}
+
+fn stranger_role() {
+    let server: zerotasq::PublicKey = env("ZT_SERVER").parse().unwrap();
+    let unknown = zmq::CurveKeyPair::new().unwrap();
+    let ctx = zmq::Context::new();
+    let ready = Message::Ready(Ready {
+        capacity: 8,
+        pid: 1,
+        host: "stranger",
+    })
+    .encode();
+    let mut batch = zerotasq::protocol::TaskBatchWriter::new();
+    batch.push(0, b"anything");
+    let submit = vec![
+        zerotasq::protocol::header(zerotasq::protocol::Command::Submit).to_vec(),
+        batch.finish(),
+    ];
+    // Each endpoint with no key, then with a key the broker does not list.
+    let mut knockers = Vec::new();
+    for curve in [false, true] {
+        for (endpoint, message) in [("ZT_WORKERS", &ready), ("ZT_CLIENTS", &submit)] {
+            let socket = ctx.socket(zmq::DEALER).unwrap();
+            socket.set_linger(0).unwrap();
+            if curve {
+                socket.set_curve_serverkey(&server.0).unwrap();
+                socket.set_curve_publickey(&unknown.public_key).unwrap();
+                socket.set_curve_secretkey(&unknown.secret_key).unwrap();
+            }
+            socket.connect(&env(endpoint)).unwrap();
+            knockers.push((socket, message));
+        }
+    }
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let _ = closed_tx.send(());
+    });
+    let (mut received, mut rounds) = (0, 0);
+    while closed.try_recv().is_err() {
+        for (socket, message) in &knockers {
+            let _ = socket.send_multipart((*message).clone(), zmq::DONTWAIT);
+        }
+        let mut items: Vec<_> = knockers
+            .iter()
+            .map(|(s, _)| s.as_poll_item(zmq::POLLIN))
+            .collect();
+        zmq::poll(&mut items, 50).unwrap();
+        for (socket, _) in &knockers {
+            while socket.recv_multipart(zmq::DONTWAIT).is_ok() {
+                received += 1;
+            }
+        }
+        rounds += 1;
+        if rounds == 1 {
+            println!("knocking");
+        }
+    }
+    println!("received {received} in {rounds} rounds");
+}
+
+/// A standalone broker listening for clients on `clients`, with two thread workers that
+/// echo a task's bytes after 2 ms.
+fn standalone_broker(k: &Keys, clients: String) -> RawPool {
+    let mut spec = PoolSpec {
+        tcp: Some(tcp(None, Some(clients), k)),
+        ..PoolSpec::default()
+    };
+    for _ in 0..2 {
+        spec.threads
+            .push(Box::new(|ctx, opts: WorkerOptions, _stop| {
+                let _ = zerotasq::worker_runtime::serve(
+                    ctx,
+                    &opts,
+                    |task: &[u8], out: &mut Vec<u8>| {
+                        std::thread::sleep(Duration::from_millis(2));
+                        out.extend_from_slice(task);
+                        Ok(())
+                    },
+                );
+            }));
+    }
+    RawPool::start(spec).unwrap()
+}
+
+/// Reads a client's results, checking each is the next index; counts them in `done`.
+fn read_results(mut results: BufReader<ChildStdout>, done: &AtomicU32) {
+    let mut line = String::new();
+    while results.read_line(&mut line).unwrap() > 0 {
+        let expected = done.load(Ordering::Relaxed);
+        assert_eq!(line.trim(), expected.to_string(), "result out of place");
+        done.store(expected + 1, Ordering::Relaxed);
+        line.clear();
+    }
+}
+
+#[test]
+fn clients_on_two_hosts_share_a_standalone_broker_fairly() {
+    let hosts = [Host::create(), Host::create()];
+    let k = keys();
+    k.client.write(&k.dir.join("client")).unwrap();
+    let broker = standalone_broker(&k, format!("tcp://{}:0", hosts[0].here));
+    let endpoint = broker.tcp_endpoints().clients.clone().unwrap();
+    let client = |host: &Host, tasks: u32| {
+        Peer::start(
+            &host.netns,
+            "client",
+            &[
+                ("ZT_ENDPOINT", endpoint.clone()),
+                (
+                    "ZT_KEY",
+                    k.dir.join("client.key_secret").display().to_string(),
+                ),
+                ("ZT_SERVER", k.server.public.to_string()),
+                ("ZT_TASKS", tasks.to_string()),
+            ],
+        )
+    };
+    let (mut big, mut small) = (client(&hosts[0], 1_000), client(&hosts[1], 100));
+    let (mut big_go, big_results) = big.pipes();
+    let (mut small_go, small_results) = small.pipes();
+    let (big_seen, small_total, big_total) = within(Duration::from_secs(120), move || {
+        let big_done = Arc::new(AtomicU32::new(0));
+        let reader = {
+            let big_done = big_done.clone();
+            std::thread::spawn(move || read_results(big_results, &big_done))
+        };
+        writeln!(big_go, "go").unwrap();
+        // Let the big client fill the queue first.
+        while big_done.load(Ordering::Relaxed) < 10 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        writeln!(small_go, "go").unwrap();
+        let small_done = AtomicU32::new(0);
+        read_results(small_results, &small_done);
+        let big_seen = big_done.load(Ordering::Relaxed);
+        reader.join().unwrap();
+        (
+            big_seen,
+            small_done.into_inner(),
+            big_done.load(Ordering::Relaxed),
+        )
+    });
+    assert_eq!(small_total, 100);
+    assert_eq!(big_total, 1_000);
+    // Taking turns, the small client's 100 tasks finish while the big one has done roughly
+    // as many again: far from all its 1,000.
+    assert!(
+        big_seen < 500,
+        "the big client had {big_seen} results when the small one finished"
+    );
+    assert!(big.0.wait().unwrap().success() && small.0.wait().unwrap().success());
+}
+
+#[test]
+fn strangers_on_another_host_get_nothing_while_a_run_completes() {
+    let hosts = [Host::create()];
+    let k = keys();
+    let at = Some(format!("tcp://{}:0", hosts[0].here));
+    let pool = Pool::<TestWorker>::builder(Config::default())
+        .processes(2)
+        .tcp(tcp(at.clone(), at, &k))
+        .build()
+        .unwrap();
+    let bound = pool.raw().tcp_endpoints().clone();
+    let mut stranger = Peer::start(
+        &hosts[0].netns,
+        "stranger",
+        &[
+            ("ZT_WORKERS", bound.workers.unwrap()),
+            ("ZT_CLIENTS", bound.clients.unwrap()),
+            ("ZT_SERVER", k.server.public.to_string()),
+        ],
+    );
+    let (stop, mut report) = stranger.pipes();
+    let (out, stats, line) = within(Duration::from_secs(120), move || {
+        let mut line = String::new();
+        report.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "knocking");
+        let (out, stats) = echo_run(pool, 10_000);
+        drop(stop);
+        line.clear();
+        report.read_line(&mut line).unwrap();
+        (out, stats, line)
+    });
+    assert_eq!(out, (0..10_000).collect::<Vec<_>>());
+    assert!(
+        line.starts_with("received 0 in "),
+        "the stranger got something: {line}"
+    );
+    assert_eq!(
+        stats.workers_ready, 2,
+        "only the two local workers registered: {stats:?}"
+    );
+    assert_eq!(
+        stats.submitted, 10_000,
+        "the stranger submitted nothing: {stats:?}"
+    );
 }
