@@ -263,6 +263,45 @@ fn three_worker_hosts_and_a_local_worker_share_one_stream() {
     assert_eq!(stats.completed, 800, "each task answered once: {stats:?}");
 }
 
+#[test]
+fn a_worker_on_another_host_joins_mid_stream() {
+    let host = Host::create();
+    let k = keys();
+    let pool = Pool::<TestWorker>::builder(Config::default())
+        .processes(1)
+        .tcp(tcp(Some(format!("tcp://{}:0", host.here)), None, &k))
+        .build()
+        .unwrap();
+    let endpoint = pool.raw().tcp_endpoints().workers.clone().unwrap();
+    let netns = host.netns.clone();
+    let (out, remote) = within(Duration::from_secs(120), move || {
+        wait_ready(|| pool.stats(), 1);
+        // Even jobs echo their index; odd ones sleep 2 ms and return the worker's pid.
+        let input = (0..2_000u64).map(|i| {
+            if i % 2 == 0 {
+                Job::Echo(i)
+            } else {
+                Job::SleepPid(2)
+            }
+        });
+        let mut stream = pool.map(input).unwrap();
+        let mut out: Vec<u64> = stream.by_ref().take(300).map(|r| r.unwrap()).collect();
+        let remote = RemoteWorker::start_in(Some(&netns), &endpoint, &k);
+        out.extend(stream.map(|r| r.unwrap()));
+        (out, remote)
+    });
+    assert_eq!(out.len(), 2_000);
+    for (i, v) in out.iter().enumerate().step_by(2) {
+        assert_eq!(*v, i as u64, "result {i} out of place");
+    }
+    let pid = remote.0.id() as u64;
+    assert!(
+        out[300..].iter().skip(1).step_by(2).any(|p| *p == pid),
+        "the worker that joined on {} ran tasks of the stream",
+        host.netns
+    );
+}
+
 /// This test binary, re-executed in `netns` in a role (see [`netns_role`]), its stdin and
 /// stdout piped to the test; killed on drop.
 struct Peer(Child);
