@@ -366,18 +366,7 @@ fn client_role() {
         false,
     )
     .unwrap();
-    let stream = broker
-        .stream(
-            (0..n).map(|i| i.to_le_bytes().to_vec()),
-            64,
-            true,
-            Box::new(|item: Vec<u8>, buf: &mut Vec<u8>| {
-                buf.extend_from_slice(&item);
-                Ok(())
-            }),
-            Box::new(|bytes: &[u8]| Ok(bytes.to_vec())),
-        )
-        .unwrap();
+    let stream = common::bytes_stream(&broker, n);
     let mut out = std::io::stdout().lock();
     for outcome in stream {
         match outcome {

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{echo_run, keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
+use common::{bytes_stream, echo_run, keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
 use zerotasq::pool::PoolSpec;
 use zerotasq::protocol::{Message, Ready};
 use zerotasq::worker_runtime::WorkerOptions;
@@ -185,24 +185,6 @@ fn client(endpoint: &str, k: &Keys) -> RemoteBroker {
         false,
     )
     .unwrap()
-}
-
-fn bytes_stream(
-    broker: &RemoteBroker,
-    n: u32,
-) -> zerotasq::Stream<impl Iterator<Item = Vec<u8>>, Vec<u8>> {
-    broker
-        .stream(
-            (0..n).map(|i| i.to_le_bytes().to_vec()),
-            64,
-            true,
-            Box::new(|item: Vec<u8>, buf: &mut Vec<u8>| {
-                buf.extend_from_slice(&item);
-                Ok(())
-            }),
-            Box::new(|bytes: &[u8]| Ok(bytes.to_vec())),
-        )
-        .unwrap()
 }
 
 #[test]

@@ -10,9 +10,7 @@ use common::{eventually, keys, within, Keys};
 use zerotasq::pool::PoolSpec;
 use zerotasq::transport::Context;
 use zerotasq::worker_runtime::{remote_identity, serve_remote, WorkerOptions};
-use zerotasq::{
-    BrokerAccess, BrokerStatus, Error, KeyPair, RawPool, RemoteBroker, Security, TcpListen,
-};
+use zerotasq::{BrokerStatus, Error, KeyPair, RawPool, RemoteBroker, Security, TcpListen};
 
 fn client(endpoint: &str, keys: KeyPair, k: &Keys) -> RemoteBroker {
     RemoteBroker::connect(
@@ -30,18 +28,7 @@ fn client(endpoint: &str, keys: KeyPair, k: &Keys) -> RemoteBroker {
 /// A thread streaming `n` tasks through `broker`; returns how many succeeded.
 fn streaming(broker: RemoteBroker, n: u32) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
-        broker
-            .stream(
-                (0..n).map(|i| i.to_le_bytes().to_vec()),
-                64,
-                true,
-                Box::new(|item: Vec<u8>, buf: &mut Vec<u8>| {
-                    buf.extend_from_slice(&item);
-                    Ok(())
-                }),
-                Box::new(|bytes: &[u8]| Ok(bytes.to_vec())),
-            )
-            .unwrap()
+        common::bytes_stream(&broker, n)
             .filter(|r| r.is_ok())
             .count()
     })

@@ -227,3 +227,23 @@ impl Drop for RemoteWorker {
         let _ = self.0.wait();
     }
 }
+
+/// Streams `n` byte tasks (each index, little-endian) through `broker`, in order; a task's
+/// result is the worker's answer as bytes.
+pub fn bytes_stream(
+    broker: &impl zerotasq::BrokerAccess,
+    n: u32,
+) -> zerotasq::Stream<impl Iterator<Item = Vec<u8>>, Vec<u8>> {
+    broker
+        .stream(
+            (0..n).map(|i| i.to_le_bytes().to_vec()),
+            64,
+            true,
+            Box::new(|item: Vec<u8>, buf: &mut Vec<u8>| {
+                buf.extend_from_slice(&item);
+                Ok(())
+            }),
+            Box::new(|bytes: &[u8]| Ok(bytes.to_vec())),
+        )
+        .unwrap()
+}
