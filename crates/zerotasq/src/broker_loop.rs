@@ -184,14 +184,4 @@ fn stop(broker: &mut Broker, sockets: &BrokerSockets, now: Instant, stats: &Mute
     if let Err(e) = send_all(broker, sockets, now, stats) {
         tracing::warn!("while closing the broker: {e}");
     }
-    // Local workers are being killed and remote peers notice the silence: a message still
-    // queued for a peer whose connection is going away must not hold up the close.
-    let all = sockets
-        .workers
-        .sockets
-        .iter()
-        .chain(&sockets.clients.sockets);
-    for socket in all {
-        let _ = socket.set_linger(Duration::ZERO);
-    }
 }

@@ -56,7 +56,16 @@ impl Link {
 
     /// A new client socket connected to the broker.
     pub(crate) fn socket(&self) -> Result<Socket, Error> {
+        self.socket_lingering(None)
+    }
+
+    /// [`Link::socket`], with its linger (the default when `None`) set before it connects:
+    /// a connection copies the socket's options when it is made.
+    fn socket_lingering(&self, linger: Option<Duration>) -> Result<Socket, Error> {
         let socket = self.ctx.socket(Kind::Dealer, self.max_message)?;
+        if let Some(linger) = linger {
+            socket.set_linger(linger)?;
+        }
         if let LinkKind::Remote { connect, .. } = &self.kind {
             socket.secure(&self.security)?;
             // Queue nothing on a connection that is not up (unreachable, or our key was
@@ -75,9 +84,8 @@ impl Link {
     /// Asks the broker for its status: one request on a socket of its own, answered within
     /// the broker's silence patience (remote) or a few seconds (in process), or an error.
     pub(crate) fn status(&self) -> Result<BrokerStatus, Error> {
-        let socket = self.socket()?;
         // Nothing we send here is worth waiting for at the close.
-        socket.set_linger(Duration::ZERO)?;
+        let socket = self.socket_lingering(Some(Duration::ZERO))?;
         let watch = self.watch();
         match socket.send(Message::StatusRequest.encode(), true) {
             Ok(()) => {}

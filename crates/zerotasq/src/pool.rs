@@ -124,9 +124,9 @@ impl RawPool {
         let worker_endpoint = ipc_dir.endpoint();
         let inproc_workers = format!("inproc://zerotasq-{tag}-workers");
 
-        let local_clients = ctx.socket(Kind::Router, spec.max_message)?;
+        let local_clients = broker_socket(&ctx, spec.max_message)?;
         local_clients.bind(&frontend)?;
-        let local_workers = ctx.socket(Kind::Router, spec.max_message)?;
+        let local_workers = broker_socket(&ctx, spec.max_message)?;
         local_workers.bind(&worker_endpoint)?;
         local_workers.bind(&inproc_workers)?;
         let mut client_sockets = vec![local_clients];
@@ -148,7 +148,7 @@ impl RawPool {
                 }
             }
             let listen = |endpoint: &str| -> Result<(Socket, String), Error> {
-                let socket = ctx.socket(Kind::Router, spec.max_message)?;
+                let socket = broker_socket(&ctx, spec.max_message)?;
                 socket.secure(&tcp.security)?;
                 let interval = spec.broker.heartbeat_interval;
                 socket.detect_dead_peers(interval, interval * spec.broker.liveness)?;
@@ -178,6 +178,10 @@ impl RawPool {
         let control = format!("inproc://zerotasq-{tag}-control");
         sockets.control.bind(&control)?;
         let supervisor_broker = ctx.socket(Kind::Pair, -1)?;
+        // The broker stops on the pool's word; news of children still queued here is moot
+        // by then, and must not hold up the close (set before connecting: the connection
+        // copies the options).
+        supervisor_broker.set_linger(Duration::ZERO)?;
         supervisor_broker.connect(&control)?;
         let (stop_reader, stop_writer) =
             std::io::pipe().map_err(Error::io("create the supervisor's stop pipe"))?;
@@ -237,9 +241,6 @@ impl RawPool {
                 if let Err(e) = supervisor::run(supervisor_cfg, stop_reader, &supervisor_broker) {
                     tracing::error!("the supervisor stopped: {e}");
                 }
-                // The broker stops on the pool's word; news of children still queued here
-                // is moot by then, and must not hold up the close.
-                let _ = supervisor_broker.set_linger(Duration::ZERO);
             })
             .map_err(Error::io("start the supervisor thread"))?;
 
@@ -332,6 +333,18 @@ impl Drop for RawPool {
         self.zap.take();
         self.ipc_dir.take();
     }
+}
+
+/// A ROUTER socket of the broker. It lingers for nothing: when the broker stops, local
+/// workers are being killed and remote peers notice the silence, so a message still queued
+/// for a peer whose connection is going away must not hold up the close. Set before any
+/// bind: each connection copies the socket's options when it is made, so a linger set at
+/// the stop came too late for the connections already made (one close in fifty or so waited
+/// out the default 200 ms).
+fn broker_socket(ctx: &Context, max_message: i64) -> Result<Socket, Error> {
+    let socket = ctx.socket(Kind::Router, max_message)?;
+    socket.set_linger(Duration::ZERO)?;
+    Ok(socket)
 }
 
 /// Writes to a stop pipe. A byte, not only the close: a process forked from this one may

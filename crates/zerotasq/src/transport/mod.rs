@@ -174,7 +174,8 @@ impl Socket {
             .map_err(zmq_err("set ZMTP heartbeats"))
     }
 
-    /// How long closing may wait to deliver what is still queued (zero: drop it).
+    /// How long closing may wait to deliver what is still queued (zero: drop it). Set it
+    /// before `bind`/`connect`: each connection copies the options when it is made.
     pub fn set_linger(&self, linger: Duration) -> Result<(), Error> {
         self.0
             .set_linger(linger.as_millis().min(i32::MAX as u128) as i32)
