@@ -11,11 +11,14 @@ use pyo3::types::PyBytes;
 use zerotasq::broker::BrokerConfig;
 use zerotasq::transport::curve::client_security;
 use zerotasq::transport::Context;
-use zerotasq::worker_runtime::{remote_identity, serve_remote, WorkerOptions};
-use zerotasq::{KeyPair, Security};
+use zerotasq::worker_runtime::{remote_identity, serve_remote_checked, WorkerOptions};
+use zerotasq::{Error, KeyPair, Security};
 
 use crate::pool_error;
 use crate::worker::PyHandler;
+
+/// How long a joining worker waits for the pool's welcome before it joins anyway.
+const WELCOME_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Writes `NAME.key` (public) and `NAME.key_secret` (secret, mode 0600); returns the public
 /// key (Z85). Refuses to overwrite existing files unless `force`.
@@ -123,11 +126,14 @@ pub fn fetch_welcome<'py>(
 }
 
 /// Serves the broker at `endpoint` with `process` for as long as this process lives,
-/// joining again after broker restarts and network cuts; raises `PoolError` only when the
-/// broker refuses us for good (another protocol version).
+/// joining again after broker restarts and network cuts. When the worker was built from the
+/// pool's `welcome` bytes, each join first checks that the broker still hands out the same
+/// ones: a different pool (an edited script run again) must not get the old code. Raises
+/// `PoolError` when that changed — the caller starts afresh — or when the broker refuses us
+/// for good (another protocol version).
 #[pyfunction]
 #[pyo3(signature = (endpoint, process, describe, dumps, loads, server_key=None, key=None,
-                    insecure=false, allow_insecure_remote=false))]
+                    insecure=false, allow_insecure_remote=false, welcome=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_remote_worker(
     py: Python<'_>,
@@ -140,11 +146,26 @@ pub fn serve_remote_worker(
     key: Option<PathBuf>,
     insecure: bool,
     allow_insecure_remote: bool,
+    welcome: Option<Vec<u8>>,
 ) -> PyResult<()> {
     let opts = options(endpoint, server_key, key, insecure, allow_insecure_remote)?;
     let handler = PyHandler::new(py, process, describe, dumps, loads)?;
-    let refused = py.detach(|| serve_remote(&Context::new(), &opts, handler));
-    Err(pool_error(refused))
+    let ctx = Context::new();
+    let same_pool = || -> Result<(), Error> {
+        let Some(ours) = &welcome else {
+            return Ok(());
+        };
+        // Unreachable now: the session that follows fails, and the next join asks again.
+        match zerotasq::fetch_welcome(&ctx, &opts, WELCOME_PATIENCE) {
+            Ok(theirs) if theirs != *ours => Err(Error::Refused(format!(
+                "the pool at {endpoint} now hands out another worker definition"
+            ))),
+            Ok(_) | Err(Error::Unreachable(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    let ended = py.detach(|| serve_remote_checked(&ctx, &opts, handler, same_pool));
+    Err(pool_error(ended))
 }
 
 /// Makes this process die (SIGKILL) with its parent `parent`; exits at once if that parent

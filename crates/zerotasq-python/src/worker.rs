@@ -57,7 +57,8 @@ pub fn serve_worker(
             return EXIT_BAD_ENV;
         }
     };
-    let end = py.detach(|| serve(&Context::new(), &opts, handler));
+    let mut handler = handler;
+    let end = py.detach(|| serve(&Context::new(), &opts, &mut handler));
     match end {
         Ok(ServeEnd::Shutdown) => 0,
         Ok(ServeEnd::BrokerLost) => EXIT_BROKER_LOST,

@@ -238,3 +238,30 @@ def test_pool_refuses_plain_tcp_off_loopback_and_listening_without_keys(keys):
     with Pool(with_pid, n_workers=1, listen_workers="tcp://127.0.0.1:0", insecure=True) as pool:
         assert pool.endpoints["workers"].startswith("tcp://127.0.0.1:")
         assert [x for x, _ in pool.map(range(10))] == list(range(10))
+
+
+def test_remote_workers_take_up_the_new_definition_of_a_new_pool(keys):
+    """Remote workers outlive a pool; the next pool on that address (an edited script run
+    again) must not get the old code: the workers notice the new definition and restart."""
+    def plus_one(x):
+        return x + 1
+
+    def times_ten(x):
+        return x * 10
+
+    tcp = dict(key=keys["pool"] + ".key_secret", allow=keys["allowed"])
+    with Pool(plus_one, n_workers=0, listen_workers="tcp://127.0.0.1:0", **tcp) as pool:
+        endpoint = pool.endpoints["workers"]
+        proc = remote_workers(endpoint, keys)
+        try:
+            assert pool.map(range(100)) == [x + 1 for x in range(100)]
+        except BaseException:
+            stop(proc)
+            raise
+    try:
+        with Pool(times_ten, n_workers=0, listen_workers=endpoint, **tcp) as pool:
+            assert pool.map(range(100)) == [x * 10 for x in range(100)]
+    finally:
+        err = stop(proc)
+    assert "another worker definition" in err, err
+    no_remote_worker_left()

@@ -168,7 +168,7 @@ fn run_process_worker<W: Worker>() -> i32 {
             return EXIT_INIT_FAILED;
         }
     };
-    match serve(&ctx, &opts, WorkerHandler(worker)) {
+    match serve(&ctx, &opts, &mut WorkerHandler(worker)) {
         Ok(ServeEnd::Shutdown) => 0,
         Ok(ServeEnd::BrokerLost) => EXIT_BROKER_LOST,
         Err(e) => {

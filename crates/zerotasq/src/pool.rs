@@ -585,7 +585,7 @@ fn run_thread_worker<W: Worker>(
         opts.identity = [&base[..], format!("-{attempt}").as_bytes()].concat();
         match init_worker::<W>(config.clone()) {
             Ok(worker) => {
-                if let Err(e) = serve(ctx, &opts, WorkerHandler(worker)) {
+                if let Err(e) = serve(ctx, &opts, &mut WorkerHandler(worker)) {
                     tracing::error!("worker thread stopped: {e}");
                 }
                 return;

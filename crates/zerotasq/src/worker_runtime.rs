@@ -82,7 +82,7 @@ enum IoEnd {
 pub fn serve(
     ctx: &Context,
     opts: &WorkerOptions,
-    mut handler: impl Handler,
+    handler: &mut impl Handler,
 ) -> Result<ServeEnd, Error> {
     install_panic_capture();
     let inner = format!("inproc://zerotasq-worker-{}", unique());
@@ -131,7 +131,19 @@ pub fn serve(
 /// restarts, the network fails, or the broker forgets us (declared dead while cut off), it
 /// joins again under a new routing id after a back-off, keeping the initialised handler.
 /// Returns only when the broker refuses us for good (another protocol version).
-pub fn serve_remote(ctx: &Context, opts: &WorkerOptions, mut handler: impl Handler) -> Error {
+pub fn serve_remote(ctx: &Context, opts: &WorkerOptions, handler: impl Handler) -> Error {
+    serve_remote_checked(ctx, opts, handler, || Ok(()))
+}
+
+/// [`serve_remote`], asking `may_join` before every join, the first included; its error
+/// ends the serving and is returned. A worker whose handler was built from what the broker
+/// hands out (its welcome) checks there that it still serves the same pool.
+pub fn serve_remote_checked(
+    ctx: &Context,
+    opts: &WorkerOptions,
+    mut handler: impl Handler,
+    mut may_join: impl FnMut() -> Result<(), Error>,
+) -> Error {
     const BACKOFF_MIN: Duration = Duration::from_millis(100);
     const BACKOFF_MAX: Duration = Duration::from_secs(5);
     const HEALTHY: Duration = Duration::from_secs(10);
@@ -139,9 +151,11 @@ pub fn serve_remote(ctx: &Context, opts: &WorkerOptions, mut handler: impl Handl
     for session in 0u64.. {
         let mut session_opts = opts.clone();
         session_opts.identity = [&opts.identity[..], format!("-{session}").as_bytes()].concat();
+        if let Err(e) = may_join() {
+            return e;
+        }
         let started = Instant::now();
-        let handler = |task: &[u8], out: &mut Vec<u8>| handler.handle(task, out);
-        match serve(ctx, &session_opts, handler) {
+        match serve(ctx, &session_opts, &mut handler) {
             Err(Error::Refused(why)) => return Error::Refused(why),
             Ok(end) => tracing::info!("left the broker ({end:?}); joining again"),
             Err(e) => tracing::warn!("worker session failed: {e}; joining again"),

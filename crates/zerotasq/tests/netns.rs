@@ -450,7 +450,7 @@ fn standalone_broker(k: &Keys, clients: String) -> RawPool {
                 let _ = zerotasq::worker_runtime::serve(
                     ctx,
                     &opts,
-                    |task: &[u8], out: &mut Vec<u8>| {
+                    &mut |task: &[u8], out: &mut Vec<u8>| {
                         std::thread::sleep(Duration::from_millis(2));
                         out.extend_from_slice(task);
                         Ok(())

@@ -161,15 +161,14 @@ fn standalone_broker(k: &Keys, workers: usize, ms: u64, port: &str) -> RawPool {
     for _ in 0..workers {
         spec.threads
             .push(Box::new(move |ctx, opts: WorkerOptions, _stop| {
-                let _ = zerotasq::worker_runtime::serve(
-                    ctx,
-                    &opts,
-                    move |task: &[u8], out: &mut Vec<u8>| {
-                        std::thread::sleep(Duration::from_millis(ms));
-                        out.extend_from_slice(task);
-                        Ok(())
-                    },
-                );
+                let _ = zerotasq::worker_runtime::serve(ctx, &opts, &mut move |task: &[u8],
+                                                                               out: &mut Vec<
+                    u8,
+                >| {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    out.extend_from_slice(task);
+                    Ok(())
+                });
             }));
     }
     RawPool::start(spec).unwrap()
@@ -352,7 +351,7 @@ fn big_payloads_travel_in_messages_below_the_size_limit() {
                 let _ = zerotasq::worker_runtime::serve(
                     ctx,
                     &opts,
-                    |task: &[u8], out: &mut Vec<u8>| {
+                    &mut |task: &[u8], out: &mut Vec<u8>| {
                         out.extend_from_slice(&task[..8]);
                         Ok(())
                     },

@@ -55,7 +55,8 @@ def fetch_welcome(endpoint: str, server_key: Optional[str] = None, key: Optional
 def serve_remote_worker(endpoint: str, process: Callable[[Any], Any],
                         describe: Callable[[BaseException], Tuple[str, str]], dumps: Callable[[Any], bytes],
                         loads: Callable[[bytes], Any], server_key: Optional[str] = None, key: Optional[str] = None,
-                        insecure: bool = False, allow_insecure_remote: bool = False) -> None: ...
+                        insecure: bool = False, allow_insecure_remote: bool = False,
+                        welcome: Optional[bytes] = None) -> None: ...
 def die_with_parent(parent: int) -> None: ...
 
 _LogRecord = Tuple[str, int, str, Optional[str], Optional[int], float, Optional[str]]

@@ -5,7 +5,9 @@ Each worker process is a fresh interpreter (``python -m zerotasq._remote``) that
 broker for the pool's worker definition over the authenticated channel — so this machine
 needs the same environment, not the user's script — or imports the one named by
 ``--worker module:attr``, runs ``init`` once, then serves through the engine, joining again
-by itself after a broker restart or a network cut. This process restarts a worker that
+by itself after a broker restart or a network cut — unless the broker now hands out
+another definition (an edited script run again): the worker then exits, and comes back with
+the new one. This process restarts a worker that
 exits (its ``init`` failed, it crashed) with back-off, and stops them all on Ctrl-C or
 SIGTERM; each worker dies with it if it is killed.
 """
@@ -39,7 +41,8 @@ def _security(settings: dict) -> dict:
 
 
 def _definition(settings: dict):
-    """This worker's definition: the named one, or the pool's, fetched from the broker."""
+    """This worker's definition — the named one, or the pool's, fetched from the broker —
+    and the welcome bytes it came from (``None`` for a named one)."""
     from zerotasq import _native
     from zerotasq.pool import worker_definitions
     from zerotasq.worker import Worker
@@ -54,8 +57,8 @@ def _definition(settings: dict):
             target = getattr(target, part)
         init_kwargs = settings.get("init_kwargs") or None
         if isinstance(target, type) and issubclass(target, Worker):
-            return target(init_kwargs=init_kwargs)
-        return worker_definitions(target, None, None, None, (), None)[0]
+            return target(init_kwargs=init_kwargs), None
+        return worker_definitions(target, None, None, None, (), None)[0], None
     welcome = _native.fetch_welcome(settings["connect"], patience_s=settings.get("patience", 30.0),
                                     **_security(settings))
     if not welcome:
@@ -64,7 +67,7 @@ def _definition(settings: dict):
     import pickle
 
     definitions = pickle.loads(welcome)
-    return definitions[settings.get("slot", 0) % len(definitions)]
+    return definitions[settings.get("slot", 0) % len(definitions)], welcome
 
 
 def serve() -> int:
@@ -78,7 +81,7 @@ def serve() -> int:
 
     slot = settings.get("slot", 0) + 1
     try:
-        worker = _definition(settings)
+        worker, welcome = _definition(settings)
     except (_native.PoolError, ImportError, AttributeError, RuntimeError) as exc:
         log.error("[w%d] no worker definition: %s", slot, exc)
         return EXIT_NO_WORKER
@@ -93,9 +96,10 @@ def serve() -> int:
     _logging.start()  # the engine's events, through this process's logging
     try:
         _native.serve_remote_worker(settings["connect"], worker.process, describe, dumps, loads,
-                                    **_security(settings))
+                                    welcome=welcome, **_security(settings))
     except _native.PoolError as exc:
-        log.error("[w%d] %s", slot, exc)
+        # Another pool (or an edited script) took the address: start afresh with its code.
+        log.warning("[w%d] %s; starting again", slot, exc)
     return 1
 
 
