@@ -1,13 +1,16 @@
 //! Python object ⇄ task bytes. The first byte is a tag:
 //! - `B` — the payload is an exact `bytes` object, moved without pickling;
 //! - `P` — an in-band pickle (protocol 5; the C pickler, or the package's `dumps` — with
-//!   cloudpickle — for what the C pickler refuses);
+//!   cloudpickle — for what the C pickler refuses or, on the caller's side, pickles by a
+//!   reference to `__main__`);
 //! - `O` — a protocol-5 pickle with out-of-band buffers (numpy arrays and other objects
 //!   that hand their memory to `buffer_callback`): `n: u32`, the pickle's length and each
 //!   buffer's length (`u64`, little-endian), the pickle, then the buffers. The buffers are
 //!   copied once, straight from the object's memory into the task, and read back as
 //!   `memoryview` slices of one `bytearray`, without a further copy.
 //!
+//! A fourth tag, `K`, marks a pack of items and its answer (see
+//! [`packing`](crate::packing)).
 //!
 //! A worker puts `T` and its busy time for the task (`u64` nanoseconds) before a result's
 //! tag, so the client learns how long tasks take (see [`packing`](crate::packing)).
