@@ -2,7 +2,7 @@
 //! microseconds, so tiny lines do not pay the per-task cost each; one record per task as
 //! soon as they take longer, so that balance between workers is kept.
 //!
-//! The size adapts to the answers: a pack aims at [`TARGET`] of work, grows at most twice
+//! The size adapts to the answers: a pack aims at [`TARGET_US`] of work, grows at most twice
 //! per answer, shrinks at once, and is 1 when a record alone takes that long. Records in
 //! flight stay below the window (so memory is bounded by about twice `--window` records).
 

@@ -3,7 +3,7 @@
 //!
 //! Each `__next__` first advances the stream with the GIL held and a zero timeout: that pulls
 //! the Python input into the free window slots — in packs while tasks are tiny (see
-//! [`packing`](crate::packing)) — pickles it straight into the batch the stream submits (one
+//! [`packing`]) — pickles it straight into the batch the stream submits (one
 //! message per batch, not per task) and pops an outcome already received — no socket wait,
 //! no GIL hand-over. Only when no outcome is ready does it wait, without the GIL, in short
 //! slices (`next_indexed_timeout`), running Python's signal handlers between slices so

@@ -1,6 +1,6 @@
 //! What a broker reports when asked (`StatusRequest` → `Status`): its totals, each client's
 //! queue and figures, each worker's load, and rates — [`BrokerStatus`], sent as JSON so any
-//! face or tool can read it. [`Rate`] counts events per second over the last few seconds,
+//! face or tool can read it. `Rate` counts events per second over the last few seconds,
 //! with time passed in like the rest of the broker.
 
 use std::time::{Duration, Instant};
