@@ -403,7 +403,15 @@ impl Run {
         let flush_each = stdout.is_terminal();
         let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
         let mut last_flush = Instant::now();
-        let mut tallies = vec![WorkerTally::default(); self.jobs];
+        // With `--connect` the workers are other hosts' `zerotasq worker`s, whose slot
+        // numbers repeat from host to host: no per-worker figures (`zerotasq status` has
+        // them, by worker).
+        let local_slots = if self.args.connect.is_some() {
+            0
+        } else {
+            self.jobs
+        };
+        let mut tallies = vec![WorkerTally::default(); local_slots];
         let (mut done, mut failed) = (0u64, 0u64);
         // Deaths of the command on records of split packs: the engine charged nothing
         // for them (a split pack is answered), so the tries are counted here.
@@ -543,7 +551,7 @@ impl Run {
             failed,
             retries: self.stats().map_or(0, |s| s.requeued),
             wall: started.elapsed(),
-            jobs: self.jobs,
+            jobs: local_slots,
             tallies,
             slots: self.monitor.slots(),
         };

@@ -80,10 +80,18 @@ fn map_through_a_broker_and_remote_workers_keeps_order() {
             .spawn()
             .unwrap(),
     );
-    let out = run(map_connect(&dir, &clients, "client"), numbers(5000));
+    let mut command = map_connect(&dir, &clients, "client");
+    command.args(["--stats", "json"]);
+    let out = run(command, numbers(5000));
     assert!(out.status.success(), "{}", out.stderr);
     let expected: Vec<String> = (1..=5000).map(|i| format!("{i}{i}")).collect();
     assert_eq!(out.lines(), expected);
+    // Slot numbers repeat from host to host: no per-worker figures through a broker.
+    assert!(
+        out.stderr.contains("\"tasks\":5000") && out.stderr.contains("\"workers\":[]"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
