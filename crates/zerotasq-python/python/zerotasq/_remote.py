@@ -82,8 +82,8 @@ def serve() -> int:
     slot = settings.get("slot", 0) + 1
     try:
         worker, welcome = _definition(settings)
-    except (_native.PoolError, ImportError, AttributeError, RuntimeError) as exc:
-        log.error("[w%d] no worker definition: %s", slot, exc)
+    except Exception as exc:  # unreachable, refused, or a definition that does not load here
+        log.error("[w%d] no worker definition: %s: %s", slot, type(exc).__name__, exc)
         return EXIT_NO_WORKER
     try:
         worker.init(**getattr(worker, "init_kwargs", {}))
