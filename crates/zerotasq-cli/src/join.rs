@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use zerotasq::broker::BrokerConfig;
 use zerotasq::child::{worker_env, ENV_KEY_FILE, ENV_SERVER_KEY};
 use zerotasq::supervisor::{ENV_IDENTITY, ENV_SLOT};
 use zerotasq::worker_runtime::{hostname, WorkerOptions};
@@ -65,15 +64,10 @@ pub fn worker(args: WorkerArgs) -> i32 {
         .spawn(move || print_events(pipe))
         .expect("start the events thread");
 
-    let broker = BrokerConfig::default();
+    // Each adapter gets its own routing id, and the keys, through its environment.
     let opts = WorkerOptions {
-        endpoint: args.connect.clone(),
         identity: Vec::new(),
-        capacity: 2,
-        heartbeat_interval: broker.heartbeat_interval,
-        liveness: broker.liveness,
-        max_message: 256 << 20,
-        security: Security::Insecure,
+        ..WorkerOptions::remote(&args.connect, Security::Insecure)
     };
     let mut env: Vec<(String, String)> = worker_env(&opts, None);
     env.push((ENV_EVENTS_FD.into(), events_fd.to_string()));

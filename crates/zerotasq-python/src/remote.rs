@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use zerotasq::broker::BrokerConfig;
 use zerotasq::transport::curve::client_security;
 use zerotasq::transport::Context;
-use zerotasq::worker_runtime::{remote_identity, serve_remote_checked, WorkerOptions};
+use zerotasq::worker_runtime::{serve_remote_checked, WorkerOptions};
 use zerotasq::{Error, KeyPair, Security};
 
 use crate::pool_error;
@@ -75,16 +74,7 @@ fn options(
     allow_insecure_remote: bool,
 ) -> PyResult<WorkerOptions> {
     let security = security(endpoint, server_key, key, insecure, allow_insecure_remote)?;
-    let defaults = BrokerConfig::default();
-    Ok(WorkerOptions {
-        endpoint: endpoint.to_string(),
-        identity: remote_identity(),
-        capacity: 2,
-        heartbeat_interval: defaults.heartbeat_interval,
-        liveness: defaults.liveness,
-        max_message: 256 << 20,
-        security,
-    })
+    Ok(WorkerOptions::remote(endpoint, security))
 }
 
 /// Checks that the keys (or `insecure`) let us reach `endpoint`: readable key files, plain

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use zerotasq::pool::PoolSpec;
 use zerotasq::transport::Context;
-use zerotasq::worker_runtime::{remote_identity, serve_remote, WorkerOptions};
+use zerotasq::worker_runtime::{serve_remote, WorkerOptions};
 use zerotasq::{BrokerAccess, KeyPair, RawPool, RemoteBroker, Security, TcpListen};
 
 const REPS: usize = 7;
@@ -172,15 +172,7 @@ fn worker(endpoint: &str) -> ! {
         },
         Err(_) => Security::Insecure,
     };
-    let opts = WorkerOptions {
-        endpoint: endpoint.to_string(),
-        identity: remote_identity(),
-        capacity: 2,
-        heartbeat_interval: Duration::from_millis(500),
-        liveness: 6,
-        max_message: 256 << 20,
-        security,
-    };
+    let opts = WorkerOptions::remote(endpoint, security);
     let spin = std::env::var("ZT_BENCH_WORK").as_deref() == Ok("spin");
     let err = serve_remote(
         &Context::new(),

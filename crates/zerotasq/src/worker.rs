@@ -6,13 +6,11 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use std::time::Duration;
-
 use crate::codec;
 use crate::error::{Error, ErrorKind, TaskError};
 use crate::transport::curve::Security;
 use crate::transport::Context;
-use crate::worker_runtime::{remote_identity, serve_remote, Handler, WorkerOptions};
+use crate::worker_runtime::{serve_remote, Handler, WorkerOptions};
 
 /// A long-lived worker: `init` runs once per worker (load a model), `process` once per task.
 ///
@@ -69,14 +67,6 @@ pub fn serve_remote_worker<W: Worker>(
     config: W::Config,
 ) -> Result<(), Error> {
     let worker = init_worker::<W>(config).map_err(Error::InitFailed)?;
-    let opts = WorkerOptions {
-        endpoint: endpoint.to_string(),
-        identity: remote_identity(),
-        capacity: 2,
-        heartbeat_interval: Duration::from_millis(500),
-        liveness: 6,
-        max_message: 256 << 20,
-        security,
-    };
+    let opts = WorkerOptions::remote(endpoint, security);
     Err(serve_remote(&Context::new(), &opts, WorkerHandler(worker)))
 }

@@ -61,6 +61,23 @@ pub struct WorkerOptions {
     pub security: Security,
 }
 
+impl WorkerOptions {
+    /// A worker joining a broker elsewhere: a routing id naming this host and process, two
+    /// batches of credit, the broker's default heartbeats, frames up to 256 MiB.
+    pub fn remote(endpoint: &str, security: Security) -> WorkerOptions {
+        let broker = crate::broker::BrokerConfig::default();
+        WorkerOptions {
+            endpoint: endpoint.to_string(),
+            identity: remote_identity(),
+            capacity: 2,
+            heartbeat_interval: broker.heartbeat_interval,
+            liveness: broker.liveness,
+            max_message: 256 << 20,
+            security,
+        }
+    }
+}
+
 /// How [`serve`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServeEnd {
