@@ -19,7 +19,6 @@
 //! (at least [`MIN_WINDOW`], at most `window`). Big payloads then flow in small batches that
 //! overlap with the workers instead of one huge batch, and memory stays bounded in bytes.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +26,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyException, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::PyIterator;
+use zerotasq::reorder::Reorder;
 use zerotasq::{BrokerAccess, ErrorKind, Stream, TaskError};
 
 use crate::access::{Access, WeakAccess};
@@ -59,50 +59,12 @@ struct Pending {
     window_bytes: usize,
 }
 
-/// Outcomes received and not yet yielded.
-enum Ready {
-    /// `slots[0]` is item `next`'s place.
-    Ordered {
-        next: u64,
-        slots: VecDeque<Option<Outcome>>,
-    },
-    Unordered(VecDeque<Outcome>),
-}
-
-impl Ready {
-    fn store(&mut self, index: u64, outcome: Outcome) {
-        match self {
-            Ready::Ordered { next, slots } => {
-                let Some(at) = index.checked_sub(*next) else {
-                    return;
-                };
-                let at = at as usize;
-                if slots.len() <= at {
-                    slots.resize_with(at + 1, || None);
-                }
-                slots[at] = Some(outcome);
-            }
-            Ready::Unordered(queue) => queue.push_back(outcome),
-        }
-    }
-
-    fn pop(&mut self) -> Option<Outcome> {
-        match self {
-            Ready::Ordered { next, slots } => {
-                slots.front()?.as_ref()?;
-                *next += 1;
-                slots.pop_front().flatten()
-            }
-            Ready::Unordered(queue) => queue.pop_front(),
-        }
-    }
-}
-
 #[pyclass(module = "zerotasq._native")]
 pub struct NativeResults {
     pending: Option<Pending>,
     stream: Mutex<Option<PyStream>>,
-    ready: Ready,
+    /// Outcomes received and not yet yielded.
+    ready: Reorder<Outcome>,
     packing: Arc<Packing>,
     input_error: Arc<Mutex<Option<PyErr>>>,
     codec: Arc<Codec>,
@@ -139,14 +101,7 @@ impl NativeResults {
                 window_bytes,
             }),
             stream: Mutex::new(None),
-            ready: if ordered {
-                Ready::Ordered {
-                    next: 0,
-                    slots: VecDeque::new(),
-                }
-            } else {
-                Ready::Unordered(VecDeque::new())
-            },
+            ready: Reorder::new(ordered),
             packing,
             input_error,
             codec,
@@ -357,7 +312,7 @@ impl NativeResults {
             self.start(py, pending)?;
         }
         loop {
-            if let Some(outcome) = self.ready.pop() {
+            if let Some((_, outcome)) = self.ready.pop() {
                 self.packing.yielded();
                 return match outcome {
                     Ok(value) => Ok(value),
@@ -397,7 +352,7 @@ impl NativeResults {
     /// Stops: open tasks are cancelled, the input is released. Idempotent.
     fn close(&mut self, py: Python<'_>) {
         self.pending = None;
-        self.ready = Ready::Unordered(VecDeque::new());
+        self.ready = Reorder::new(false);
         let stream = self.stream.get_mut().expect("stream lock").take();
         // Dropped with the GIL held: the input is released at once; the stream only sends
         // a cancel message, without waiting.

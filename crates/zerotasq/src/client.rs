@@ -9,12 +9,13 @@
 //! A stream may outlive its pool (its socket keeps the ZeroMQ context alive): once the pool
 //! is closed, every task still open ends as a `Cancelled` error.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, TaskError, TimedOut};
 use crate::link::{Link, Watch};
 use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
+use crate::reorder::Reorder;
 use crate::transport::{Frame, SendError, Socket};
 
 /// A submission is cut into messages of about this size.
@@ -29,53 +30,6 @@ pub type DecodeFn<O> = Box<dyn FnMut(&[u8]) -> Result<O, TaskError> + Send>;
 
 /// An outcome with the index of the input item it belongs to.
 pub type Indexed<O> = (u64, Result<O, TaskError>);
-
-/// Outcomes received but not yet yielded.
-enum Delivery<O> {
-    /// Slot `i` holds the outcome of task `base + i`.
-    Ordered {
-        base: u64,
-        slots: VecDeque<Option<Result<O, TaskError>>>,
-    },
-    Unordered(VecDeque<Indexed<O>>),
-}
-
-impl<O> Delivery<O> {
-    fn store(&mut self, id: u64, outcome: Result<O, TaskError>) {
-        match self {
-            Delivery::Ordered { base, slots } => {
-                let index = (id - *base) as usize;
-                if slots.len() <= index {
-                    slots.resize_with(index + 1, || None);
-                }
-                slots[index] = Some(outcome);
-            }
-            Delivery::Unordered(queue) => queue.push_back((id, outcome)),
-        }
-    }
-
-    fn has_ready(&self) -> bool {
-        match self {
-            Delivery::Ordered { slots, .. } => matches!(slots.front(), Some(Some(_))),
-            Delivery::Unordered(queue) => !queue.is_empty(),
-        }
-    }
-
-    /// The next outcome to yield, with the index of its input item.
-    fn pop(&mut self) -> Option<Indexed<O>> {
-        match self {
-            Delivery::Ordered { base, slots } => {
-                if !matches!(slots.front(), Some(Some(_))) {
-                    return None;
-                }
-                let index = *base;
-                *base += 1;
-                slots.pop_front().flatten().map(|outcome| (index, outcome))
-            }
-            Delivery::Unordered(queue) => queue.pop_front(),
-        }
-    }
-}
 
 /// Reads one message from the broker: the outcomes it carries (decoded), `None` for one that
 /// carries none (a heartbeat, or a malformed message, dropped), or why the broker cannot
@@ -124,7 +78,7 @@ pub struct Stream<I: Iterator, O> {
     /// Submitted (or failed to encode) and not yet yielded.
     in_flight: usize,
     outstanding: HashSet<u64>,
-    delivery: Delivery<O>,
+    delivery: Reorder<Result<O, TaskError>>,
     watch: Watch,
 }
 
@@ -146,14 +100,7 @@ impl<I: Iterator, O> Stream<I, O> {
             next_id: 0,
             in_flight: 0,
             outstanding: HashSet::new(),
-            delivery: if ordered {
-                Delivery::Ordered {
-                    base: 0,
-                    slots: VecDeque::new(),
-                }
-            } else {
-                Delivery::Unordered(VecDeque::new())
-            },
+            delivery: Reorder::new(ordered),
             watch: link.watch(),
         })
     }

@@ -41,6 +41,7 @@
 //! - [`child`] — the child side: [`serve_if_worker`] and the environment contract.
 //! - `ipc_dir` — the pool's private 0700 directory for its ipc endpoint.
 //! - [`pool`] — [`RawPool`] (bytes, any worker command) and the typed [`Pool`].
+//! - [`reorder`] — outcomes waiting to be yielded, in input order or as they came.
 //! - [`codec`] — serde (postcard) for the Rust face.
 //! - [`error`] — [`TaskError`] (one task's failure, as data) and [`Error`] (the pool's).
 
@@ -55,6 +56,7 @@ mod ipc_dir;
 pub mod link;
 pub mod pool;
 pub mod protocol;
+pub mod reorder;
 pub mod status;
 pub mod supervisor;
 pub mod transport;
