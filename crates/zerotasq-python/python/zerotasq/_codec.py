@@ -1,28 +1,22 @@
-"""Payload pickling: protocol 5 with the fast C pickler, falling back to cloudpickle for what
-plain pickle refuses (lambdas, closures, classes defined in ``__main__``). Exact ``bytes``
-payloads never reach this module: the native codec moves them as they are."""
+"""Pickling by value, and of worker definitions. Payloads are pickled by the native codec
+with the C pickler (protocol 5); ``dumps`` here is its fallback, by value with cloudpickle,
+for what the C pickler refuses (lambdas, closures) or pickles by a reference to ``__main__``.
+Exact ``bytes`` payloads never reach this module: the native codec moves them as they are."""
 
 from __future__ import annotations
 
 import pickle
 import sys
 
-__all__ = ["dumps", "loads", "dumps_by_value", "dumps_definitions", "dumps_for_remote"]
+__all__ = ["dumps", "loads", "dumps_definitions", "dumps_for_remote"]
 
 loads = pickle.loads
 
 
 def dumps(obj) -> bytes:
-    """Pickles ``obj`` by value (cloudpickle, protocol 5): the native codec's fallback, for
-    what the C pickler refuses (lambdas, closures) or pickles by a reference to ``__main__``,
-    which a worker's ``__main__`` does not have."""
-    import cloudpickle
-
-    return cloudpickle.dumps(obj, protocol=5)
-
-
-def dumps_by_value(obj) -> bytes:
-    """Pickles code and all (cloudpickle): worker definitions, Executor calls."""
+    """Pickles ``obj`` by value, code and all (cloudpickle, protocol 5): the native codec's
+    fallback (a worker's ``__main__`` is not the caller's), worker definitions, Executor
+    calls."""
     import cloudpickle
 
     return cloudpickle.dumps(obj, protocol=5)
@@ -43,7 +37,7 @@ def dumps_definitions(obj) -> bytes:
             # a reference to __main__ does not load in the worker (its __main__ is not ours)
             if b"__main__" not in data:
                 return data
-    return dumps_by_value(obj)
+    return dumps(obj)
 
 
 def _own_modules(definitions) -> list:

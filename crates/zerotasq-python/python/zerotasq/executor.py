@@ -12,7 +12,7 @@ import concurrent.futures as cf
 import threading
 from typing import Callable, Optional, Sequence
 
-from zerotasq._codec import dumps, dumps_by_value, loads
+from zerotasq._codec import dumps, loads
 from zerotasq._errors import make_error
 from zerotasq._launch import default_workers, start_pool
 from zerotasq.worker import FunctionWorker
@@ -49,7 +49,7 @@ class Executor(cf.Executor):
         with self._wakeup:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            payload = dumps_by_value((fn, args, kwargs))
+            payload = dumps((fn, args, kwargs))
             future: cf.Future = cf.Future()
             self._queue.append((future, payload))
             self._wakeup.notify()
