@@ -54,7 +54,7 @@ pub struct Codec {
 /// Whether a pickle names the module `__main__` (a cheap scan; a false hit only costs a
 /// slower pickle).
 fn refers_to_main(pickled: &[u8]) -> bool {
-    pickled.windows(8).any(|w| w == b"__main__")
+    memchr::memmem::find(pickled, b"__main__").is_some()
 }
 
 /// A result as received, before it becomes a Python object under the GIL.
