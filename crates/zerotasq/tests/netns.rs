@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use common::{alive, echo_run, keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
+use common::{
+    alive, echo_run, keys, thread_workers, within, Config, Job, Keys, RemoteWorker, TestWorker,
+};
 use zerotasq::pool::PoolSpec;
 use zerotasq::protocol::{Message, Ready};
-use zerotasq::worker_runtime::WorkerOptions;
 use zerotasq::{BrokerAccess, KeyPair, Pool, RawPool, RemoteBroker, Security, TcpListen};
 
 /// Another host: namespace `ztn<pid>-<k>`, reached from here over veth `ztv<pid>-<k>`.
@@ -444,20 +445,10 @@ fn standalone_broker(k: &Keys, clients: String) -> RawPool {
         tcp: Some(tcp(None, Some(clients), k)),
         ..PoolSpec::default()
     };
-    for _ in 0..2 {
-        spec.threads
-            .push(Box::new(|ctx, opts: WorkerOptions, _stop| {
-                let _ = zerotasq::worker_runtime::serve(
-                    ctx,
-                    &opts,
-                    &mut |task: &[u8], out: &mut Vec<u8>| {
-                        std::thread::sleep(Duration::from_millis(2));
-                        out.extend_from_slice(task);
-                        Ok(())
-                    },
-                );
-            }));
-    }
+    thread_workers(&mut spec, 2, |task, out| {
+        std::thread::sleep(Duration::from_millis(2));
+        out.extend_from_slice(task);
+    });
     RawPool::start(spec).unwrap()
 }
 

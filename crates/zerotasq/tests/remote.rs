@@ -7,10 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bytes_stream, echo_run, keys, within, Config, Job, Keys, RemoteWorker, TestWorker};
+use common::{
+    bytes_stream, echo_run, keys, thread_workers, within, Config, Job, Keys, RemoteWorker,
+    TestWorker,
+};
 use zerotasq::pool::PoolSpec;
 use zerotasq::protocol::{Message, Ready};
-use zerotasq::worker_runtime::WorkerOptions;
 use zerotasq::{
     BrokerAccess, ErrorKind, KeyPair, Pool, RawPool, RemoteBroker, Security, TcpListen,
 };
@@ -158,19 +160,10 @@ fn standalone_broker(k: &Keys, workers: usize, ms: u64, port: &str) -> RawPool {
         )),
         ..PoolSpec::default()
     };
-    for _ in 0..workers {
-        spec.threads
-            .push(Box::new(move |ctx, opts: WorkerOptions, _stop| {
-                let _ = zerotasq::worker_runtime::serve(ctx, &opts, &mut move |task: &[u8],
-                                                                               out: &mut Vec<
-                    u8,
-                >| {
-                    std::thread::sleep(Duration::from_millis(ms));
-                    out.extend_from_slice(task);
-                    Ok(())
-                });
-            }));
-    }
+    thread_workers(&mut spec, workers, move |task, out| {
+        std::thread::sleep(Duration::from_millis(ms));
+        out.extend_from_slice(task);
+    });
     RawPool::start(spec).unwrap()
 }
 
@@ -345,19 +338,7 @@ fn big_payloads_travel_in_messages_below_the_size_limit() {
         max_message: 6 << 20,
         ..PoolSpec::default()
     };
-    for _ in 0..2 {
-        spec.threads
-            .push(Box::new(|ctx, opts: WorkerOptions, _stop| {
-                let _ = zerotasq::worker_runtime::serve(
-                    ctx,
-                    &opts,
-                    &mut |task: &[u8], out: &mut Vec<u8>| {
-                        out.extend_from_slice(&task[..8]);
-                        Ok(())
-                    },
-                );
-            }));
-    }
+    thread_workers(&mut spec, 2, |task, out| out.extend_from_slice(&task[..8]));
     let pool = RawPool::start(spec).unwrap();
     let endpoint = pool.tcp_endpoints().clients.clone().unwrap();
     let out = within(Duration::from_secs(60), move || {

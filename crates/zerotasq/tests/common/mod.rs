@@ -247,3 +247,24 @@ pub fn bytes_stream(
         )
         .unwrap()
 }
+
+/// Adds `n` in-process workers to `spec`, each answering a task by `answer`.
+pub fn thread_workers(
+    spec: &mut zerotasq::PoolSpec,
+    n: usize,
+    answer: impl Fn(&[u8], &mut Vec<u8>) + Clone + Send + 'static,
+) {
+    for _ in 0..n {
+        let answer = answer.clone();
+        spec.threads.push(Box::new(move |ctx, opts, _stop| {
+            let _ = zerotasq::worker_runtime::serve(
+                ctx,
+                &opts,
+                &mut |task: &[u8], out: &mut Vec<u8>| {
+                    answer(task, out);
+                    Ok(())
+                },
+            );
+        }));
+    }
+}
