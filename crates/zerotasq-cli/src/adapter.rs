@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use zerotasq::child::{options_from_env, prepare_worker_process, EXIT_BROKER_LOST};
 use zerotasq::child::{EXIT_BAD_ENV, EXIT_INIT_FAILED};
-use zerotasq::protocol::WireError;
-use zerotasq::protocol::{header, Command, ErrorKind, IdList, Message, Ready, ResultBatchWriter};
 use zerotasq::supervisor::ENV_SLOT;
-use zerotasq::transport::{poll, Context, Kind, Pollable, Socket};
-use zerotasq::worker_runtime::{hostname, report_init_failure, WorkerOptions};
+use zerotasq::transport::Context;
+use zerotasq::worker_runtime::WorkerOptions;
+use zerotasq::worker_session::{report_init_failure, Incoming, Results, WorkerSession};
+use zerotasq::{ErrorKind, TaskError};
 
 use crate::events::{Event, Sender};
 use crate::payload::{after_records, decode_task, encode_result, ResultHeader, SPLIT_ON_DEATH};
@@ -43,10 +43,6 @@ const STDERR_GRACE: Duration = Duration::from_millis(300);
 
 /// How often a starting command is looked at during the start-up grace.
 const START_POLL: Duration = Duration::from_millis(1);
-/// How long a leaving adapter collects batches that were on their way when it released.
-const RELEASE_SETTLE: Duration = Duration::from_millis(20);
-/// Longest wait, when leaving, for the broker to acknowledge our last messages.
-const LEAVE_ACK_WAIT: Duration = Duration::from_secs(1);
 /// Why an adapter gave up when its command's stdout ended.
 const STDOUT_CLOSED: &str = "closed its stdout";
 
@@ -169,12 +165,11 @@ struct Pending {
 }
 
 struct Adapter {
-    opts: WorkerOptions,
     args: AdapterArgs,
     worker: u32,
     events: Arc<Sender>,
     process: WorkerProcess,
-    dealer: Socket,
+    session: WorkerSession,
     /// Tasks, concatenated per batch, for the thread that writes the child's stdin.
     to_child: mpsc::Sender<Vec<u8>>,
     /// Chunks of the child's stdout (empty: end of file), and the wake-up that goes with them.
@@ -185,11 +180,9 @@ struct Adapter {
     front_since: Instant,
     stdout_buf: Vec<u8>,
     scanned: usize,
-    results: ResultBatchWriter,
+    results: Results,
     busy: Duration,
     unflushed_since: Option<Instant>,
-    last_sent: Instant,
-    broker_seen: Instant,
 }
 
 impl Adapter {
@@ -204,21 +197,7 @@ impl Adapter {
         mut stdin: std::process::ChildStdin,
         mut stdout: std::process::ChildStdout,
     ) -> Result<Adapter, zerotasq::Error> {
-        let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
-        dealer.set_identity(&opts.identity)?;
-        // CURVE keys when the broker is remote (`zerotasq worker`); plain for a local pool.
-        dealer.secure(&opts.security)?;
-        dealer.connect(&opts.endpoint)?;
-        let ready = Ready {
-            capacity: opts.capacity,
-            pid: std::process::id(),
-            host: &hostname(),
-        };
-        send(
-            &dealer,
-            vec![header(Command::Ready).to_vec(), ready.encode()],
-        )?;
-
+        let session = WorkerSession::join(ctx, opts)?;
         let (to_child, tasks) = mpsc::channel::<Vec<u8>>();
         spawn("stdin", move || {
             // Stops when the child closes its stdin; the stdout side then notices.
@@ -243,26 +222,22 @@ impl Adapter {
                 }
             })?;
         }
-        let now = Instant::now();
         Ok(Adapter {
-            opts: opts.clone(),
             args,
             worker,
             events,
             process,
-            dealer,
+            session,
             to_child,
             from_child,
             wake,
             pending: VecDeque::new(),
-            front_since: now,
+            front_since: Instant::now(),
             stdout_buf: Vec::new(),
             scanned: 0,
-            results: ResultBatchWriter::new(),
+            results: Results::default(),
             busy: Duration::ZERO,
             unflushed_since: None,
-            last_sent: now,
-            broker_seen: now,
         })
     }
 
@@ -279,30 +254,13 @@ impl Adapter {
     }
 
     fn serve(&mut self) -> Result<i32, zerotasq::Error> {
-        let heartbeat = self.opts.heartbeat_interval;
-        let silence = heartbeat * self.opts.liveness;
         loop {
-            let now = Instant::now();
-            let mut wake_at = (self.last_sent + heartbeat).min(self.broker_seen + silence);
-            if let (Some(limit), false) = (self.args.timeout, self.pending.is_empty()) {
-                wake_at = wake_at.min(self.front_since + limit);
-            }
-            if let Some(since) = self.unflushed_since {
-                wake_at = wake_at.min(since + FLUSH_EVERY);
-            }
-            let readable = poll(
-                &[Pollable::Socket(&self.dealer), Pollable::Fd(self.wake.fd())],
-                Some(wake_at.saturating_duration_since(now)),
-            )?;
-            if readable[0] {
-                while let Some(frames) = self.dealer.recv(false)? {
-                    self.broker_seen = Instant::now();
-                    match Message::decode(&frames) {
-                        Ok(Message::Tasks(batch)) => {
-                            let tasks: Vec<(u64, &[u8])> = batch.iter().collect();
-                            self.submit(&tasks);
-                        }
-                        Ok(Message::Shutdown) => {
+            let ready = self.session.wait(Some(self.wake.fd()), self.wake_at())?;
+            if ready.broker {
+                while let Some(incoming) = self.session.recv()? {
+                    match incoming {
+                        Incoming::Tasks(tasks) => self.submit(tasks.iter()),
+                        Incoming::Shutdown => {
                             self.process.kill();
                             return Ok(0);
                         }
@@ -310,7 +268,7 @@ impl Adapter {
                     }
                 }
             }
-            if readable[1] {
+            if ready.fd {
                 self.wake.clear();
                 while let Ok(chunk) = self.from_child.try_recv() {
                     if chunk.is_empty() {
@@ -335,30 +293,33 @@ impl Adapter {
             {
                 self.flush()?;
             }
-            if now.duration_since(self.last_sent) >= heartbeat {
-                send(&self.dealer, vec![header(Command::Heartbeat).to_vec()])?;
-                self.last_sent = now;
-            }
-            if now.duration_since(self.broker_seen) > silence {
+            if !self.session.tick()? {
                 self.process.kill();
                 return Ok(EXIT_BROKER_LOST);
             }
         }
     }
 
+    /// When the loop must look again without news: the session's next deadline, the
+    /// awaited task's time limit, or answers due to be sent.
+    fn wake_at(&self) -> Instant {
+        let mut wake_at = self.session.next_deadline();
+        if let (Some(limit), false) = (self.args.timeout, self.pending.is_empty()) {
+            wake_at = wake_at.min(self.front_since + limit);
+        }
+        if let Some(since) = self.unflushed_since {
+            wake_at = wake_at.min(since + FLUSH_EVERY);
+        }
+        wake_at
+    }
+
     /// Writes a batch's packs of records to the child.
-    fn submit(&mut self, tasks: &[(u64, &[u8])]) {
+    fn submit<'a>(&mut self, tasks: impl Iterator<Item = (u64, &'a [u8])>) {
         let mut bytes = Vec::new();
-        for &(id, payload) in tasks {
+        for (id, payload) in tasks {
             let Some(task) = decode_task(payload) else {
-                self.results.push_err(
-                    id,
-                    &WireError {
-                        kind: ErrorKind::Codec,
-                        message: "malformed task payload",
-                        detail: "",
-                    },
-                );
+                let error = TaskError::new(ErrorKind::Codec, "malformed task payload");
+                self.results.push_err(id, &error);
                 continue;
             };
             bytes.extend_from_slice(task.records);
@@ -466,84 +427,11 @@ impl Adapter {
         self.flush()
     }
 
-    /// Leaves the broker after the answers: hands back the tasks queued behind the one
-    /// whose answer was awaited (never started: re-queued without a try charged), says
-    /// goodbye (the broker charges the awaited one a try), and waits for the broker's
-    /// acknowledgement — its `Shutdown` reply to a heartbeat from a worker it no longer
-    /// knows — so that everything was counted before the supervisor's news of our exit.
-    fn leave(&mut self) {
-        let mut unstarted: Vec<u64> = self
-            .pending
-            .iter()
-            .skip(1)
-            .map(|p| p.id)
-            .filter(|&id| id != u64::MAX)
-            .collect();
-        // Batches sent to us that we have not read yet were never started either.
-        while let Ok(Some(frames)) = self.dealer.recv(false) {
-            if let Ok(Message::Tasks(batch)) = Message::decode(&frames) {
-                unstarted.extend(batch.iter().map(|(id, _)| id));
-            }
-        }
-        // Released even when there is nothing to hand back: a release marks us as leaving,
-        // so the answers we send next (a split pack's) do not make the broker offer us
-        // new tasks that the goodbye would then charge a try.
-        {
-            let frames = vec![header(Command::Release).to_vec(), IdList::encode(unstarted)];
-            if send(&self.dealer, frames).is_err() {
-                return;
-            }
-            // Once the broker has read the release it sends us nothing more; batches it
-            // sent before are handed back too.
-            let until = Instant::now() + RELEASE_SETTLE;
-            let mut late = Vec::new();
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                match self.dealer.recv_timeout(left) {
-                    Ok(Some(frames)) => {
-                        if let Ok(Message::Tasks(batch)) = Message::decode(&frames) {
-                            late.extend(batch.iter().map(|(id, _)| id));
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            if !late.is_empty() {
-                let frames = vec![header(Command::Release).to_vec(), IdList::encode(late)];
-                let _ = send(&self.dealer, frames);
-            }
-        }
-        let _ = self.flush_if_any();
-        let mut messages = vec![vec![header(Command::Goodbye).to_vec()]];
-        messages.push(vec![header(Command::Heartbeat).to_vec()]);
-        for frames in messages {
-            if send(&self.dealer, frames).is_err() {
-                return;
-            }
-        }
-        let deadline = Instant::now() + LEAVE_ACK_WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            match self.dealer.recv_timeout(left) {
-                Ok(Some(frames)) => {
-                    if matches!(Message::decode(&frames), Ok(Message::Shutdown)) {
-                        return;
-                    }
-                }
-                _ => return,
-            }
-        }
-    }
-
     fn flush(&mut self) -> Result<(), zerotasq::Error> {
-        let busy_us = self.busy.as_micros().max(1) as u64;
-        let body = std::mem::take(&mut self.results).finish(busy_us);
-        send(&self.dealer, vec![header(Command::Results).to_vec(), body])?;
+        let results = std::mem::take(&mut self.results);
+        self.session.send_results(results, self.busy)?;
         self.busy = Duration::ZERO;
         self.unflushed_since = None;
-        self.last_sent = Instant::now();
         Ok(())
     }
 
@@ -564,10 +452,8 @@ impl Adapter {
         if self.pending.front().is_some_and(|p| p.split_on_death) {
             let pack = self.pending.pop_front().expect("front exists");
             self.push_pack(&pack, &[], true);
-            self.pending.push_front(Pending {
-                id: u64::MAX, // answered: nothing left to charge or release
-                ..pack
-            });
+        } else {
+            self.pending.pop_front();
         }
         let how = self.process.finish(STDERR_GRACE);
         // After the end of its stdout, how the command ended says more than that end.
@@ -581,17 +467,13 @@ impl Adapter {
             record,
             reason,
         });
-        self.leave();
+        // The tasks queued behind the awaited one were never started.
+        let unstarted = self.pending.iter().map(|p| p.id).collect();
+        let split = std::mem::take(&mut self.results);
+        self.session.leave(unstarted, Some((split, self.busy)));
         self.process.kill();
         EXIT_WORKER_DIED
     }
-}
-
-fn send(socket: &Socket, frames: Vec<Vec<u8>>) -> Result<(), zerotasq::Error> {
-    socket.send(frames, true).map_err(|e| match e {
-        zerotasq::transport::SendError::Other(e) => e,
-        _ => zerotasq::Error::Closed,
-    })
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), zerotasq::Error> {

@@ -5,13 +5,11 @@
 //! printed prefixed `[wN]`. A signal stops them all (exit 128 + signal).
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use zerotasq::child::{worker_env, ENV_KEY_FILE, ENV_SERVER_KEY};
-use zerotasq::supervisor::{ENV_IDENTITY, ENV_SLOT};
+use zerotasq::supervisor::{SupervisorConfig, WorkerCommand, WorkerExit, WorkerProcesses};
 use zerotasq::worker_runtime::{hostname, WorkerOptions};
 use zerotasq::Security;
 
@@ -26,17 +24,6 @@ use crate::signals;
 const START_GRACE: Duration = Duration::from_millis(150);
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// An adapter that ran this long before exiting gets its back-off reset.
-const HEALTHY_RUN: Duration = Duration::from_secs(10);
-/// How often exited adapters are looked for.
-const WATCH_EVERY: Duration = Duration::from_millis(50);
-
-struct Slot {
-    child: Option<(Child, Instant)>,
-    generation: u32,
-    backoff: Duration,
-    restart_at: Option<Instant>,
-}
 
 /// Runs `zerotasq worker` until a signal; returns the exit status.
 pub fn worker(args: WorkerArgs) -> i32 {
@@ -64,14 +51,42 @@ pub fn worker(args: WorkerArgs) -> i32 {
         .spawn(move || print_events(pipe))
         .expect("start the events thread");
 
-    // Each adapter gets its own routing id, and the keys, through its environment.
+    let (tx, rx) = mpsc::channel();
+    signals::forward(tx, |sig| sig);
+    say(&format!(
+        "zerotasq worker: {jobs} workers joining {}",
+        args.connect
+    ));
+    let adapters = match WorkerProcesses::start(adapters(&args, &security, jobs, events_fd), report)
+    {
+        Ok(adapters) => adapters,
+        Err(e) => {
+            say(&format!("zerotasq worker: cannot start the adapters: {e}"));
+            return EXIT_USAGE;
+        }
+    };
+    let sig = rx.recv().unwrap_or(libc::SIGTERM);
+    // Kills each adapter's process group: the adapter and its command.
+    adapters.stop();
+    say("zerotasq worker: interrupted; the workers are stopped");
+    128 + sig
+}
+
+/// `jobs` adapters (the same `__adapter` processes `zerotasq map` starts), each with its own
+/// routing id, and the keys and the events pipe through its environment.
+fn adapters(
+    args: &WorkerArgs,
+    security: &Security,
+    jobs: usize,
+    events_fd: i32,
+) -> SupervisorConfig {
     let opts = WorkerOptions {
         identity: Vec::new(),
         ..WorkerOptions::remote(&args.connect, Security::Insecure)
     };
     let mut env: Vec<(String, String)> = worker_env(&opts, None);
     env.push((ENV_EVENTS_FD.into(), events_fd.to_string()));
-    if let (Security::Client { server, .. }, Some(key)) = (&security, &args.remote.key) {
+    if let (Security::Client { server, .. }, Some(key)) = (security, &args.remote.key) {
         let key = std::path::absolute(key).unwrap_or_else(|_| key.clone());
         env.push((ENV_SERVER_KEY.into(), server.to_string()));
         env.push((ENV_KEY_FILE.into(), key.display().to_string()));
@@ -81,106 +96,34 @@ pub fn worker(args: WorkerArgs) -> i32 {
         timeout: args.timeout,
         grace: START_GRACE,
         command: args.command.clone(),
-    }
-    .to_args();
-    let host = hostname();
-    let spawn = |index: usize, generation: u32| -> std::io::Result<Child> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let identity = format!(
-            "{host}-{}-{index}-{generation}-{nanos:08x}",
-            std::process::id()
-        );
-        let mut command = Command::new("/proc/self/exe");
-        command
-            .args(&adapter)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_IDENTITY, identity)
-            .env(ENV_SLOT, index.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .process_group(0);
-        // SAFETY: only async-signal-safe calls (sigprocmask, signal, prctl).
-        unsafe {
-            command.pre_exec(|| {
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut empty);
-                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-                // The adapter dies with us, and its command with it.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        command.spawn()
     };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    SupervisorConfig {
+        count: jobs,
+        command: WorkerCommand {
+            program: "/proc/self/exe".into(),
+            args: adapter.to_args(),
+            env: Vec::new(),
+            stdin: Vec::new(),
+        },
+        worker_env: env,
+        // Unique per host and run, so routing ids never repeat at the broker.
+        identity_prefix: format!("{}-{}-{nanos:08x}", hostname(), std::process::id()),
+        backoff_initial: BACKOFF_INITIAL,
+        backoff_max: BACKOFF_MAX,
+        pids: Arc::new(Mutex::new(Vec::new())),
+    }
+}
 
-    let (tx, rx) = mpsc::channel();
-    signals::forward(tx, |sig| sig);
+fn report(exit: &WorkerExit) {
     say(&format!(
-        "zerotasq worker: {jobs} workers joining {}",
-        args.connect
+        "zerotasq worker: [w{}] adapter ended ({}); restarting in {}",
+        exit.slot + 1,
+        exit.description,
+        crate::duration::show(exit.restart_in)
     ));
-    let mut slots: Vec<Slot> = (0..jobs)
-        .map(|_| Slot {
-            child: None,
-            generation: 0,
-            backoff: BACKOFF_INITIAL,
-            restart_at: Some(Instant::now()),
-        })
-        .collect();
-    let sig = loop {
-        let now = Instant::now();
-        for (index, slot) in slots.iter_mut().enumerate() {
-            if let Some((child, started)) = &mut slot.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    if started.elapsed() >= HEALTHY_RUN {
-                        slot.backoff = BACKOFF_INITIAL;
-                    }
-                    say(&format!(
-                        "zerotasq worker: [w{}] adapter ended ({status}); restarting in {}",
-                        index + 1,
-                        crate::duration::show(slot.backoff)
-                    ));
-                    slot.restart_at = Some(now + slot.backoff);
-                    slot.backoff = (slot.backoff * 2).min(BACKOFF_MAX);
-                    slot.child = None;
-                }
-            }
-            if slot.restart_at.is_some_and(|at| now >= at) {
-                slot.generation += 1;
-                slot.restart_at = None;
-                match spawn(index, slot.generation) {
-                    Ok(child) => slot.child = Some((child, now)),
-                    Err(e) => {
-                        say(&format!("zerotasq worker: cannot start an adapter: {e}"));
-                        slot.restart_at = Some(now + slot.backoff);
-                        slot.backoff = (slot.backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
-            }
-        }
-        match rx.recv_timeout(WATCH_EVERY) {
-            Ok(sig) => break sig,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break libc::SIGTERM,
-        }
-    };
-    for slot in &mut slots {
-        if let Some((child, _)) = &mut slot.child {
-            // The adapter's process group: the adapter and its command.
-            // SAFETY: signals a process group we created.
-            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-            let _ = child.wait();
-        }
-    }
-    say("zerotasq worker: interrupted; the workers are stopped");
-    128 + sig
 }
 
 /// Prints the adapters' events: their command's stderr prefixed `[wN]`, deaths and

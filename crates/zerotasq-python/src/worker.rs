@@ -27,7 +27,7 @@ pub fn prepare_worker_process() {
 #[pyfunction]
 pub fn report_init_failure(py: Python<'_>, message: &str) -> PyResult<()> {
     let opts = options_from_env().map_err(crate::pool_error)?;
-    py.detach(|| zerotasq::worker_runtime::report_init_failure(&Context::new(), &opts, message))
+    py.detach(|| zerotasq::worker_session::report_init_failure(&Context::new(), &opts, message))
         .map_err(crate::pool_error)
 }
 

@@ -14,7 +14,8 @@ use crate::supervisor::ENV_IDENTITY;
 use crate::transport::curve::{KeyPair, Security};
 use crate::transport::Context;
 use crate::worker::{init_worker, Worker, WorkerHandler};
-use crate::worker_runtime::{report_init_failure, serve, ServeEnd, WorkerOptions};
+use crate::worker_runtime::{serve, ServeEnd, WorkerOptions};
+use crate::worker_session::report_init_failure;
 
 const ENV_ENTRY: &str = "ZEROTASQ_ENTRY";
 const ENV_ENDPOINT: &str = "ZEROTASQ_ENDPOINT";

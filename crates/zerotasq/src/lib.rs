@@ -62,6 +62,7 @@ pub mod supervisor;
 pub mod transport;
 pub mod worker;
 pub mod worker_runtime;
+pub mod worker_session;
 
 pub use child::serve_if_worker;
 pub use client::Stream;

@@ -26,7 +26,8 @@ use crate::supervisor::{self, SupervisorConfig, WorkerCommand};
 use crate::transport::curve::{check_insecure, Security, ZapHandler};
 use crate::transport::{Context, Kind, Socket};
 use crate::worker::{init_worker, Worker, WorkerHandler};
-use crate::worker_runtime::{report_init_failure, serve, WorkerOptions};
+use crate::worker_runtime::{serve, WorkerOptions};
+use crate::worker_session::report_init_failure;
 
 /// How long dropping a pool waits for thread workers still inside a task.
 const THREAD_WORKER_GRACE: Duration = Duration::from_secs(2);
@@ -238,7 +239,8 @@ impl RawPool {
         let supervisor_thread = std::thread::Builder::new()
             .name("zerotasq-supervisor".into())
             .spawn(move || {
-                if let Err(e) = supervisor::run(supervisor_cfg, stop_reader, &supervisor_broker) {
+                let control = Some(&supervisor_broker);
+                if let Err(e) = supervisor::run(supervisor_cfg, stop_reader, control, &mut |_| {}) {
                     tracing::error!("the supervisor stopped: {e}");
                 }
             })

@@ -86,7 +86,7 @@ pub enum Command {
 }
 
 impl Command {
-    fn from_byte(b: u8) -> Option<Command> {
+    pub(crate) fn from_byte(b: u8) -> Option<Command> {
         use Command::*;
         Some(match b {
             1 => Ready,

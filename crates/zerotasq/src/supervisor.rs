@@ -4,6 +4,10 @@
 //! Children cannot outlive the pool: each runs in its own process group (killed whole), gets
 //! a parent-death signal (so a SIGKILLed parent takes them along), and is killed and reaped
 //! when the pool stops.
+//!
+//! A pool's supervisor reports to its broker over a control socket (and takes `KillWorker`
+//! from it); [`WorkerProcesses`] runs the same supervisor with no broker in the process, for
+//! workers that join a broker elsewhere (the command line's `zerotasq worker`).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -12,6 +16,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -21,8 +26,11 @@ use crate::transport::{poll, Pollable, Socket};
 /// How to start one local worker process.
 #[derive(Debug, Clone)]
 pub struct WorkerCommand {
+    /// The program to run.
     pub program: PathBuf,
+    /// Its arguments.
     pub args: Vec<OsString>,
+    /// Environment variables it gets beside the pool's own.
     pub env: Vec<(OsString, OsString)>,
     /// Written to the child's stdin, which is then closed (the worker's configuration).
     pub stdin: Vec<u8>,
@@ -31,16 +39,82 @@ pub struct WorkerCommand {
 /// What the supervisor needs to run.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
+    /// Worker processes kept running, each in a slot of its own (`0..count`).
     pub count: usize,
+    /// How each is started.
     pub command: WorkerCommand,
     /// Environment variables every child gets: endpoint, heartbeat settings…
     pub worker_env: Vec<(String, String)>,
-    /// Prefix of the children's routing ids; unique per pool.
+    /// Prefix of the children's routing ids; unique per pool (or per joining host and run).
     pub identity_prefix: String,
+    /// The first restart's delay; it doubles with each quick exit of the same slot.
     pub backoff_initial: Duration,
+    /// The longest delay between restarts.
     pub backoff_max: Duration,
     /// Where the supervisor publishes the pids of its live children.
     pub pids: Arc<Mutex<Vec<u32>>>,
+}
+
+/// A worker process that ended, as [`WorkerProcesses`] reports it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerExit {
+    /// Its slot (`0..count`).
+    pub slot: usize,
+    /// How it ended: its pid and exit status or signal.
+    pub description: String,
+    /// When its slot's next process starts.
+    pub restart_in: Duration,
+}
+
+/// Worker processes kept running by a supervisor thread, for a broker in another process:
+/// each slot's process is restarted with back-off when it exits, and all are killed when
+/// this is stopped or dropped.
+pub struct WorkerProcesses {
+    stop: Option<std::io::PipeWriter>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerProcesses {
+    /// Starts `cfg.count` processes; `on_exit` hears of each exit, on the supervisor's
+    /// thread.
+    pub fn start(
+        cfg: SupervisorConfig,
+        mut on_exit: impl FnMut(&WorkerExit) + Send + 'static,
+    ) -> Result<WorkerProcesses, Error> {
+        let (reader, writer) = std::io::pipe().map_err(Error::io("create a stop pipe"))?;
+        let thread = std::thread::Builder::new()
+            .name("zerotasq-supervisor".into())
+            .spawn(move || {
+                if let Err(e) = run(cfg, reader, None, &mut on_exit) {
+                    tracing::error!("the supervisor stopped: {e}");
+                }
+            })
+            .map_err(Error::io("start the supervisor thread"))?;
+        Ok(WorkerProcesses {
+            stop: Some(writer),
+            thread: Some(thread),
+        })
+    }
+
+    /// Kills every process and waits for the supervisor to end.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        // Closing the write end wakes the supervisor.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WorkerProcesses {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
 }
 
 /// Environment variable carrying a child's routing id.
@@ -61,8 +135,14 @@ struct Slot {
 }
 
 /// Runs until `stop` (the read end of a pipe) becomes readable — the pool wrote to it or
-/// closed its end — then kills every child. `broker` is the control channel to the broker.
-pub fn run(cfg: SupervisorConfig, stop: std::io::PipeReader, broker: &Socket) -> Result<(), Error> {
+/// closed its end — then kills every child. `broker` is the control channel to the broker
+/// in this process, if any; `on_exit` hears of each exit.
+pub(crate) fn run(
+    cfg: SupervisorConfig,
+    stop: std::io::PipeReader,
+    broker: Option<&Socket>,
+    on_exit: &mut dyn FnMut(&WorkerExit),
+) -> Result<(), Error> {
     let mut slots: Vec<Slot> = (0..cfg.count)
         .map(|_| Slot {
             generation: 0,
@@ -89,7 +169,8 @@ pub fn run(cfg: SupervisorConfig, stop: std::io::PipeReader, broker: &Socket) ->
             .filter(|_| restarting)
             .min()
             .map(|at| at.saturating_duration_since(now));
-        let mut items = vec![Pollable::Fd(stop.as_raw_fd()), Pollable::Socket(broker)];
+        let mut items = vec![Pollable::Fd(stop.as_raw_fd())];
+        items.extend(broker.map(Pollable::Socket));
         for slot in &slots {
             match &slot.child {
                 Some((_, Some(fd), _, _)) => items.push(Pollable::Fd(fd.as_raw_fd())),
@@ -107,7 +188,7 @@ pub fn run(cfg: SupervisorConfig, stop: std::io::PipeReader, broker: &Socket) ->
             publish_pids(&cfg, &slots);
             return Ok(());
         }
-        if readable[1] {
+        if let Some(broker) = broker.filter(|_| readable[1]) {
             while let Some(frames) = broker.recv(false)? {
                 match Message::decode(&frames) {
                     Ok(Message::KillWorker { identity }) => {
@@ -124,7 +205,7 @@ pub fn run(cfg: SupervisorConfig, stop: std::io::PipeReader, broker: &Socket) ->
                 }
             }
         }
-        reap(&cfg, &mut slots, broker)?;
+        reap(&cfg, &mut slots, broker, on_exit)?;
         publish_pids(&cfg, &slots);
     }
 }
@@ -138,9 +219,14 @@ fn publish_pids(cfg: &SupervisorConfig, slots: &[Slot]) {
 }
 
 /// Notices exited children, reports them, and schedules their restart.
-fn reap(cfg: &SupervisorConfig, slots: &mut [Slot], broker: &Socket) -> Result<(), Error> {
+fn reap(
+    cfg: &SupervisorConfig,
+    slots: &mut [Slot],
+    broker: Option<&Socket>,
+    on_exit: &mut dyn FnMut(&WorkerExit),
+) -> Result<(), Error> {
     let now = Instant::now();
-    for slot in slots.iter_mut() {
+    for (index, slot) in slots.iter_mut().enumerate() {
         let Some((child, _, identity, started)) = slot.child.as_mut() else {
             continue;
         };
@@ -155,17 +241,21 @@ fn reap(cfg: &SupervisorConfig, slots: &mut [Slot], broker: &Socket) -> Result<(
         tracing::warn!("{description}; restarting it");
         // Its descendants go with it.
         kill_group(child.id());
-        let _ = broker.send(
-            Message::ChildExited {
+        if let Some(broker) = broker {
+            let news = Message::ChildExited {
                 identity,
                 status: &description,
-            }
-            .encode(),
-            true,
-        );
+            };
+            let _ = broker.send(news.encode(), true);
+        }
         if now.duration_since(*started) >= HEALTHY_RUN {
             slot.backoff = cfg.backoff_initial;
         }
+        on_exit(&WorkerExit {
+            slot: index,
+            description,
+            restart_in: slot.backoff,
+        });
         slot.restart_at = Some(now + slot.backoff);
         slot.backoff = (slot.backoff * 2).min(cfg.backoff_max);
         slot.child = None;
@@ -177,7 +267,7 @@ fn spawn(
     cfg: &SupervisorConfig,
     index: usize,
     slot: &mut Slot,
-    broker: &Socket,
+    broker: Option<&Socket>,
 ) -> Result<(), Error> {
     slot.generation += 1;
     let identity = format!("{}-{index}-{}", cfg.identity_prefix, slot.generation).into_bytes();
@@ -229,13 +319,12 @@ fn spawn(
             });
     }
     let pidfd = pidfd_open(child.id());
-    let _ = broker.send(
-        Message::ChildStarted {
+    if let Some(broker) = broker {
+        let news = Message::ChildStarted {
             identity: &identity,
-        }
-        .encode(),
-        true,
-    );
+        };
+        let _ = broker.send(news.encode(), true);
+    }
     slot.child = Some((child, pidfd, identity, Instant::now()));
     Ok(())
 }

@@ -13,11 +13,10 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, TaskError};
-use crate::protocol::{
-    header, Command, Message, ProtocolError, Ready, ResultBatchWriter, TaskBatch, MAGIC, VERSION,
-};
+use crate::protocol::{Message, ProtocolError, TaskBatch, VERSION};
 use crate::transport::curve::Security;
-use crate::transport::{poll, Context, Frame, Kind, Pollable, SendError, Socket};
+use crate::transport::{Context, Frame, Kind, SendError, Socket};
+use crate::worker_session::{Incoming, Results, WorkerSession};
 
 /// Results are sent at least this often while a batch is being worked through.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
@@ -87,13 +86,6 @@ pub enum ServeEnd {
     BrokerLost,
 }
 
-/// How the I/O thread's loop ended.
-enum IoEnd {
-    Served(ServeEnd),
-    /// The broker cannot work with us (another protocol version); the reason.
-    Refused(String),
-}
-
 /// Serves tasks until the broker says stop or goes silent. A broker that refuses this
 /// worker (another protocol version) is [`Error::Refused`].
 pub fn serve(
@@ -105,16 +97,12 @@ pub fn serve(
     let inner = format!("inproc://zerotasq-worker-{}", unique());
     let pair = ctx.socket(Kind::Pair, -1)?;
     pair.bind(&inner)?;
-    let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
-    dealer.set_identity(&opts.identity)?;
-    dealer.secure(&opts.security)?;
-    dealer.connect(&opts.endpoint)?;
+    let session = WorkerSession::join(ctx, opts)?;
     let io_pair = ctx.socket(Kind::Pair, -1)?;
     io_pair.connect(&inner)?;
-    let io_opts = opts.clone();
     let io = std::thread::Builder::new()
         .name("zerotasq-worker-io".into())
-        .spawn(move || io_loop(&dealer, &io_pair, &io_opts))
+        .spawn(move || io_loop(session, &io_pair))
         .map_err(Error::io("start the worker's I/O thread"))?;
 
     let mut out = Vec::new();
@@ -262,7 +250,7 @@ fn run_batch(
     pair: &Socket,
     out: &mut Vec<u8>,
 ) -> Result<(), Error> {
-    let mut writer = ResultBatchWriter::new();
+    let mut writer = Results::default();
     let mut busy = Duration::ZERO;
     let mut flush_at = Instant::now() + FLUSH_EVERY;
     for (id, task) in batch.iter() {
@@ -270,7 +258,7 @@ fn run_batch(
         out.clear();
         match run_one(handler, task, out) {
             Ok(()) => writer.push_ok(id, out),
-            Err(e) => writer.push_err(id, &e.to_wire()),
+            Err(e) => writer.push_err(id, &e),
         }
         let finished = Instant::now();
         busy += finished - started;
@@ -286,135 +274,51 @@ fn run_batch(
     Ok(())
 }
 
-/// Tells the broker this worker's `init` failed, so the client can be told why.
-pub fn report_init_failure(
-    ctx: &Context,
-    opts: &WorkerOptions,
-    message: &str,
-) -> Result<(), Error> {
-    let dealer = ctx.socket(Kind::Dealer, opts.max_message)?;
-    dealer.set_identity(&opts.identity)?;
-    dealer.connect(&opts.endpoint)?;
-    let frames = Message::InitFailed(message).encode();
-    match dealer.send(frames, true) {
-        Ok(()) => Ok(()),
-        Err(crate::transport::SendError::Other(e)) => Err(e),
-        Err(_) => Ok(()),
-    }
-    // Dropping the socket lingers briefly, so the message leaves before the process exits.
+fn send_results(pair: &Socket, results: Results, busy: Duration) -> Result<(), Error> {
+    send_pair(pair, results.into_frames(busy).into())
 }
 
-fn send_results(pair: &Socket, writer: ResultBatchWriter, busy: Duration) -> Result<(), Error> {
-    let body = writer.finish(busy.as_micros().max(1) as u64);
-    let frames: [Frame; 2] = [header(Command::Results).into(), body.into()];
-    pair.send(frames, true).map_err(|e| match e {
-        crate::transport::SendError::Other(e) => e,
-        _ => Error::Closed,
-    })
-}
-
-/// The I/O thread: the only user of the socket to the broker.
-fn io_loop(dealer: &Socket, pair: &Socket, opts: &WorkerOptions) {
-    let ready = Ready {
-        capacity: opts.capacity,
-        pid: std::process::id(),
-        host: &hostname(),
-    };
-    let result = (|| -> Result<IoEnd, Error> {
-        send(
-            dealer,
-            vec![header(Command::Ready).to_vec(), ready.encode()],
-        )?;
-        let mut last_sent = Instant::now();
-        let mut broker_seen = Instant::now();
-        let deadline = opts.heartbeat_interval * opts.liveness;
+/// The I/O thread: the session's only user. Forwards tasks to the task thread and its
+/// results to the broker, and tells the task thread how the session ended.
+fn io_loop(mut session: WorkerSession, pair: &Socket) {
+    let result = (|| -> Result<ServeEnd, Error> {
         loop {
-            let now = Instant::now();
-            let next = (last_sent + opts.heartbeat_interval).min(broker_seen + deadline);
-            let readable = poll(
-                &[Pollable::Socket(dealer), Pollable::Socket(pair)],
-                Some(next.saturating_duration_since(now)),
-            )?;
-            if readable[0] {
-                while let Some(frames) = dealer.recv(false)? {
-                    broker_seen = Instant::now();
-                    match command_of(&frames) {
-                        Ok(Command::Tasks) => send(pair, frames)?,
-                        Ok(Command::Shutdown) => return Ok(IoEnd::Served(ServeEnd::Shutdown)),
-                        Ok(Command::Heartbeat) => {}
-                        Ok(Command::Fatal) => {
-                            let why = match Message::decode(&frames) {
-                                Ok(Message::Fatal(why)) => why.to_string(),
-                                _ => "the broker refused this worker".to_string(),
-                            };
-                            return Ok(IoEnd::Refused(why));
-                        }
-                        Err(Some(got)) => {
-                            return Ok(IoEnd::Refused(format!(
-                                "the broker speaks protocol version {got}; this worker speaks \
-                                 version {VERSION}"
-                            )))
-                        }
-                        _ => tracing::warn!("worker dropped a malformed message from the broker"),
+            let ready = session.wait_with(pair, session.next_deadline())?;
+            if ready.broker {
+                while let Some(incoming) = session.recv()? {
+                    match incoming {
+                        Incoming::Tasks(tasks) => send_pair(pair, tasks.into_frames())?,
+                        Incoming::Shutdown => return Ok(ServeEnd::Shutdown),
                     }
                 }
             }
-            if readable[1] {
+            if ready.fd {
                 while let Some(frames) = pair.recv(false)? {
-                    send(dealer, frames)?;
-                    last_sent = Instant::now();
+                    session.send_frames(frames)?;
                 }
             }
-            let now = Instant::now();
-            if now.duration_since(broker_seen) > deadline {
-                tracing::warn!("the broker has been silent for {deadline:?}; leaving");
-                return Ok(IoEnd::Served(ServeEnd::BrokerLost));
-            }
-            if now.duration_since(last_sent) >= opts.heartbeat_interval {
-                send(dealer, vec![header(Command::Heartbeat).to_vec()])?;
-                last_sent = now;
+            if !session.tick()? {
+                return Ok(ServeEnd::BrokerLost);
             }
         }
     })();
-    let end = match result {
-        Ok(end) => end,
+    let frames = match result {
+        Ok(ServeEnd::Shutdown) => Message::Shutdown.encode(),
+        Ok(ServeEnd::BrokerLost) => Message::Goodbye.encode(),
+        Err(Error::Refused(why)) => Message::Fatal(&why).encode(),
         Err(e) => {
             tracing::error!("worker I/O failed: {e}");
-            IoEnd::Served(ServeEnd::BrokerLost)
+            Message::Goodbye.encode()
         }
-    };
-    let frames = match end {
-        IoEnd::Served(ServeEnd::Shutdown) => Message::Shutdown.encode(),
-        IoEnd::Served(ServeEnd::BrokerLost) => Message::Goodbye.encode(),
-        IoEnd::Refused(why) => Message::Fatal(&why).encode(),
     };
     let _ = pair.send(frames, true);
 }
 
-fn send<F: Into<Frame>>(socket: &Socket, frames: Vec<F>) -> Result<(), Error> {
-    socket.send(frames, true).map_err(|e| match e {
+fn send_pair(pair: &Socket, frames: Vec<Frame>) -> Result<(), Error> {
+    pair.send(frames, true).map_err(|e| match e {
         SendError::Other(e) => e,
         _ => Error::Closed,
     })
-}
-
-/// The command of a message, from its header alone (the body is checked by its reader).
-/// `Err(Some(v))`: a ZeroTasQ header of another protocol version; `Err(None)`: garbage.
-fn command_of(frames: &[Frame]) -> Result<Command, Option<u8>> {
-    let head = frames.first().ok_or(None)?;
-    if head.len() != 4 || head[..2] != MAGIC {
-        return Err(None);
-    }
-    if head[2] != VERSION {
-        return Err(Some(head[2]));
-    }
-    match head[3] {
-        2 => Ok(Command::Tasks),
-        4 => Ok(Command::Heartbeat),
-        7 => Ok(Command::Shutdown),
-        10 => Ok(Command::Fatal),
-        _ => Err(None),
-    }
 }
 
 /// Runs one task, turning a panic into an error outcome with its backtrace.
