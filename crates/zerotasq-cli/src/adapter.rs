@@ -17,12 +17,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use zerotasq::child::ENV_SLOT;
 use zerotasq::child::{options_from_env, prepare_worker_process, EXIT_BROKER_LOST};
 use zerotasq::child::{EXIT_BAD_ENV, EXIT_INIT_FAILED};
-use zerotasq::supervisor::ENV_SLOT;
-use zerotasq::transport::Context;
 use zerotasq::worker_runtime::WorkerOptions;
 use zerotasq::worker_session::{report_init_failure, Incoming, Results, WorkerSession};
+use zerotasq::Context;
 use zerotasq::{ErrorKind, TaskError};
 
 use crate::events::{Event, Sender};

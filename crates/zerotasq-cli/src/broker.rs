@@ -6,8 +6,8 @@ use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use zerotasq::broker::BrokerConfig;
-use zerotasq::transport::curve::{check_insecure, server_security};
+use zerotasq::BrokerConfig;
+use zerotasq::{check_insecure, server_security};
 use zerotasq::{PoolSpec, RawPool, Security, TcpListen};
 
 use crate::args::BrokerArgs;

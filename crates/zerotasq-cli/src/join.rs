@@ -9,9 +9,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use zerotasq::child::{worker_env, ENV_KEY_FILE, ENV_SERVER_KEY};
-use zerotasq::supervisor::{SupervisorConfig, WorkerCommand, WorkerExit, WorkerProcesses};
 use zerotasq::worker_runtime::{hostname, WorkerOptions};
 use zerotasq::Security;
+use zerotasq::{SupervisorConfig, WorkerCommand, WorkerExit, WorkerProcesses};
 
 use crate::adapter::AdapterArgs;
 use crate::args::WorkerArgs;

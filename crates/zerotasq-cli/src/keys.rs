@@ -59,7 +59,7 @@ pub fn client_security(endpoint: &str, remote: &RemoteArgs) -> Result<Security, 
              (our NAME.key_secret), or --insecure for plain TCP"
         ));
     }
-    zerotasq::transport::curve::client_security(
+    zerotasq::client_security(
         endpoint,
         remote.server_key.as_deref(),
         remote.key.as_deref(),
@@ -72,7 +72,7 @@ pub fn client_security(endpoint: &str, remote: &RemoteArgs) -> Result<Security, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zerotasq::transport::curve::read_public_keys;
+    use zerotasq::read_public_keys;
 
     #[test]
     fn keys_with_hash_signs_survive_comments() {

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zerotasq::broker::BrokerConfig;
-use zerotasq::link::Link;
-use zerotasq::supervisor::WorkerCommand;
+use zerotasq::BrokerConfig;
+use zerotasq::Link;
+use zerotasq::WorkerCommand;
 use zerotasq::{BrokerAccess, Connector, ErrorKind, PoolSpec, RawPool, RemoteBroker, TaskError};
 
 use crate::adapter::AdapterArgs;
@@ -69,7 +69,7 @@ enum Access {
 
 impl Access {
     /// The broker's figures; only a local pool's are known here.
-    fn stats(&self) -> Option<zerotasq::broker::BrokerStats> {
+    fn stats(&self) -> Option<zerotasq::BrokerStats> {
         match self {
             Access::Local(pool) => Some(pool.stats()),
             Access::Remote(_) => None,
@@ -282,7 +282,7 @@ fn feed(
 /// An outcome, with its task's first record and record count when the engine tells it.
 type Outcome = (Option<(u64, u32)>, Result<Answer, TaskError>);
 
-fn decoder() -> zerotasq::client::DecodeFn<Answer> {
+fn decoder() -> zerotasq::DecodeFn<Answer> {
     Box::new(|bytes: &[u8]| {
         decode_result(bytes)
             .map(|(head, answer)| Answer {
@@ -312,7 +312,7 @@ struct Run {
 }
 
 impl Run {
-    fn stats(&self) -> Option<zerotasq::broker::BrokerStats> {
+    fn stats(&self) -> Option<zerotasq::BrokerStats> {
         self.pool.lock().ok()?.as_ref().and_then(|p| p.stats())
     }
 
@@ -353,7 +353,7 @@ impl Run {
         let separator = self.separator;
         let window = self.args.window as usize;
         let ordered = !self.args.unordered;
-        let packing = Packing::new(!self.args.no_pack);
+        let packing = Packing::new(!self.args.no_pack, window as u64);
         let encode_pack = Box::new(|pack: Pack, buf: &mut Vec<u8>| {
             if buf.is_empty() {
                 *buf = pack.bytes;
@@ -372,14 +372,14 @@ impl Run {
             };
             let outcomes = if self.input_is_file {
                 // A regular file never blocks a read: the stream pulls it in whole batches.
-                let packer = Packer::new(records, false, window as u64, packing.clone(), true);
+                let packer = Packer::new(records, false, packing.clone(), true);
                 let packing = packing.clone();
                 pool.stream(packer, window, ordered, encode_pack, decoder())
                     .map(|s| {
                         Box::new(s.indexed().map(move |(i, o)| (packing.take(i), o))) as Box<_>
                     })
             } else {
-                let packer = Packer::new(records, true, window as u64, packing.clone(), false);
+                let packer = Packer::new(records, true, packing.clone(), false);
                 let sent = Arc::new(if ordered {
                     Sent::Ordered(Mutex::new(VecDeque::new()))
                 } else {

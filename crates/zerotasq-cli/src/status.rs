@@ -134,8 +134,8 @@ pub fn render(endpoint: &str, status: &BrokerStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zerotasq::broker::BrokerStats;
     use zerotasq::status::{ClientStatus, WorkerState, WorkerStatus};
+    use zerotasq::BrokerStats;
 
     #[test]
     fn the_table_has_a_row_per_client_and_worker() {

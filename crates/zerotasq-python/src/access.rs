@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Weak};
 
-use zerotasq::link::Link;
+use zerotasq::Link;
 use zerotasq::{BrokerAccess, RawPool, RemoteBroker};
 
 #[derive(Clone)]

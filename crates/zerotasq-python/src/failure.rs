@@ -3,20 +3,7 @@
 //! `zerotasq.TaskError` or one of its subclasses.
 
 use pyo3::prelude::*;
-use zerotasq::{ErrorKind, TaskError};
-
-/// The stable name of an error kind, as the Python side knows it.
-pub fn kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Failed => "failed",
-        ErrorKind::Panicked => "panicked",
-        ErrorKind::WorkerLost => "worker_lost",
-        ErrorKind::InitFailed => "init_failed",
-        ErrorKind::Cancelled => "cancelled",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Codec => "codec",
-    }
-}
+use zerotasq::TaskError;
 
 /// Builds the Python error object for one failed task.
 pub fn make(
@@ -43,7 +30,7 @@ pub fn from_task_error(
     make(
         py,
         factory,
-        kind_name(error.kind()),
+        error.kind().name(),
         error.message(),
         error.detail(),
         index,

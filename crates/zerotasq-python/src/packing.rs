@@ -1,9 +1,8 @@
 //! Packing: while tasks take microseconds, consecutive input items travel as one engine task
 //! — one pickle of a list out, one pickle of the results back — so tiny tasks do not pay the
-//! per-task cost of a Python call, a pickle and a frame each. No chunk size to tune: a pack
-//! aims at [`TARGET`] of the worker's time, learnt from the busy time each answered pack
-//! reports; it grows at most twice per answer, shrinks at once, and is 1 (plain tasks, with
-//! out-of-band buffers and the raw-bytes path) as soon as one item alone takes that long.
+//! per-task cost of a Python call, a pickle and a frame each. No chunk size to tune: the
+//! engine's [`PackSizer`] sizes packs from the busy time each answered pack reports, and
+//! packs of 1 are plain tasks (with out-of-band buffers and the raw-bytes path).
 //!
 //! The items of a pack that could not be answered (its worker died `max_retries` times, or
 //! the worker could not read it) are sent again one by one, so a poison item ends as
@@ -13,17 +12,17 @@
 //! caller sets the engine's task window before each wait to the packs that still fit.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use zerotasq::pack::PackSizer;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::codec::Codec;
 
-/// Work a pack aims at in the worker.
-pub const TARGET: Duration = Duration::from_millis(1);
 /// Items per pack at most.
 pub const MAX_PACK: usize = 1024;
 /// A pack holds at most about this many bytes (estimated from the first item).
@@ -31,9 +30,6 @@ const MAX_PACK_BYTES: usize = 64 << 10;
 /// Items whose first one pickles bigger than this are never packed: they go as plain tasks,
 /// with out-of-band buffers.
 const MAX_PACKED_ITEM: usize = 8 << 10;
-/// The first tasks hold one item each, until answers tell how long an item takes: two
-/// long tasks must not start in one pack on one worker.
-const FIRST_PACK: usize = 1;
 
 /// The first byte of a pack (task) and of a pack's answer (result).
 pub const PACK_TAG: u8 = b'K';
@@ -63,15 +59,11 @@ pub enum Entry {
 
 /// The packer's and the result reader's shared state.
 pub struct Packing {
-    /// Items per pack now; 1 when packing is off.
-    size: AtomicUsize,
-    max_size: AtomicUsize,
-    /// Items in flight at most.
-    window: AtomicUsize,
+    /// Items per pack (at most 1 until the first item shows they are small), and items in
+    /// flight (pulled and not yet yielded) within the window.
+    sizer: PackSizer,
     /// Items pulled from the input.
     pub pulled: AtomicU64,
-    /// Items yielded to the caller.
-    yielded: AtomicU64,
     input_done: AtomicBool,
     entries: Mutex<HashMap<u64, Entry>>,
     /// Items of split packs, to send again one by one.
@@ -81,11 +73,8 @@ pub struct Packing {
 impl Packing {
     pub fn new(window: usize) -> Packing {
         Packing {
-            size: AtomicUsize::new(1),
-            max_size: AtomicUsize::new(1),
-            window: AtomicUsize::new(window.max(1)),
+            sizer: PackSizer::new(1, window as u64),
             pulled: AtomicU64::new(0),
-            yielded: AtomicU64::new(0),
             input_done: AtomicBool::new(false),
             entries: Mutex::new(HashMap::new()),
             resend: Mutex::new(VecDeque::new()),
@@ -94,20 +83,11 @@ impl Packing {
 
     /// Sizes the window and the packs by the first item's pickled size.
     pub fn configure(&self, window: usize, first_item_bytes: usize) {
-        self.window.store(window.max(1), Ordering::Relaxed);
+        self.sizer.set_window(window as u64);
         if first_item_bytes <= MAX_PACKED_ITEM {
             let by_bytes = (MAX_PACK_BYTES / first_item_bytes.max(1)).clamp(1, MAX_PACK);
-            self.max_size.store(by_bytes, Ordering::Relaxed);
-            self.size.store(FIRST_PACK.min(by_bytes), Ordering::Relaxed);
+            self.sizer.set_max(by_bytes);
         }
-    }
-
-    fn in_flight(&self) -> u64 {
-        self.pulled.load(Ordering::Relaxed) - self.yielded.load(Ordering::Relaxed)
-    }
-
-    fn room(&self) -> usize {
-        (self.window.load(Ordering::Relaxed) as u64).saturating_sub(self.in_flight()) as usize
     }
 
     /// Engine tasks that may be pulled now: the items to re-send, then packs for the room.
@@ -116,24 +96,16 @@ impl Packing {
         if self.input_done.load(Ordering::Relaxed) {
             return resend;
         }
-        resend
-            + self
-                .room()
-                .div_ceil(self.size.load(Ordering::Relaxed).max(1))
+        resend + (self.sizer.room() as usize).div_ceil(self.sizer.size())
     }
 
     pub fn yielded(&self) {
-        self.yielded.fetch_add(1, Ordering::Relaxed);
+        self.sizer.settled(1);
     }
 
     /// Learns from an answered pack: `count` items took `busy`.
     pub fn answered(&self, count: usize, busy: Duration) {
-        let per_item = (busy.as_secs_f64() / count.max(1) as f64).max(1e-8);
-        let ideal = (TARGET.as_secs_f64() / per_item) as usize;
-        let now = self.size.load(Ordering::Relaxed);
-        let max = self.max_size.load(Ordering::Relaxed);
-        self.size
-            .store(ideal.clamp(1, max).min(now * 2), Ordering::Relaxed);
+        self.sizer.answered(count, busy);
     }
 
     /// What task `task` stood for (forgotten).
@@ -192,10 +164,11 @@ impl Packer {
     pub fn pull(&mut self, py: Python<'_>) -> Option<(u64, Py<PyAny>)> {
         let it = self.iter.as_ref()?.bind(py).clone();
         match it.clone().next() {
-            Some(Ok(item)) => Some((
-                self.packing.pulled.fetch_add(1, Ordering::Relaxed),
-                item.unbind(),
-            )),
+            Some(Ok(item)) => {
+                self.packing.sizer.sent(1);
+                let index = self.packing.pulled.fetch_add(1, Ordering::Relaxed);
+                Some((index, item.unbind()))
+            }
             Some(Err(e)) => {
                 *self.error.lock().expect("input error lock") = Some(e);
                 self.iter = None;
@@ -241,12 +214,7 @@ impl Packer {
             self.record(Entry::Single(index));
             return Item::Encoded(bytes);
         }
-        let size = self
-            .packing
-            .size
-            .load(Ordering::Relaxed)
-            .min(self.packing.room())
-            .max(1);
+        let size = self.packing.sizer.next_size();
         let Some((first, item)) = self.pull(py) else {
             self.packing.input_done.store(true, Ordering::Relaxed);
             self.record(Entry::End);

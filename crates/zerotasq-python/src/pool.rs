@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use zerotasq::broker::BrokerConfig;
-use zerotasq::supervisor::WorkerCommand;
-use zerotasq::transport::curve::server_security;
+use zerotasq::server_security;
+use zerotasq::BrokerConfig;
+use zerotasq::WorkerCommand;
 use zerotasq::{PoolSpec, RawPool, RemoteBroker, Security, TcpListen};
 
 use crate::access::Access;

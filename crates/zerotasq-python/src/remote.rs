@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use zerotasq::transport::curve::client_security;
-use zerotasq::transport::Context;
+use zerotasq::client_security;
 use zerotasq::worker_runtime::{serve_remote_checked, WorkerOptions};
+use zerotasq::Context;
 use zerotasq::{Error, KeyPair, Security};
 
 use crate::pool_error;

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use pyo3::types::{PyList, PyTuple};
 use zerotasq::child::{options_from_env, EXIT_BAD_ENV, EXIT_BROKER_LOST};
-use zerotasq::transport::Context;
 use zerotasq::worker_runtime::{serve, Handler, ServeEnd};
+use zerotasq::Context;
 use zerotasq::{ErrorKind, TaskError};
 
 use crate::codec::{self, Codec};
@@ -61,7 +61,7 @@ pub fn serve_worker(
     let end = py.detach(|| serve(&Context::new(), &opts, &mut handler));
     match end {
         Ok(ServeEnd::Shutdown) => 0,
-        Ok(ServeEnd::BrokerLost) => EXIT_BROKER_LOST,
+        Ok(_) => EXIT_BROKER_LOST,
         Err(e) => {
             eprintln!("zerotasq worker: {e}");
             EXIT_BROKER_LOST
@@ -190,7 +190,7 @@ fn run_pack(
                 let e = python_failure(py, describe, e);
                 errors.push((
                     at,
-                    failure::kind_name(e.kind()).to_string(),
+                    e.kind().name().to_string(),
                     e.message().to_string(),
                     e.detail().to_string(),
                 ));
@@ -210,7 +210,7 @@ fn run_pack(
             let item = items.get_item(at).expect("as many items as values");
             errors.push((
                 at,
-                failure::kind_name(ErrorKind::Codec).to_string(),
+                ErrorKind::Codec.name().to_string(),
                 unpicklable_result(py, &item, &e),
                 String::new(),
             ));

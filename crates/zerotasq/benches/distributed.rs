@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use zerotasq::pool::PoolSpec;
-use zerotasq::transport::Context;
 use zerotasq::worker_runtime::{serve_remote, WorkerOptions};
+use zerotasq::Context;
+use zerotasq::PoolSpec;
 use zerotasq::{BrokerAccess, KeyPair, RawPool, RemoteBroker, Security, TcpListen};
 
 const REPS: usize = 7;

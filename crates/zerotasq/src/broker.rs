@@ -33,6 +33,7 @@ use crate::status::{BrokerStatus, ClientStatus, Rate, WorkerState, WorkerStatus}
 /// Tuning of the broker; the pool builder fills it in.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
+    /// How often the broker and its peers say they are alive.
     pub heartbeat_interval: Duration,
     /// Missed heartbeat intervals after which a worker is declared dead.
     pub liveness: u32,
@@ -42,7 +43,9 @@ pub struct BrokerConfig {
     pub max_init_failures: u32,
     /// Work per batch the broker aims for.
     pub target_batch: Duration,
+    /// Tasks per batch at most.
     pub max_batch_items: usize,
+    /// Bytes per batch at most (a bigger task still goes, alone).
     pub max_batch_bytes: usize,
     /// Workers whose tasks take longer than this get no prefetch.
     pub prefetch_limit: Duration,
@@ -68,7 +71,7 @@ impl Default for BrokerConfig {
 
 /// Where an outgoing message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     Worker(Vec<u8>),
     Client(Vec<u8>),
     Supervisor,
@@ -77,20 +80,33 @@ pub enum Route {
 /// Counters for status displays and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrokerStats {
+    /// Tasks accepted from clients.
     pub submitted: u64,
+    /// Tasks answered with a result.
     pub completed: u64,
+    /// Tasks answered with an error (raised, panicked, lost, cancelled…).
     pub failed: u64,
+    /// Tasks put back in their queue because their worker died or left.
     pub requeued: u64,
+    /// Tasks that killed `max_retries` workers and ended as `WorkerLost`.
     pub poisoned: u64,
+    /// Results dropped because their task already had its outcome or was not the sender's.
     pub duplicates_dropped: u64,
+    /// Messages dropped because they did not decode.
     pub malformed: u64,
+    /// Workers that registered.
     pub workers_ready: u64,
+    /// Workers that died or fell silent while registered.
     pub workers_lost: u64,
     /// `Hello`s answered with the welcome bytes (peers about to join, or only asking).
     pub welcomes: u64,
+    /// Workers whose `init` failed.
     pub init_failures: u64,
+    /// Workers registered now.
     pub workers_alive: usize,
+    /// Tasks waiting for a worker now.
     pub queued: usize,
+    /// Tasks on workers now.
     pub in_flight: usize,
 }
 
@@ -380,6 +396,7 @@ impl Broker {
     }
 
     /// Why the pool failed, if it did.
+    #[cfg(test)]
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
     }

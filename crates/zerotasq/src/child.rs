@@ -10,13 +10,16 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::supervisor::ENV_IDENTITY;
 use crate::transport::curve::{KeyPair, Security};
 use crate::transport::Context;
 use crate::worker::{init_worker, Worker, WorkerHandler};
 use crate::worker_runtime::{serve, ServeEnd, WorkerOptions};
 use crate::worker_session::report_init_failure;
 
+/// Environment variable carrying a child's routing id.
+pub const ENV_IDENTITY: &str = "ZEROTASQ_WORKER_ID";
+/// Environment variable carrying the child's slot number (0-based, stable across restarts).
+pub const ENV_SLOT: &str = "ZEROTASQ_WORKER_SLOT";
 const ENV_ENTRY: &str = "ZEROTASQ_ENTRY";
 const ENV_ENDPOINT: &str = "ZEROTASQ_ENDPOINT";
 const ENV_HEARTBEAT_MS: &str = "ZEROTASQ_HEARTBEAT_MS";

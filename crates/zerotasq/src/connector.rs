@@ -5,7 +5,7 @@
 //! the task and hands it over an in-process pair; outcomes come back over a channel, in send
 //! order or as completed. `send` blocks while `window` tasks are sent but not yet received.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,6 +16,7 @@ use crate::client::{read_reply, DecodeFn, EncodeFn};
 use crate::error::{Error, ErrorKind, TaskError, TimedOut};
 use crate::link::{Link, Watch};
 use crate::protocol::{header, Command, TaskBatchWriter};
+use crate::reorder::Reorder;
 use crate::transport::{poll, Frame, Pollable, Socket};
 
 /// Frames on the pair from `send` to the I/O thread.
@@ -71,11 +72,9 @@ impl<T, O: Send + 'static> Connector<T, O> {
                     inner,
                     decode,
                     tx,
-                    ordered,
                     next_id: 0,
                     outstanding: HashSet::new(),
-                    base: 0,
-                    slots: VecDeque::new(),
+                    delivery: Reorder::new(ordered),
                     finished: false,
                 };
                 if let Err(why) = io.run(&mut watch, &io_stop) {
@@ -186,12 +185,10 @@ struct ConnectorIo<O> {
     inner: Socket,
     decode: DecodeFn<O>,
     tx: Sender<Result<O, TaskError>>,
-    ordered: bool,
     next_id: u64,
     outstanding: HashSet<u64>,
-    /// Ordered delivery: slot `i` holds the outcome of task `base + i`.
-    base: u64,
-    slots: VecDeque<Option<Result<O, TaskError>>>,
+    /// Outcomes not yet handed over: in order of the task ids, or as they came.
+    delivery: Reorder<Result<O, TaskError>>,
     finished: bool,
 }
 
@@ -267,18 +264,8 @@ impl<O> ConnectorIo<O> {
     }
 
     fn deliver(&mut self, id: u64, value: Result<O, TaskError>) {
-        if !self.ordered {
-            let _ = self.tx.send(value);
-            return;
-        }
-        let index = (id - self.base) as usize;
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, || None);
-        }
-        self.slots[index] = Some(value);
-        while let Some(Some(_)) = self.slots.front() {
-            let value = self.slots.pop_front().flatten().expect("checked");
-            self.base += 1;
+        self.delivery.store(id, value);
+        while let Some((_, value)) = self.delivery.pop() {
             let _ = self.tx.send(value);
         }
     }

@@ -15,6 +15,7 @@ pub struct TaskError {
 }
 
 impl TaskError {
+    /// A failure of the given kind with its message (no detail).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         TaskError {
             kind,
@@ -29,10 +30,12 @@ impl TaskError {
         self
     }
 
+    /// What kind of failure it is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// The message: the error, exception or panic as the worker reported it.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -84,27 +87,37 @@ pub struct TimedOut;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("zeromq: {context}: {source}")]
+    /// ZeroMQ refused an operation (an endpoint that cannot be bound, say).
+    #[error("zeromq: {context}: {message}")]
     Transport {
+        /// What was being done.
         context: String,
-        #[source]
-        source: zmq::Error,
+        /// ZeroMQ's reason.
+        message: String,
     },
     #[error("{context}: {source}")]
+    /// A system call failed.
     Io {
+        /// What was being done.
         context: String,
+        /// The system's reason.
         #[source]
         source: std::io::Error,
     },
     #[error("invalid configuration: {0}")]
+    /// The pool was configured in a way that cannot work; what is wrong.
     Config(String),
     #[error("the pool was closed")]
+    /// The pool (or the broker it reached) was closed, so nothing more can be sent.
     Closed,
     #[error("worker environment: {0}")]
+    /// A worker process was started without the environment its pool gives it.
     WorkerEnv(String),
     #[error("worker init failed: {0}")]
+    /// A worker's `init` failed; its message.
     InitFailed(String),
     #[error("refused by the broker: {0}")]
+    /// The broker cannot work with this peer (another protocol version, or told so); why.
     Refused(String),
     /// No answer from a broker within the patience given: it is unreachable, or it refused
     /// our key (CURVE gives no other sign). The message names the endpoint.

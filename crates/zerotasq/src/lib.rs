@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! ZeroTasQ: stream tasks from one program through a ZeroMQ load-balancing broker to
 //! long-lived worker processes, and get the outcomes back as an iterator — in input order or
 //! as completed — while the input is read lazily.
@@ -26,51 +27,68 @@
 //! ```
 //!
 //! # Layout
-//! - [`protocol`] — frames ⇄ typed messages; pure, versioned, checked.
-//! - [`transport`] — the only module touching ZeroMQ: sockets, options, polling.
-//! - [`broker`] — the broker's state machine (LRU with credit, batching, retries), no I/O;
+//! The public surface is what the three faces (this crate's [`Pool`], the command line,
+//! the Python package) build on; the rest is private.
+//! - `protocol` — frames ⇄ typed messages; pure, versioned, checked (public only with the
+//!   `wire` feature, for tests, fuzzing and peers written elsewhere).
+//! - `transport` — the only module touching ZeroMQ: sockets, options, polling, CURVE.
+//! - `broker` — the broker's state machine (LRU with credit, batching, retries), no I/O;
 //!   [`status`] — what it reports when asked ([`BrokerStatus`], JSON), and its rates.
 //! - `broker_loop` — the broker thread: sockets ⇄ state machine.
-//! - [`client`] — the lazy, windowed `map` stream.
-//! - [`link`] — how a client reaches its broker (in process, or [`RemoteBroker`] over TCP)
+//! - `client` — the lazy, windowed [`Stream`]; `connector` — blocking `send`/`recv` from
+//!   two threads ([`Connector`]).
+//! - `link` — how a client reaches its broker (in process, or [`RemoteBroker`] over TCP)
 //!   and tells it is gone.
-//! - [`connector`] — blocking `send`/`recv` from two threads.
-//! - [`worker`] — the [`Worker`] trait; [`worker_runtime`] — the loop every worker runs,
-//!   with heartbeats from a thread of its own.
-//! - [`supervisor`] — starts, watches, restarts and kills local worker processes.
+//! - `worker` — the [`Worker`] trait; [`worker_runtime`] — what every worker process runs
+//!   ([`worker_runtime::serve`]); [`worker_session`] — a worker's session with its broker,
+//!   shared by every kind of worker.
+//! - `supervisor` — starts, watches, restarts and kills local worker processes
+//!   ([`WorkerProcesses`] for workers of a broker elsewhere).
 //! - [`child`] — the child side: [`serve_if_worker`] and the environment contract.
 //! - `ipc_dir` — the pool's private 0700 directory for its ipc endpoint.
-//! - [`pool`] — [`RawPool`] (bytes, any worker command) and the typed [`Pool`].
-//! - [`reorder`] — outcomes waiting to be yielded, in input order or as they came.
+//! - `pool` — [`RawPool`] (bytes, any worker command) and the typed [`Pool`].
+//! - [`pack`] — the adaptive size of packs of tiny items; [`reorder`] — outcomes waiting to
+//!   be yielded, in input order or as they came.
 //! - [`codec`] — serde (postcard) for the Rust face.
-//! - [`error`] — [`TaskError`] (one task's failure, as data) and [`Error`] (the pool's).
+//! - `error` — [`TaskError`] (one task's failure, as data) and [`Error`] (the pool's).
 
-pub mod broker;
+mod broker;
 mod broker_loop;
 pub mod child;
-pub mod client;
+mod client;
 pub mod codec;
-pub mod connector;
-pub mod error;
+mod connector;
+mod error;
 mod ipc_dir;
-pub mod link;
-pub mod pool;
+mod link;
+pub mod pack;
+mod pool;
+#[cfg(feature = "wire")]
+#[allow(missing_docs)]
 pub mod protocol;
+#[cfg(not(feature = "wire"))]
+mod protocol;
 pub mod reorder;
 pub mod status;
-pub mod supervisor;
-pub mod transport;
-pub mod worker;
+mod supervisor;
+mod transport;
+mod worker;
 pub mod worker_runtime;
 pub mod worker_session;
 
+pub use broker::{BrokerConfig, BrokerStats};
 pub use child::serve_if_worker;
-pub use client::Stream;
+pub use client::{DecodeFn, EncodeFn, Stream};
 pub use connector::Connector;
 pub use error::{Error, ErrorKind, TaskError, TimedOut};
-pub use link::{BrokerAccess, RemoteBroker};
+pub use link::{BrokerAccess, Link, RemoteBroker};
 pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
 pub use status::BrokerStatus;
-pub use transport::curve::{KeyPair, PublicKey, Security};
+pub use supervisor::{SupervisorConfig, WorkerCommand, WorkerExit, WorkerProcesses};
+pub use transport::curve::{
+    check_insecure, client_security, read_public_keys, server_security, KeyPair, PublicKey,
+    Security,
+};
+pub use transport::Context;
 pub use worker::{serve_remote_worker, Worker};
 pub use worker_runtime::fetch_welcome;

@@ -185,6 +185,8 @@ impl Watch {
 /// Something clients reach a broker through — a local [`crate::RawPool`] or a
 /// [`RemoteBroker`] — and stream tasks through, as bytes.
 pub trait BrokerAccess {
+    /// How streams reach the broker: implement it by forwarding to a [`crate::RawPool`]'s or a
+    /// [`RemoteBroker`]'s `link()`.
     fn link(&self) -> &Link;
 
     /// Streams `input` through the broker's workers; `encode` and `decode` turn items into

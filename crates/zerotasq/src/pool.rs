@@ -38,15 +38,19 @@ pub type ThreadWorker = Box<dyn FnOnce(&Context, WorkerOptions, Arc<AtomicBool>)
 
 /// Everything [`RawPool::start`] needs.
 pub struct PoolSpec {
+    /// The broker's tuning: heartbeats, retries, batching.
     pub broker: BrokerConfig,
     /// Local worker processes: how many, and how to start one.
     pub processes: Option<(usize, WorkerCommand)>,
+    /// Workers run as threads of this process (tests, benchmarks, cheap in-process work).
     pub threads: Vec<ThreadWorker>,
     /// Batches a worker may hold (credit).
     pub prefetch: u32,
     /// Largest frame a peer may send.
     pub max_message: i64,
+    /// The first restart's delay after a worker exits; it doubles with each quick exit.
     pub backoff_initial: Duration,
+    /// The longest delay between restarts.
     pub backoff_max: Duration,
     /// TCP endpoints for remote workers and clients.
     pub tcp: Option<TcpListen>,
@@ -60,8 +64,10 @@ pub struct PoolSpec {
 #[derive(Debug, Clone)]
 pub struct TcpListen {
     /// For remote workers, e.g. `tcp://0.0.0.0:5555` (port 0: any free port).
+    /// Where remote workers join (`tcp://HOST:PORT`; port 0 picks a free one).
     pub workers: Option<String>,
     /// For remote clients (a standalone broker).
+    /// Where clients of other programs connect.
     pub clients: Option<String>,
     /// [`Security::Server`] (CURVE, the default of every face) or [`Security::Insecure`].
     pub security: Security,
@@ -72,7 +78,9 @@ pub struct TcpListen {
 /// The TCP endpoints a pool actually bound (ports resolved).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpEndpoints {
+    /// Where remote workers join, if the pool listens for them.
     pub workers: Option<String>,
+    /// Where clients of other programs connect, if the pool listens for them.
     pub clients: Option<String>,
 }
 
@@ -115,6 +123,8 @@ pub struct RawPool {
 }
 
 impl RawPool {
+    /// Starts the broker thread, the supervisor and its worker processes, and the thread
+    /// workers; the pool is ready for streams when this returns (workers join as they start).
     pub fn start(spec: PoolSpec) -> Result<RawPool, Error> {
         static POOLS: AtomicU64 = AtomicU64::new(0);
         let n = POOLS.fetch_add(1, Ordering::Relaxed);
@@ -296,6 +306,7 @@ impl RawPool {
     }
 
     /// The broker's counters, as of the broker's latest loop iteration.
+    /// The broker's counters, as of its last round of sends.
     pub fn stats(&self) -> BrokerStats {
         self.stats.lock().expect("stats lock").clone()
     }
@@ -413,6 +424,7 @@ impl<W: Worker> Pool<W> {
         &self.raw
     }
 
+    /// The broker's counters, as of its last round of sends.
     pub fn stats(&self) -> BrokerStats {
         self.raw.stats()
     }
@@ -530,6 +542,8 @@ impl<W: Worker> PoolBuilder<W> {
         self
     }
 
+    /// Starts the pool: the broker thread and the worker processes (re-executions of this
+    /// program, which must call [`crate::serve_if_worker`] first thing in `main`).
     pub fn build(mut self) -> Result<Pool<W>, Error> {
         if self.window > 100_000 {
             return Err(Error::Config(

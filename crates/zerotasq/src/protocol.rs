@@ -33,6 +33,10 @@
 //! answers `Welcome` and registers nothing. Likewise a client's `StatusRequest` is answered
 //! with `Status` and submits nothing.
 
+// Without the `wire` feature only the engine reads and writes messages, and it needs not
+// every accessor of this complete codec.
+#![cfg_attr(not(feature = "wire"), allow(dead_code))]
+
 use std::fmt;
 
 /// The two bytes every header starts with.
@@ -143,6 +147,7 @@ pub enum ProtocolError {
 /// The category of a failed task, as carried on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// `process` returned an error (Rust `Err`, Python exception, bad worker answer).
     Failed = 1,
@@ -173,6 +178,20 @@ impl ErrorKind {
             7 => Codec,
             _ => return None,
         })
+    }
+
+    /// A stable one-word name (`failed`, `worker_lost`, …), for faces that name kinds in
+    /// another language.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Failed => "failed",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::WorkerLost => "worker_lost",
+            ErrorKind::InitFailed => "init_failed",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Codec => "codec",
+        }
     }
 }
 

@@ -4,7 +4,12 @@
 
 use std::collections::VecDeque;
 
-pub enum Reorder<T> {
+/// Outcomes by input index, yielded in input order or in arrival order.
+#[derive(Debug)]
+pub struct Reorder<T>(Order<T>);
+
+#[derive(Debug)]
+enum Order<T> {
     /// Slot `i` holds the outcome of index `base + i`.
     Ordered {
         base: u64,
@@ -14,21 +19,22 @@ pub enum Reorder<T> {
 }
 
 impl<T> Reorder<T> {
+    /// In input order (indexes from 0), or as the outcomes come.
     pub fn new(ordered: bool) -> Self {
-        if ordered {
-            Reorder::Ordered {
+        Reorder(if ordered {
+            Order::Ordered {
                 base: 0,
                 slots: VecDeque::new(),
             }
         } else {
-            Reorder::Unordered(VecDeque::new())
-        }
+            Order::Unordered(VecDeque::new())
+        })
     }
 
     /// Keeps the outcome of `index` (in order: ignored if that place was already yielded).
     pub fn store(&mut self, index: u64, outcome: T) {
-        match self {
-            Reorder::Ordered { base, slots } => {
+        match &mut self.0 {
+            Order::Ordered { base, slots } => {
                 let Some(at) = index.checked_sub(*base) else {
                     return;
                 };
@@ -38,22 +44,22 @@ impl<T> Reorder<T> {
                 }
                 slots[at] = Some(outcome);
             }
-            Reorder::Unordered(queue) => queue.push_back((index, outcome)),
+            Order::Unordered(queue) => queue.push_back((index, outcome)),
         }
     }
 
     /// Whether [`Reorder::pop`] would give something.
     pub fn has_ready(&self) -> bool {
-        match self {
-            Reorder::Ordered { slots, .. } => matches!(slots.front(), Some(Some(_))),
-            Reorder::Unordered(queue) => !queue.is_empty(),
+        match &self.0 {
+            Order::Ordered { slots, .. } => matches!(slots.front(), Some(Some(_))),
+            Order::Unordered(queue) => !queue.is_empty(),
         }
     }
 
     /// The next outcome to yield, with its index.
     pub fn pop(&mut self) -> Option<(u64, T)> {
-        match self {
-            Reorder::Ordered { base, slots } => {
+        match &mut self.0 {
+            Order::Ordered { base, slots } => {
                 if !matches!(slots.front(), Some(Some(_))) {
                     return None;
                 }
@@ -61,7 +67,46 @@ impl<T> Reorder<T> {
                 *base += 1;
                 slots.pop_front().flatten().map(|outcome| (index, outcome))
             }
-            Reorder::Unordered(queue) => queue.pop_front(),
+            Order::Unordered(queue) => queue.pop_front(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_holds_back_what_came_early() {
+        let mut r = Reorder::new(true);
+        r.store(2, "c");
+        r.store(1, "b");
+        assert!(!r.has_ready(), "0 has not come");
+        r.store(0, "a");
+        let got: Vec<_> = std::iter::from_fn(|| r.pop()).collect();
+        assert_eq!(got, [(0, "a"), (1, "b"), (2, "c")]);
+        assert_eq!(r.pop(), None);
+    }
+
+    #[test]
+    fn in_order_ignores_a_place_already_yielded() {
+        let mut r = Reorder::new(true);
+        r.store(0, 'a');
+        assert_eq!(r.pop(), Some((0, 'a')));
+        r.store(0, 'x'); // a late duplicate
+        assert!(!r.has_ready());
+        r.store(1, 'b');
+        assert_eq!(r.pop(), Some((1, 'b')));
+    }
+
+    #[test]
+    fn as_completed_yields_in_arrival_order() {
+        let mut r = Reorder::new(false);
+        r.store(5, 'f');
+        r.store(1, 'b');
+        assert!(r.has_ready());
+        assert_eq!(r.pop(), Some((5, 'f')));
+        assert_eq!(r.pop(), Some((1, 'b')));
+        assert_eq!(r.pop(), None);
     }
 }

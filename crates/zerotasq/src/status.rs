@@ -16,6 +16,7 @@ pub struct BrokerStatus {
     pub uptime_secs: f64,
     /// Outcomes (completed or failed) per second over the last few seconds.
     pub rate: f64,
+    /// The broker's counters since it started.
     pub totals: BrokerStats,
     /// Clients with open tasks, or active in the last few seconds; by id.
     pub clients: Vec<ClientStatus>,
@@ -32,8 +33,11 @@ pub struct ClientStatus {
     pub queued: usize,
     /// Tasks on workers now.
     pub in_flight: usize,
+    /// Tasks this client submitted.
     pub submitted: u64,
+    /// Tasks of its that succeeded.
     pub completed: u64,
+    /// Tasks of its that ended in an error.
     pub failed: u64,
     /// Its outcomes per second over the last few seconds.
     pub rate: f64,
@@ -44,15 +48,20 @@ pub struct ClientStatus {
 pub struct WorkerStatus {
     /// Its routing id as text (a remote worker's names its host and pid).
     pub id: String,
+    /// What the worker is doing.
     pub state: WorkerState,
+    /// Tasks it holds (running or waiting in its queue).
     pub in_flight: usize,
+    /// Tasks it completed.
     pub completed: u64,
+    /// Tasks it answered with an error.
     pub failed: u64,
 }
 
 /// What a worker is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum WorkerState {
     /// Holds no task: the next one may go to it.
     Ready,
@@ -65,6 +74,7 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
+    /// The state as one lower-case word, as the status shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerState::Ready => "ready",
@@ -81,6 +91,7 @@ impl BrokerStatus {
         serde_json::to_vec(self).expect("a status is plain data")
     }
 
+    /// Reads a status as the broker sends it.
     pub fn from_json(bytes: &[u8]) -> Result<BrokerStatus, serde_json::Error> {
         serde_json::from_slice(bytes)
     }

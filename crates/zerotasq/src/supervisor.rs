@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::child::{ENV_IDENTITY, ENV_SLOT};
 use crate::error::Error;
 use crate::protocol::Message;
 use crate::transport::{poll, Pollable, Socket};
@@ -116,11 +117,6 @@ impl Drop for WorkerProcesses {
         self.stop_now();
     }
 }
-
-/// Environment variable carrying a child's routing id.
-pub const ENV_IDENTITY: &str = "ZEROTASQ_WORKER_ID";
-/// Environment variable carrying the child's slot number (0-based, stable across restarts).
-pub const ENV_SLOT: &str = "ZEROTASQ_WORKER_SLOT";
 
 /// A child that ran at least this long before exiting had its back-off reset.
 const HEALTHY_RUN: Duration = Duration::from_secs(10);

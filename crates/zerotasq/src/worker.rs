@@ -19,12 +19,17 @@ use crate::worker_runtime::{serve_remote, Handler, WorkerOptions};
 pub trait Worker: Sized + 'static {
     /// What `init` needs; sent to each worker process once.
     type Config: Serialize + DeserializeOwned + Clone + Send + 'static;
+    /// What each task carries.
     type Input: Serialize + DeserializeOwned + Send + 'static;
+    /// What each task gives back.
     type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// What `init` and `process` fail with; its text becomes the task's error message.
     type Error: Display;
 
+    /// Runs once per worker process, before its first task (load a model here).
     fn init(config: Self::Config) -> Result<Self, Self::Error>;
 
+    /// Runs one task; an error (or a panic) is that task's outcome, and the worker goes on.
     fn process(&mut self, input: Self::Input) -> Result<Self::Output, Self::Error>;
 }
 

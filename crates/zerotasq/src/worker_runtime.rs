@@ -23,6 +23,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(5);
 
 /// Runs one task: reads the task's bytes, appends the output's bytes to `out`.
 pub trait Handler {
+    /// Runs one task: reads the task's bytes, appends the output's bytes to `out`.
     fn handle(&mut self, task: &[u8], out: &mut Vec<u8>) -> Result<(), TaskError>;
 
     /// Wraps the running of one batch of tasks. A face that must enter an interpreter
@@ -53,8 +54,11 @@ pub struct WorkerOptions {
     pub identity: Vec<u8>,
     /// Batches this worker may hold at once (1 runs, the rest wait: hides the round trip).
     pub capacity: u32,
+    /// How often the worker says it is alive (its broker uses the same).
     pub heartbeat_interval: Duration,
+    /// Heartbeat intervals of silence after which the broker is taken for gone.
     pub liveness: u32,
+    /// The largest message accepted from the broker, in bytes (-1: no limit).
     pub max_message: i64,
     /// CURVE client keys for a TCP broker; `Insecure` for local pools.
     pub security: Security,
@@ -79,6 +83,7 @@ impl WorkerOptions {
 
 /// How [`serve`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ServeEnd {
     /// The broker told the worker to exit.
     Shutdown,
@@ -383,7 +388,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn unique() -> u64 {
+pub(crate) fn unique() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -341,3 +341,205 @@ fn command_of(frames: &[Frame]) -> Result<Command, Option<u8>> {
     }
     Command::from_byte(head[3]).ok_or(None)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The session against a real ROUTER socket that plays the broker, in process.
+    use super::*;
+    use crate::protocol::TaskBatchWriter;
+    use crate::transport::curve::Security;
+
+    struct FakeBroker {
+        router: Socket,
+        worker: Vec<u8>,
+    }
+
+    impl FakeBroker {
+        /// Binds a broker, joins a session to it, and reads the session's `Ready`.
+        fn with_session(heartbeat: Duration, liveness: u32) -> (FakeBroker, WorkerSession) {
+            let ctx = Context::new();
+            let router = ctx.socket(Kind::Router, -1).unwrap();
+            let endpoint = format!("inproc://session-test-{}", crate::worker_runtime::unique());
+            router.bind(&endpoint).unwrap();
+            let opts = WorkerOptions {
+                endpoint,
+                identity: b"w-1".to_vec(),
+                capacity: 2,
+                heartbeat_interval: heartbeat,
+                liveness,
+                max_message: -1,
+                security: Security::Insecure,
+            };
+            let session = WorkerSession::join(&ctx, &opts).unwrap();
+            let mut broker = FakeBroker {
+                router,
+                worker: b"w-1".to_vec(),
+            };
+            let ready = broker.expect();
+            assert!(
+                matches!(&ready, Message::Ready(r) if r.capacity == 2),
+                "{ready:?}"
+            );
+            (broker, session)
+        }
+
+        fn send(&self, frames: Vec<Vec<u8>>) {
+            let mut all = vec![self.worker.clone()];
+            all.extend(frames);
+            self.router.send(all, true).unwrap();
+        }
+
+        /// The next message from the worker, decoded with the same protocol module.
+        fn expect(&mut self) -> Message<'static> {
+            let frames = self
+                .router
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap()
+                .expect("the worker said something");
+            assert_eq!(&frames[0][..], &self.worker[..]);
+            let body: Vec<Vec<u8>> = frames[1..].iter().map(|f| f.to_vec()).collect();
+            let leaked: &'static [Vec<u8>] = Box::leak(body.into_boxed_slice());
+            Message::decode(leaked).unwrap()
+        }
+    }
+
+    fn tasks(ids: &[u64]) -> Vec<Vec<u8>> {
+        let mut batch = TaskBatchWriter::new();
+        for &id in ids {
+            batch.push(id, format!("task {id}").as_bytes());
+        }
+        vec![header(Command::Tasks).to_vec(), batch.finish()]
+    }
+
+    fn recv_soon(session: &mut WorkerSession) -> Result<Option<Incoming>, Error> {
+        let until = Instant::now() + Duration::from_secs(5);
+        while session.wait(None, until)?.broker {
+            if let Some(incoming) = session.recv()? {
+                return Ok(Some(incoming));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn tasks_arrive_heartbeats_are_absorbed_and_results_go_back() {
+        let (mut broker, mut session) = FakeBroker::with_session(Duration::from_secs(10), 3);
+        broker.send(vec![header(Command::Heartbeat).to_vec()]);
+        broker.send(tasks(&[7, 8]));
+        let Some(Incoming::Tasks(batch)) = recv_soon(&mut session).unwrap() else {
+            panic!("a batch of tasks");
+        };
+        let got: Vec<(u64, Vec<u8>)> = batch.iter().map(|(id, t)| (id, t.to_vec())).collect();
+        assert_eq!(got, [(7, b"task 7".to_vec()), (8, b"task 8".to_vec())]);
+        let mut results = Results::default();
+        results.push_ok(7, b"seven");
+        results.push_err(8, &TaskError::new(crate::ErrorKind::Failed, "no"));
+        session
+            .send_results(results, Duration::from_millis(3))
+            .unwrap();
+        let Message::Results(batch) = broker.expect() else {
+            panic!("results");
+        };
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.busy_us, 3000);
+        broker.send(vec![header(Command::Shutdown).to_vec()]);
+        assert!(matches!(
+            recv_soon(&mut session).unwrap(),
+            Some(Incoming::Shutdown)
+        ));
+    }
+
+    #[test]
+    fn a_broker_of_another_version_or_a_fatal_word_is_a_refusal() {
+        let (broker, mut session) = FakeBroker::with_session(Duration::from_secs(10), 3);
+        let mut old = header(Command::Tasks).to_vec();
+        old[2] = VERSION + 1;
+        broker.send(vec![old]);
+        let err = recv_soon(&mut session).unwrap_err();
+        assert!(
+            matches!(&err, Error::Refused(why) if why.contains("version")),
+            "{err}"
+        );
+
+        let (broker, mut session) = FakeBroker::with_session(Duration::from_secs(10), 3);
+        broker.send(Message::Fatal("go away").encode());
+        let err = recv_soon(&mut session).unwrap_err();
+        assert!(
+            matches!(&err, Error::Refused(why) if why == "go away"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn heartbeats_go_out_on_time_and_a_silent_broker_ends_the_session() {
+        let beat = Duration::from_millis(20);
+        let (broker, mut session) = FakeBroker::with_session(beat, 3);
+        let started = Instant::now();
+        let mut heartbeats = 0;
+        loop {
+            session.wait(None, session.next_deadline()).unwrap();
+            if !session.tick().unwrap() {
+                break;
+            }
+            while let Ok(Some(frames)) = broker.router.recv(false) {
+                assert_eq!(Message::decode(&frames[1..]).unwrap(), Message::Heartbeat);
+                heartbeats += 1;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never declared silent"
+            );
+        }
+        let silent_for = started.elapsed();
+        assert!(
+            silent_for >= beat * 3,
+            "declared silent after {silent_for:?}"
+        );
+        assert!(
+            heartbeats >= 2,
+            "only {heartbeats} heartbeats in {silent_for:?}"
+        );
+    }
+
+    #[test]
+    fn leaving_releases_unstarted_and_late_tasks_then_says_goodbye() {
+        let (mut broker, mut session) = FakeBroker::with_session(Duration::from_secs(10), 3);
+        broker.send(tasks(&[1, 2, 3]));
+        let Some(Incoming::Tasks(_)) = recv_soon(&mut session).unwrap() else {
+            panic!("a batch");
+        };
+        // Sent before the worker leaves, never read by it.
+        broker.send(tasks(&[4]));
+        std::thread::sleep(Duration::from_millis(50));
+        let mut last = Results::default();
+        last.push_ok(1, b"one");
+        let acknowledge = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                let message = broker.expect();
+                let command = message.command();
+                seen.push(match message {
+                    Message::Release(ids) => format!("Release{:?}", ids.iter().collect::<Vec<_>>()),
+                    Message::Results(batch) => format!("Results{}", batch.len()),
+                    other => format!("{:?}", other.command()),
+                });
+                if command == Command::Heartbeat {
+                    broker.send(vec![header(Command::Shutdown).to_vec()]);
+                    return seen;
+                }
+            }
+        });
+        let started = Instant::now();
+        session.leave(vec![2, 3], Some((last, Duration::from_millis(1))));
+        assert!(
+            started.elapsed() < LEAVE_ACK_WAIT,
+            "the acknowledgement was heard"
+        );
+        let seen = acknowledge.join().unwrap();
+        assert_eq!(
+            seen,
+            ["Release[2, 3, 4]", "Results1", "Goodbye", "Heartbeat"],
+            "unstarted tasks, then the last outcomes, then goodbye"
+        );
+    }
+}

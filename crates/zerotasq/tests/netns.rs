@@ -16,8 +16,8 @@ use std::time::Duration;
 use common::{
     alive, echo_run, keys, thread_workers, within, Config, Job, Keys, RemoteWorker, TestWorker,
 };
-use zerotasq::pool::PoolSpec;
 use zerotasq::protocol::{Message, Ready};
+use zerotasq::PoolSpec;
 use zerotasq::{BrokerAccess, KeyPair, Pool, RawPool, RemoteBroker, Security, TcpListen};
 
 /// Another host: namespace `ztn<pid>-<k>`, reached from here over veth `ztv<pid>-<k>`.
@@ -129,7 +129,7 @@ fn tcp(workers: Option<String>, clients: Option<String>, k: &Keys) -> TcpListen 
 }
 
 /// Waits (the caller bounds it with `within`) until `n` workers have registered.
-fn wait_ready(stats: impl Fn() -> zerotasq::broker::BrokerStats, n: u64) {
+fn wait_ready(stats: impl Fn() -> zerotasq::BrokerStats, n: u64) {
     while stats().workers_ready < n {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -11,8 +11,8 @@ use common::{
     bytes_stream, echo_run, keys, thread_workers, within, Config, Job, Keys, RemoteWorker,
     TestWorker,
 };
-use zerotasq::pool::PoolSpec;
 use zerotasq::protocol::{Message, Ready};
+use zerotasq::PoolSpec;
 use zerotasq::{
     BrokerAccess, ErrorKind, KeyPair, Pool, RawPool, RemoteBroker, Security, TcpListen,
 };

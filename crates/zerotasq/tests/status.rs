@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, keys, within, Keys};
-use zerotasq::pool::PoolSpec;
-use zerotasq::transport::Context;
 use zerotasq::worker_runtime::{remote_identity, serve_remote, WorkerOptions};
+use zerotasq::Context;
+use zerotasq::PoolSpec;
 use zerotasq::{BrokerStatus, Error, KeyPair, RawPool, RemoteBroker, Security, TcpListen};
 
 fn client(endpoint: &str, keys: KeyPair, k: &Keys) -> RemoteBroker {

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{eventually, keys, within, Config, Job, Keys, TestWorker};
-use zerotasq::transport::Context;
 use zerotasq::worker_runtime::{remote_identity, serve_remote, WorkerOptions};
+use zerotasq::Context;
 use zerotasq::{fetch_welcome, Error, KeyPair, Pool, Security, TcpListen};
 
 fn worker_options(endpoint: &str, keys: KeyPair, server: &Keys) -> WorkerOptions {

@@ -23,6 +23,7 @@ pub struct PublicKey(pub [u8; 32]);
 /// A CURVE key pair.
 #[derive(Clone)]
 pub struct KeyPair {
+    /// The half that peers are given.
     pub public: PublicKey,
     secret: [u8; 32],
 }
@@ -149,16 +150,24 @@ mod tests {
 
 /// How a socket secures its TCP connections.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Security {
     /// Plain text: only for loopback, or when explicitly allowed.
     Insecure,
     /// A server (the broker): its key pair; clients must hold one of `allowed`.
     Server {
+        /// This side's key pair.
         keys: KeyPair,
+        /// The public keys of the peers admitted; every other peer is refused.
         allowed: Vec<PublicKey>,
     },
     /// A client or worker: its key pair and the server's public key.
-    Client { keys: KeyPair, server: PublicKey },
+    Client {
+        /// This side's key pair.
+        keys: KeyPair,
+        /// The broker's public key.
+        server: PublicKey,
+    },
 }
 
 impl Socket {

@@ -99,6 +99,7 @@ impl Default for Context {
 }
 
 impl Context {
+    /// A new context; its I/O thread starts with it.
     pub fn new() -> Self {
         Context(zmq::Context::new())
     }
@@ -141,14 +142,14 @@ impl Socket {
     pub fn bind(&self, endpoint: &str) -> Result<(), Error> {
         self.0.bind(endpoint).map_err(|e| Error::Transport {
             context: format!("bind {endpoint}"),
-            source: e,
+            message: e.to_string(),
         })
     }
 
     pub fn connect(&self, endpoint: &str) -> Result<(), Error> {
         self.0.connect(endpoint).map_err(|e| Error::Transport {
             context: format!("connect {endpoint}"),
-            source: e,
+            message: e.to_string(),
         })
     }
 
@@ -276,8 +277,8 @@ pub fn poll(items: &[Pollable<'_>], timeout: Option<Duration>) -> Result<Vec<boo
 }
 
 fn zmq_err(context: &'static str) -> impl Fn(zmq::Error) -> Error {
-    move |source| Error::Transport {
+    move |e| Error::Transport {
         context: context.to_string(),
-        source,
+        message: e.to_string(),
     }
 }

@@ -117,10 +117,7 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Runs `n` echo jobs through `pool` within a minute: the outputs (all must succeed) and the
 /// broker's figures at the end.
-pub fn echo_run(
-    pool: zerotasq::Pool<TestWorker>,
-    n: u64,
-) -> (Vec<u64>, zerotasq::broker::BrokerStats) {
+pub fn echo_run(pool: zerotasq::Pool<TestWorker>, n: u64) -> (Vec<u64>, zerotasq::BrokerStats) {
     within(Duration::from_secs(60), move || {
         let out: Vec<u64> = pool
             .map((0..n).map(Job::Echo))
