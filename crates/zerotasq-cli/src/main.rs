@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - `args` — the command line (clap), with examples in `--help`; `duration` parses `2s`.
-//! - `run` — `zerotasq map`: the pool, the start-up check, streaming, output, failures.
+//! - `run` — `zerotasq map`: the pool, the input, signals.
+//! - `outcomes` — one run's stream: the start-up check, answers written in order, failures
+//!   reported, split packs run again, the summary.
 //! - `adapter` — the hidden `__adapter` mode: each pool worker is this binary re-executed,
 //!   owning one long-lived child that runs the user's command over the line protocol.
 //! - `worker_command` — starting that child, forwarding its stderr, describing its end.
@@ -26,6 +28,7 @@ mod input;
 mod join;
 mod keys;
 mod monitor;
+mod outcomes;
 mod pack;
 mod payload;
 mod progress;

@@ -208,6 +208,6 @@ def test_a_workers_engine_events_go_to_its_logging(tmp_path):
                           capture_output=True, timeout=60)
     err = proc.stderr.decode()
     assert proc.returncode != 0
-    assert re.search(r"zerotasq-worker\[\d+\] WARNING zerotasq\.worker_runtime: the broker has been "
+    assert re.search(r"zerotasq-worker\[\d+\] WARNING zerotasq\.worker_session: the broker has been "
                      r"silent for \S+; leaving", err), err
     assert not RAW_TRACING.search(err)

@@ -32,6 +32,9 @@ use crate::worker_session::report_init_failure;
 /// How long dropping a pool waits for thread workers still inside a task.
 const THREAD_WORKER_GRACE: Duration = Duration::from_secs(2);
 
+/// A thread worker that was started: its handle, and a channel that closes when it returns.
+type RunningThreadWorker = (JoinHandle<()>, std::sync::mpsc::Receiver<()>);
+
 /// Runs one in-process worker until the pool stops: given the pool's context, the worker's
 /// options, and a flag that turns true when the pool stops.
 pub type ThreadWorker = Box<dyn FnOnce(&Context, WorkerOptions, Arc<AtomicBool>) + Send>;
@@ -112,7 +115,7 @@ pub struct RawPool {
     stop_broker: Mutex<Option<std::io::PipeWriter>>,
     broker_thread: Option<JoinHandle<()>>,
     supervisor_thread: Option<JoinHandle<()>>,
-    thread_workers: Mutex<Vec<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)>>,
+    thread_workers: Mutex<Vec<RunningThreadWorker>>,
     stopping: Arc<AtomicBool>,
     stats: Arc<Mutex<BrokerStats>>,
     pids: Arc<Mutex<Vec<u32>>>,
@@ -142,42 +145,10 @@ impl RawPool {
         local_workers.bind(&inproc_workers)?;
         let mut client_sockets = vec![local_clients];
         let mut worker_sockets = vec![local_workers];
-        let mut tcp_endpoints = TcpEndpoints::default();
-        let mut zap = None;
-        if let Some(tcp) = &spec.tcp {
-            match &tcp.security {
-                Security::Server { allowed, .. } => {
-                    zap = Some(ZapHandler::start(&ctx, allowed)?);
-                }
-                Security::Insecure => {
-                    for endpoint in tcp.workers.iter().chain(&tcp.clients) {
-                        check_insecure(endpoint, tcp.allow_insecure_remote)?;
-                    }
-                }
-                Security::Client { .. } => {
-                    return Err(Error::Config("a pool listens with server keys".into()))
-                }
-            }
-            let listen = |endpoint: &str| -> Result<(Socket, String), Error> {
-                let socket = broker_socket(&ctx, spec.max_message)?;
-                socket.secure(&tcp.security)?;
-                let interval = spec.broker.heartbeat_interval;
-                socket.detect_dead_peers(interval, interval * spec.broker.liveness)?;
-                socket.bind(endpoint)?;
-                let bound = socket.last_endpoint()?;
-                Ok((socket, bound))
-            };
-            if let Some(endpoint) = &tcp.workers {
-                let (socket, bound) = listen(endpoint)?;
-                worker_sockets.push(socket);
-                tcp_endpoints.workers = Some(bound);
-            }
-            if let Some(endpoint) = &tcp.clients {
-                let (socket, bound) = listen(endpoint)?;
-                client_sockets.push(socket);
-                tcp_endpoints.clients = Some(bound);
-            }
-        }
+        let (tcp_endpoints, zap) = match &spec.tcp {
+            Some(tcp) => listen_tcp(&ctx, &spec, tcp, &mut client_sockets, &mut worker_sockets)?,
+            None => (TcpEndpoints::default(), None),
+        };
         let (broker_stop, stop_broker) =
             std::io::pipe().map_err(Error::io("create the broker's stop pipe"))?;
         let sockets = BrokerSockets {
@@ -257,21 +228,9 @@ impl RawPool {
             .map_err(Error::io("start the supervisor thread"))?;
 
         let stopping = Arc::new(AtomicBool::new(false));
-        let mut thread_workers = Vec::new();
-        for (index, run) in spec.threads.into_iter().enumerate() {
-            let opts = worker_opts(&inproc_workers, format!("{tag}-t{index}"));
-            let ctx = ctx.clone();
-            let stopping = stopping.clone();
-            let (done_tx, done_rx) = std::sync::mpsc::channel();
-            let handle = std::thread::Builder::new()
-                .name(format!("zerotasq-worker-{index}"))
-                .spawn(move || {
-                    run(&ctx, opts, stopping);
-                    let _ = done_tx.send(());
-                })
-                .map_err(Error::io("start a worker thread"))?;
-            thread_workers.push((handle, done_rx));
-        }
+        let thread_workers = start_thread_workers(spec.threads, &ctx, &stopping, |index| {
+            worker_opts(&inproc_workers, format!("{tag}-t{index}"))
+        })?;
 
         Ok(RawPool {
             link: Link::local(ctx.clone(), frontend, spec.max_message, broker_alive),
@@ -620,4 +579,76 @@ fn run_thread_worker<W: Worker>(
         }
         backoff = (backoff * 2).min(max);
     }
+}
+
+/// Binds the pool's TCP endpoints (with CURVE and its ZAP handler, or plain where allowed)
+/// beside its local sockets; the endpoints bound (ports resolved), and the ZAP handler.
+fn listen_tcp(
+    ctx: &Context,
+    spec: &PoolSpec,
+    tcp: &TcpListen,
+    client_sockets: &mut Vec<Socket>,
+    worker_sockets: &mut Vec<Socket>,
+) -> Result<(TcpEndpoints, Option<ZapHandler>), Error> {
+    let mut tcp_endpoints = TcpEndpoints::default();
+    let mut zap = None;
+    match &tcp.security {
+        Security::Server { allowed, .. } => {
+            zap = Some(ZapHandler::start(ctx, allowed)?);
+        }
+        Security::Insecure => {
+            for endpoint in tcp.workers.iter().chain(&tcp.clients) {
+                check_insecure(endpoint, tcp.allow_insecure_remote)?;
+            }
+        }
+        Security::Client { .. } => {
+            return Err(Error::Config("a pool listens with server keys".into()))
+        }
+    }
+    let listen = |endpoint: &str| -> Result<(Socket, String), Error> {
+        let socket = broker_socket(ctx, spec.max_message)?;
+        socket.secure(&tcp.security)?;
+        let interval = spec.broker.heartbeat_interval;
+        socket.detect_dead_peers(interval, interval * spec.broker.liveness)?;
+        socket.bind(endpoint)?;
+        let bound = socket.last_endpoint()?;
+        Ok((socket, bound))
+    };
+    if let Some(endpoint) = &tcp.workers {
+        let (socket, bound) = listen(endpoint)?;
+        worker_sockets.push(socket);
+        tcp_endpoints.workers = Some(bound);
+    }
+    if let Some(endpoint) = &tcp.clients {
+        let (socket, bound) = listen(endpoint)?;
+        client_sockets.push(socket);
+        tcp_endpoints.clients = Some(bound);
+    }
+    Ok((tcp_endpoints, zap))
+}
+
+/// Starts the thread workers, each with its options; their handles, and for each a channel
+/// that closes when it returns.
+fn start_thread_workers(
+    threads: Vec<ThreadWorker>,
+    ctx: &Context,
+    stopping: &Arc<AtomicBool>,
+    opts: impl Fn(usize) -> WorkerOptions,
+) -> Result<Vec<RunningThreadWorker>, Error> {
+    let mut started = Vec::new();
+    for (index, run) in threads.into_iter().enumerate() {
+        let opts = opts(index);
+        let ctx = ctx.clone();
+        let stopping = stopping.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name(format!("zerotasq-worker-{index}"))
+            .spawn(move || {
+                run(&ctx, opts, stopping);
+                let _ = done_tx.send(());
+            })
+            .map_err(Error::io("start a worker thread"))?;
+        started.push((handle, done_rx));
+    }
+    Ok(started)
 }
