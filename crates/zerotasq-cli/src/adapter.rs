@@ -508,4 +508,165 @@ mod tests {
         assert_eq!(parsed.timeout, args.timeout);
         assert_eq!(parsed.command, args.command);
     }
+
+    /// The adapter in this process, with a real shell command behind it and a ROUTER
+    /// socket on loopback TCP playing its broker.
+    mod with_a_broker {
+        use super::*;
+        use crate::payload::{decode_result, push_record, start_task};
+        use zerotasq::protocol::{header, Command, Message, ResultBatch, TaskBatchWriter};
+        use zerotasq::Security;
+
+        const WAIT: i64 = 5_000;
+
+        struct Broker {
+            router: zmq::Socket,
+            worker: Vec<u8>,
+            _ctx: zmq::Context,
+        }
+
+        impl Broker {
+            fn send(&self, frames: Vec<Vec<u8>>) {
+                self.router.send(&self.worker, zmq::SNDMORE).unwrap();
+                self.router.send_multipart(frames, 0).unwrap();
+            }
+
+            /// The next message from the adapter: its command and its frames after the header.
+            fn expect(&self) -> (Command, Vec<Vec<u8>>) {
+                assert!(
+                    self.router.poll(zmq::POLLIN, WAIT).unwrap() > 0,
+                    "the adapter is mute"
+                );
+                let mut frames = self.router.recv_multipart(0).unwrap();
+                assert_eq!(frames.remove(0), self.worker);
+                let command = Message::decode(&frames).unwrap().command();
+                (command, frames)
+            }
+        }
+
+        /// Starts an adapter around `sh -c script`, joined to a fake broker; returns the
+        /// broker (the adapter's `Ready` read) and the thread that runs the adapter.
+        fn start(script: &str) -> (Broker, std::thread::JoinHandle<i32>) {
+            let zctx = zmq::Context::new();
+            let router = zctx.socket(zmq::ROUTER).unwrap();
+            router.bind("tcp://127.0.0.1:0").unwrap();
+            let endpoint = router.get_last_endpoint().unwrap().unwrap();
+            let opts = WorkerOptions {
+                endpoint,
+                identity: b"adapter-test".to_vec(),
+                capacity: 2,
+                heartbeat_interval: Duration::from_secs(5),
+                liveness: 3,
+                max_message: -1,
+                security: Security::Insecure,
+            };
+            let args = AdapterArgs {
+                separator: b'\n',
+                timeout: None,
+                grace: Duration::ZERO,
+                command: vec!["sh".into(), "-c".into(), script.into()],
+            };
+            let events = Arc::new(Sender::from_env());
+            let run = std::thread::spawn(move || {
+                let (process, stdin, stdout) =
+                    WorkerProcess::spawn(&args.command, 1, events.clone()).unwrap();
+                let ctx = Context::new();
+                let mut adapter =
+                    Adapter::new(&ctx, &opts, args, 1, events, process, stdin, stdout).unwrap();
+                adapter.run()
+            });
+            let broker = Broker {
+                router,
+                worker: b"adapter-test".to_vec(),
+                _ctx: zctx,
+            };
+            assert_eq!(broker.expect().0, Command::Ready);
+            (broker, run)
+        }
+
+        fn tasks(packs: &[(u64, &[&str])]) -> Vec<Vec<u8>> {
+            let mut batch = TaskBatchWriter::new();
+            for &(id, records) in packs {
+                let mut buf = Vec::new();
+                let at = start_task(id * 10, 0, &mut buf);
+                for record in records {
+                    push_record(at, record.as_bytes(), b'\n', &mut buf);
+                }
+                batch.push(id, &buf);
+            }
+            vec![header(Command::Tasks).to_vec(), batch.finish()]
+        }
+
+        /// `(task id, first record, answers, split)` of each result in a `Results` body.
+        fn answers(body: &[u8]) -> Vec<(u64, u64, String, bool)> {
+            let batch = ResultBatch::parse(body).unwrap();
+            batch
+                .iter()
+                .map(|(id, outcome)| {
+                    let zerotasq::protocol::Outcome::Ok(bytes) = outcome else {
+                        panic!("task {id} failed: {outcome:?}");
+                    };
+                    let (head, rest) = decode_result(bytes).unwrap();
+                    let text = String::from_utf8(rest.to_vec()).unwrap();
+                    (id, head.record, text, head.split)
+                })
+                .collect()
+        }
+
+        #[test]
+        fn packs_are_pipelined_and_answered_in_order() {
+            let (broker, run) = start("while read l; do echo \"<$l>\"; done");
+            broker.send(tasks(&[(1, &["a", "b"]), (2, &["c"])]));
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                let (command, frames) = broker.expect();
+                assert_eq!(command, Command::Results);
+                got.extend(answers(&frames[1]));
+            }
+            assert_eq!(
+                got,
+                [
+                    (1, 10, "<a>\n<b>\n".to_string(), false),
+                    (2, 20, "<c>\n".to_string(), false)
+                ]
+            );
+            broker.send(vec![header(Command::Shutdown).to_vec()]);
+            assert_eq!(run.join().unwrap(), 0);
+        }
+
+        #[test]
+        fn a_command_that_dies_in_a_pack_splits_it_and_hands_back_the_rest() {
+            // Answers one line, then dies.
+            let (broker, run) = start("read l; echo \"<$l>\"; exit 3");
+            broker.send(tasks(&[(1, &["a", "b"]), (2, &["c"])]));
+            let mut seen = Vec::new();
+            loop {
+                let (command, frames) = broker.expect();
+                match command {
+                    Command::Release => {
+                        let ids = zerotasq::protocol::IdList::parse(&frames[1]).unwrap();
+                        seen.push(format!("Release{:?}", ids.iter().collect::<Vec<_>>()));
+                    }
+                    Command::Results => seen.push(format!("{:?}", answers(&frames[1]))),
+                    Command::Heartbeat => {
+                        // From a worker that said goodbye: acknowledge, as the broker does.
+                        broker.send(vec![header(Command::Shutdown).to_vec()]);
+                        break;
+                    }
+                    other => seen.push(format!("{other:?}")),
+                }
+            }
+            assert_eq!(
+                seen,
+                [
+                    "Release[2]".to_string(),
+                    r#"[(1, 10, "<a>\nb\n", true)]"#.to_string(),
+                    "Goodbye".to_string(),
+                ],
+                "the unstarted pack released, the split pack (one answer, one record to run \
+                 again), then goodbye"
+            );
+            assert_eq!(run.join().unwrap(), EXIT_WORKER_DIED);
+        }
+    }
 }
