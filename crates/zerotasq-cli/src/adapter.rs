@@ -1,6 +1,7 @@
 //! The adapter: a local worker process of the engine that owns one long-lived child running
 //! the user's command and speaks the line protocol to it. The CLI's pool starts it as
-//! `zerotasq __adapter SEP TIMEOUT_MS GRACE_MS -- COMMAND...`.
+//! `zerotasq __adapter SEP GRACE_MS -- COMMAND...`; `{slot}` in the command's arguments is
+//! its slot. Its limits (time per task, recycling) come with the engine's worker options.
 //!
 //! It is one event loop over the broker socket and the child's stdout. Unlike the engine's
 //! per-task `serve`, it pipelines: every task of a batch is written to the child at once and
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use zerotasq::child::ENV_SLOT;
 use zerotasq::child::{options_from_env, prepare_worker_process, EXIT_BROKER_LOST};
-use zerotasq::child::{EXIT_BAD_ENV, EXIT_INIT_FAILED};
+use zerotasq::child::{EXIT_BAD_ENV, EXIT_INIT_FAILED, EXIT_RECYCLED, EXIT_TIMED_OUT};
+use zerotasq::worker_limits::{RecycleCheck, RecycleReason};
 use zerotasq::worker_runtime::WorkerOptions;
 use zerotasq::worker_session::{report_init_failure, Incoming, Results, WorkerSession};
 use zerotasq::Context;
@@ -49,7 +51,6 @@ const STDOUT_CLOSED: &str = "closed its stdout";
 /// What the CLI tells each adapter, on its command line.
 pub struct AdapterArgs {
     pub separator: u8,
-    pub timeout: Option<Duration>,
     /// A command still running after this long counts as started.
     pub grace: Duration,
     pub command: Vec<OsString>,
@@ -61,10 +62,6 @@ impl AdapterArgs {
         let mut args: Vec<OsString> = vec![
             ADAPTER_ARG.into(),
             self.separator.to_string().into(),
-            self.timeout
-                .map_or(0, |t| t.as_millis().max(1))
-                .to_string()
-                .into(),
             self.grace.as_millis().to_string().into(),
             "--".into(),
         ];
@@ -75,15 +72,13 @@ impl AdapterArgs {
     /// Parses what [`AdapterArgs::to_args`] wrote (after `__adapter`).
     fn parse(args: &[OsString]) -> Option<AdapterArgs> {
         let num = |i: usize| args.get(i)?.to_str()?.parse::<u64>().ok();
-        let timeout_ms = num(1)?;
-        if args.get(3)?.to_str()? != "--" || args.len() < 5 {
+        if args.get(2)?.to_str()? != "--" || args.len() < 4 {
             return None;
         }
         Some(AdapterArgs {
             separator: u8::try_from(num(0)?).ok()?,
-            timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
-            grace: Duration::from_millis(num(2)?),
-            command: args[4..].to_vec(),
+            grace: Duration::from_millis(num(1)?),
+            command: args[3..].to_vec(),
         })
     }
 }
@@ -93,10 +88,13 @@ pub fn main(args: &[OsString]) -> i32 {
     // The supervisor gives its children a fresh signal mask and default dispositions, so
     // the parent-death signal and the worker command's signals work as usual.
     prepare_worker_process();
-    let (Some(args), Ok(opts)) = (AdapterArgs::parse(args), options_from_env()) else {
+    let (Some(mut args), Ok(opts)) = (AdapterArgs::parse(args), options_from_env()) else {
         eprintln!("zerotasq: `{ADAPTER_ARG}` is internal; it is started by `zerotasq map`");
         return EXIT_BAD_ENV;
     };
+    if let Some(slot) = zerotasq::worker_slot() {
+        args.command = with_slot(&args.command, slot);
+    }
     let worker = worker_number();
     let events = Arc::new(Sender::from_env());
     let ctx = Context::new();
@@ -139,6 +137,18 @@ pub fn main(args: &[OsString]) -> i32 {
     code
 }
 
+/// The command with `{slot}` replaced in its arguments (other braces are the command's own:
+/// `awk '{print $1}'`).
+fn with_slot(command: &[OsString], slot: usize) -> Vec<OsString> {
+    command
+        .iter()
+        .map(|arg| match arg.to_str() {
+            Some(text) => text.replace("{slot}", &slot.to_string()).into(),
+            None => arg.clone(),
+        })
+        .collect()
+}
+
 /// The 1-based worker number, from the slot the supervisor gives each child (0 if unset).
 fn worker_number() -> u32 {
     std::env::var(ENV_SLOT)
@@ -170,6 +180,11 @@ struct Adapter {
     events: Arc<Sender>,
     process: WorkerProcess,
     session: WorkerSession,
+    /// The time limit per task.
+    limit: Option<Duration>,
+    recycle: Option<RecycleCheck>,
+    /// Due for recycling: leave as soon as no pack is half answered.
+    retiring: Option<RecycleReason>,
     /// Tasks, concatenated per batch, for the thread that writes the child's stdin.
     to_child: mpsc::Sender<Vec<u8>>,
     /// Chunks of the child's stdout (empty: end of file), and the wake-up that goes with them.
@@ -198,6 +213,10 @@ impl Adapter {
         mut stdout: std::process::ChildStdout,
     ) -> Result<Adapter, zerotasq::Error> {
         let session = WorkerSession::join(ctx, opts)?;
+        let recycle = opts
+            .recycling
+            .is_set()
+            .then(|| RecycleCheck::new(opts.recycling, process.pid(), &opts.identity));
         let (to_child, tasks) = mpsc::channel::<Vec<u8>>();
         spawn("stdin", move || {
             // Stops when the child closes its stdin; the stdout side then notices.
@@ -228,6 +247,9 @@ impl Adapter {
             events,
             process,
             session,
+            limit: opts.task_timeout,
+            recycle,
+            retiring: None,
             to_child,
             from_child,
             wake,
@@ -280,12 +302,13 @@ impl Adapter {
                 }
             }
             let now = Instant::now();
-            if let (Some(limit), false) = (self.args.timeout, self.pending.is_empty()) {
+            if let (Some(limit), false) = (self.limit, self.pending.is_empty()) {
                 if now.duration_since(self.front_since) >= limit {
-                    self.process.kill();
-                    let reason = format!("timed out after {}", crate::duration::show(limit));
-                    return Ok(self.die(&reason));
+                    return Ok(self.time_out(limit));
                 }
+            }
+            if let Some(reason) = self.due_for_recycling(now) {
+                return Ok(self.retire(reason));
             }
             let due = self.unflushed_since.is_some_and(|s| now >= s + FLUSH_EVERY);
             if !self.results.is_empty()
@@ -304,8 +327,11 @@ impl Adapter {
     /// awaited task's time limit, or answers due to be sent.
     fn wake_at(&self) -> Instant {
         let mut wake_at = self.session.next_deadline();
-        if let (Some(limit), false) = (self.args.timeout, self.pending.is_empty()) {
+        if let (Some(limit), false) = (self.limit, self.pending.is_empty()) {
             wake_at = wake_at.min(self.front_since + limit);
+        }
+        if let Some(age) = self.recycle.as_ref().and_then(RecycleCheck::deadline) {
+            wake_at = wake_at.min(age);
         }
         if let Some(since) = self.unflushed_since {
             wake_at = wake_at.min(since + FLUSH_EVERY);
@@ -374,6 +400,9 @@ impl Adapter {
             let mut current = pack.record + pack.answered as u64;
             if pack.answered == pack.count {
                 let pack = self.pending.pop_front().expect("front exists");
+                if let Some(reason) = self.recycle.as_mut().and_then(|r| r.tasks_done(1)) {
+                    self.retiring.get_or_insert(reason);
+                }
                 self.push_pack(&pack, &buf[from..=end], false);
                 begin = None;
                 current = self.pending.front().map_or(0, |p| p.record);
@@ -433,6 +462,58 @@ impl Adapter {
         self.busy = Duration::ZERO;
         self.unflushed_since = None;
         Ok(())
+    }
+
+    /// The awaited task ran past `limit`. A task of one record goes the engine's way: it is
+    /// reported timed out (charged a try; past the retries its outcome names the limit) and
+    /// the tasks behind it go back unstarted. A pack, or a record the CLI runs again after a
+    /// split, is split like a death, and the CLI counts its tries.
+    fn time_out(&mut self, limit: Duration) -> i32 {
+        self.process.kill();
+        let reason = format!("timed out after {}", crate::duration::show(limit));
+        let single = self.pending.front().is_some_and(|p| !p.split_on_death);
+        if !single {
+            return self.die(&reason);
+        }
+        let _ = self.flush_if_any();
+        let pack = self.pending.pop_front().expect("a task is awaited");
+        // Its last stderr lines are forwarded before the news of its death.
+        self.process.finish(STDERR_GRACE);
+        self.events.send(&Event::Died {
+            worker: self.worker,
+            record: pack.record,
+            reason: format!("{} {reason}", self.process.display()),
+        });
+        if self.session.time_out(pack.id, limit).is_ok() {
+            let unstarted = self.pending.iter().map(|p| p.id).collect();
+            self.session.leave(unstarted, None);
+        }
+        EXIT_TIMED_OUT
+    }
+
+    /// The reason to recycle now: one is due (tasks, memory, age) and no pack is half
+    /// answered, so that every pack still pending can go back whole.
+    fn due_for_recycling(&mut self, now: Instant) -> Option<RecycleReason> {
+        if self.retiring.is_none() {
+            self.retiring = self.recycle.as_ref().and_then(|r| r.aged(now));
+        }
+        let half_answered = self.pending.front().is_some_and(|p| p.answered > 0);
+        self.retiring.filter(|_| !half_answered)
+    }
+
+    /// Leaves to be replaced by a fresh worker: the answers so far go out, the packs the
+    /// command has not answered go back unstarted (its answers to them, if any come, are
+    /// not waited for), and the command is stopped.
+    fn retire(&mut self, reason: RecycleReason) -> i32 {
+        let _ = self.flush_if_any();
+        self.events.send(&Event::Recycled {
+            worker: self.worker,
+            reason: reason.to_string(),
+        });
+        let unstarted = self.pending.iter().map(|p| p.id).collect();
+        self.session.retire(unstarted, None);
+        self.process.kill();
+        EXIT_RECYCLED
     }
 
     /// The child failed: send the answers it did give, say why on the events pipe (after
@@ -499,13 +580,12 @@ mod tests {
     fn args_round_trip() {
         let args = AdapterArgs {
             separator: 0,
-            timeout: Some(Duration::from_millis(1500)),
             grace: Duration::from_millis(100),
             command: vec!["python3".into(), "-u".into()],
         };
         let parsed = AdapterArgs::parse(&args.to_args()[1..]).unwrap();
         assert_eq!(parsed.separator, 0);
-        assert_eq!(parsed.timeout, args.timeout);
+        assert_eq!(parsed.grace, args.grace);
         assert_eq!(parsed.command, args.command);
     }
 
@@ -559,10 +639,11 @@ mod tests {
                 liveness: 3,
                 max_message: -1,
                 security: Security::Insecure,
+                task_timeout: None,
+                recycling: Default::default(),
             };
             let args = AdapterArgs {
                 separator: b'\n',
-                timeout: None,
                 grace: Duration::ZERO,
                 command: vec!["sh".into(), "-c".into(), script.into()],
             };

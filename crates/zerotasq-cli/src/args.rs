@@ -1,5 +1,6 @@
 //! The command line, as clap sees it: `zerotasq map [OPTIONS] -- COMMAND [ARGS]...`.
 
+use crate::controls::WorkerControls;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -182,10 +183,8 @@ pub struct WorkerArgs {
     /// Records are separated by NUL instead of newline (must match the client's -0).
     #[arg(short = '0', long = "null")]
     pub null: bool,
-    /// Time limit per task (e.g. 30s): the command is killed and restarted and the task
-    /// retried.
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
-    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub controls: WorkerControls,
     /// The worker command and its arguments.
     #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
     pub command: Vec<OsString>,
@@ -227,10 +226,8 @@ pub struct MapArgs {
     #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub retries: u32,
 
-    /// Time limit per task (e.g. 500ms, 30s, 2m): the worker is killed and restarted and
-    /// the task retried.
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
-    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub controls: WorkerControls,
 
     /// One line per task, always. By default, consecutive lines go to a worker together
     /// (an adaptive pack) while lines are answered in microseconds, and one per task as

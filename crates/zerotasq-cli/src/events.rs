@@ -31,6 +31,8 @@ pub enum Event {
     },
     /// The worker command could not start, or exited at once.
     StartFailed { worker: u32, reason: String },
+    /// The worker left to be replaced by a fresh one (recycling), and why.
+    Recycled { worker: u32, reason: String },
 }
 
 impl Event {
@@ -49,6 +51,7 @@ impl Event {
                 reason,
             } => (b'D', *worker, *record, reason.as_bytes()),
             Event::StartFailed { worker, reason } => (b'F', *worker, 0, reason.as_bytes()),
+            Event::Recycled { worker, reason } => (b'R', *worker, 0, reason.as_bytes()),
         };
         let mut buf = format!("{}\t{worker}\t{record}\t", kind as char).into_bytes();
         let room = MAX_EVENT - buf.len() - 1;
@@ -84,6 +87,9 @@ impl Event {
             Event::StartFailed { worker, reason } => {
                 Some(format!("zerotasq: [w{worker}] could not start: {reason}"))
             }
+            Event::Recycled { worker, reason } => {
+                Some(format!("zerotasq: [w{worker}] recycled: it {reason}"))
+            }
         }
     }
 
@@ -111,6 +117,10 @@ impl Event {
                 reason: lossy(),
             },
             b"F" => Event::StartFailed {
+                worker,
+                reason: lossy(),
+            },
+            b"R" => Event::Recycled {
                 worker,
                 reason: lossy(),
             },

@@ -15,6 +15,7 @@ use zerotasq::{SupervisorConfig, WorkerCommand, WorkerExit, WorkerProcesses};
 
 use crate::adapter::AdapterArgs;
 use crate::args::WorkerArgs;
+use crate::controls::Settings;
 use crate::events::{self, Event, ENV_EVENTS_FD};
 use crate::keys::client_security;
 use crate::run::{say, EXIT_USAGE};
@@ -51,14 +52,21 @@ pub fn worker(args: WorkerArgs) -> i32 {
         .spawn(move || print_events(pipe))
         .expect("start the events thread");
 
+    let settings = match args.controls.settings() {
+        Ok(settings) => settings,
+        Err(message) => {
+            say(&format!("zerotasq: {message}"));
+            return EXIT_USAGE;
+        }
+    };
     let (tx, rx) = mpsc::channel();
     signals::forward(tx, |sig| sig);
     say(&format!(
         "zerotasq worker: {jobs} workers joining {}",
         args.connect
     ));
-    let adapters = match WorkerProcesses::start(adapters(&args, &security, jobs, events_fd), report)
-    {
+    let config = adapters(&args, &security, jobs, events_fd, settings);
+    let adapters = match WorkerProcesses::start(config, report) {
         Ok(adapters) => adapters,
         Err(e) => {
             say(&format!("zerotasq worker: cannot start the adapters: {e}"));
@@ -79,9 +87,12 @@ fn adapters(
     security: &Security,
     jobs: usize,
     events_fd: i32,
+    settings: Settings,
 ) -> SupervisorConfig {
     let opts = WorkerOptions {
         identity: Vec::new(),
+        task_timeout: settings.task_timeout,
+        recycling: settings.recycling,
         ..WorkerOptions::remote(&args.connect, Security::Insecure)
     };
     let mut env: Vec<(String, String)> = worker_env(&opts, None);
@@ -93,7 +104,6 @@ fn adapters(
     }
     let adapter = AdapterArgs {
         separator: if args.null { 0 } else { b'\n' },
-        timeout: args.timeout,
         grace: START_GRACE,
         command: args.command.clone(),
     };
@@ -109,6 +119,7 @@ fn adapters(
             stdin: Vec::new(),
         },
         worker_env: env,
+        slot_env: settings.worker_env,
         // Unique per host and run, so routing ids never repeat at the broker.
         identity_prefix: format!("{}-{}-{nanos:08x}", hostname(), std::process::id()),
         backoff_initial: BACKOFF_INITIAL,

@@ -22,6 +22,7 @@
 mod adapter;
 mod args;
 mod broker;
+mod controls;
 mod duration;
 mod events;
 mod input;

@@ -110,6 +110,8 @@ impl Monitor {
                 state.slots.entry(worker).or_default().start_failures += 1;
                 state.start_failure = Some((worker, reason));
             }
+            // Planned: the broker's figures count it; a run's output stays quiet.
+            Event::Recycled { .. } => {}
         }
         changed.notify_all();
     }

@@ -89,6 +89,13 @@ pub fn map(args: MapArgs) -> i32 {
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
         |j| j as usize,
     );
+    let settings = match args.controls.settings() {
+        Ok(settings) => settings,
+        Err(message) => {
+            say(&format!("zerotasq: {message}"));
+            return EXIT_USAGE;
+        }
+    };
     let (reader, total_bytes) = match open_input(args.input.as_ref()) {
         Ok(input) => input,
         Err(message) => {
@@ -108,7 +115,6 @@ pub fn map(args: MapArgs) -> i32 {
     let monitor = Monitor::start(pipe, progress.clone());
     let adapter = AdapterArgs {
         separator,
-        timeout: args.timeout,
         grace: START_GRACE,
         command: args.command.clone(),
     };
@@ -128,6 +134,9 @@ pub fn map(args: MapArgs) -> i32 {
                 stdin: Vec::new(),
             },
         )),
+        task_timeout: settings.task_timeout,
+        recycling: settings.recycling,
+        worker_env: settings.worker_env,
         ..PoolSpec::default()
     };
     let access = match &args.connect {

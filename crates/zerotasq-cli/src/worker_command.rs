@@ -102,6 +102,11 @@ impl WorkerProcess {
         ))
     }
 
+    /// The command's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The command as the user typed it, for messages.
     pub fn display(&self) -> &str {
         &self.display

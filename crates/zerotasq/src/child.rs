@@ -13,13 +13,20 @@ use crate::error::Error;
 use crate::transport::curve::{KeyPair, Security};
 use crate::transport::Context;
 use crate::worker::{init_worker, Worker, WorkerHandler};
+use crate::worker_limits::Recycling;
 use crate::worker_runtime::{serve, ServeEnd, WorkerOptions};
 use crate::worker_session::report_init_failure;
 
 /// Environment variable carrying a child's routing id.
 pub const ENV_IDENTITY: &str = "ZEROTASQ_WORKER_ID";
-/// Environment variable carrying the child's slot number (0-based, stable across restarts).
-pub const ENV_SLOT: &str = "ZEROTASQ_WORKER_SLOT";
+/// Environment variable carrying a local worker's slot (0-based, kept across restarts).
+pub const ENV_SLOT: &str = "ZEROTASQ_SLOT";
+
+/// This process's slot among its pool's local workers (`0..n`, kept across restarts), or
+/// `None` outside a worker. Workers on another host number their own slots.
+pub fn worker_slot() -> Option<usize> {
+    std::env::var(ENV_SLOT).ok()?.parse().ok()
+}
 const ENV_ENTRY: &str = "ZEROTASQ_ENTRY";
 const ENV_ENDPOINT: &str = "ZEROTASQ_ENDPOINT";
 const ENV_HEARTBEAT_MS: &str = "ZEROTASQ_HEARTBEAT_MS";
@@ -27,6 +34,10 @@ const ENV_LIVENESS: &str = "ZEROTASQ_LIVENESS";
 const ENV_CAPACITY: &str = "ZEROTASQ_CAPACITY";
 const ENV_MAX_MESSAGE: &str = "ZEROTASQ_MAX_MESSAGE";
 const ENV_IPC_DIR: &str = "ZEROTASQ_IPC_DIR";
+const ENV_TASK_TIMEOUT_MS: &str = "ZEROTASQ_TASK_TIMEOUT_MS";
+const ENV_MAX_TASKS: &str = "ZEROTASQ_MAX_TASKS_PER_WORKER";
+const ENV_MAX_MEMORY: &str = "ZEROTASQ_MAX_WORKER_MEMORY";
+const ENV_MAX_AGE_MS: &str = "ZEROTASQ_MAX_WORKER_AGE_MS";
 /// For a worker joining a CURVE endpoint: the broker's public key (Z85) …
 pub const ENV_SERVER_KEY: &str = "ZEROTASQ_SERVER_KEY";
 /// … and the path of this worker's `.key_secret` file.
@@ -38,6 +49,10 @@ pub const EXIT_INIT_FAILED: i32 = 3;
 pub const EXIT_BROKER_LOST: i32 = 4;
 /// Exit status of a worker started with a broken environment.
 pub const EXIT_BAD_ENV: i32 = 2;
+/// Exit status of a worker that ended itself because a task ran past its time limit.
+pub const EXIT_TIMED_OUT: i32 = 5;
+/// Exit status of a worker that left to be replaced by a fresh one (recycling).
+pub const EXIT_RECYCLED: i32 = 6;
 
 /// If this process was started as a ZeroTasQ worker, runs the worker and exits; otherwise
 /// returns at once. Call it first thing in `main`, before anything that should only happen
@@ -97,6 +112,23 @@ pub fn worker_env(
     if let Some(dir) = ipc_dir {
         env.push((ENV_IPC_DIR.to_string(), dir.display().to_string()));
     }
+    let limits = [
+        (
+            ENV_TASK_TIMEOUT_MS,
+            opts.task_timeout.map(|t| t.as_millis() as u64),
+        ),
+        (ENV_MAX_TASKS, opts.recycling.max_tasks),
+        (ENV_MAX_MEMORY, opts.recycling.max_memory),
+        (
+            ENV_MAX_AGE_MS,
+            opts.recycling.max_age.map(|a| a.as_millis() as u64),
+        ),
+    ];
+    for (name, value) in limits {
+        if let Some(value) = value {
+            env.push((name.to_string(), value.to_string()));
+        }
+    }
     env
 }
 
@@ -104,6 +136,12 @@ pub fn worker_env(
 pub fn options_from_env() -> Result<WorkerOptions, Error> {
     fn var(name: &str) -> Result<String, Error> {
         std::env::var(name).map_err(|_| Error::WorkerEnv(format!("{name} is not set")))
+    }
+    fn optional<T: std::str::FromStr>(name: &str) -> Result<Option<T>, Error> {
+        match std::env::var(name) {
+            Ok(_) => num(name).map(Some),
+            Err(_) => Ok(None),
+        }
     }
     fn num<T: std::str::FromStr>(name: &str) -> Result<T, Error> {
         let text = var(name)?;
@@ -118,6 +156,12 @@ pub fn options_from_env() -> Result<WorkerOptions, Error> {
         liveness: num(ENV_LIVENESS)?,
         max_message: num(ENV_MAX_MESSAGE)?,
         security: security_from_env()?,
+        task_timeout: optional::<u64>(ENV_TASK_TIMEOUT_MS)?.map(Duration::from_millis),
+        recycling: Recycling {
+            max_tasks: optional(ENV_MAX_TASKS)?,
+            max_memory: optional(ENV_MAX_MEMORY)?,
+            max_age: optional::<u64>(ENV_MAX_AGE_MS)?.map(Duration::from_millis),
+        },
     })
 }
 
@@ -174,6 +218,7 @@ fn run_process_worker<W: Worker>() -> i32 {
     };
     match serve(&ctx, &opts, &mut WorkerHandler(worker)) {
         Ok(ServeEnd::Shutdown) => 0,
+        Ok(ServeEnd::Recycled) => EXIT_RECYCLED,
         Ok(ServeEnd::BrokerLost) => EXIT_BROKER_LOST,
         Err(e) => {
             eprintln!("zerotasq worker: {e}");

@@ -41,10 +41,11 @@
 //!   and tells it is gone.
 //! - `worker` — the [`Worker`] trait; [`worker_runtime`] — what every worker process runs
 //!   ([`worker_runtime::serve`]); [`worker_session`] — a worker's session with its broker,
-//!   shared by every kind of worker.
+//!   shared by every kind of worker; [`worker_limits`] — a task's time limit, recycling.
 //! - `supervisor` — starts, watches, restarts and kills local worker processes
 //!   ([`WorkerProcesses`] for workers of a broker elsewhere).
-//! - [`child`] — the child side: [`serve_if_worker`] and the environment contract.
+//! - [`child`] — the child side: [`serve_if_worker`] and the environment contract;
+//!   [`slot_env`] — what each local worker finds in its environment for its slot.
 //! - `ipc_dir` — the pool's private 0700 directory for its ipc endpoint.
 //! - `pool` — [`RawPool`] (bytes, any worker command) and the typed [`Pool`].
 //! - [`pack`] — the adaptive size of packs of tiny items; [`reorder`] — outcomes waiting to
@@ -69,15 +70,18 @@ pub mod protocol;
 #[cfg(not(feature = "wire"))]
 mod protocol;
 pub mod reorder;
+pub mod slot_env;
 pub mod status;
 mod supervisor;
 mod transport;
 mod worker;
+mod worker_io;
+pub mod worker_limits;
 pub mod worker_runtime;
 pub mod worker_session;
 
 pub use broker::{BrokerConfig, BrokerStats};
-pub use child::serve_if_worker;
+pub use child::{serve_if_worker, worker_slot};
 pub use client::{DecodeFn, EncodeFn, Stream};
 pub use connector::Connector;
 pub use error::{Error, ErrorKind, TaskError, TimedOut};

@@ -21,12 +21,14 @@ use crate::connector::Connector;
 use crate::error::Error;
 use crate::ipc_dir::IpcDir;
 use crate::link::{BrokerAccess, Link};
+use crate::slot_env::WorkerEnv;
 use crate::status::BrokerStatus;
 use crate::supervisor::{self, SupervisorConfig, WorkerCommand};
 use crate::transport::curve::{check_insecure, Security, ZapHandler};
 use crate::transport::{Context, Kind, Socket};
 use crate::worker::{init_worker, Worker, WorkerHandler};
-use crate::worker_runtime::{serve, WorkerOptions};
+use crate::worker_limits::Recycling;
+use crate::worker_runtime::{serve, ServeEnd, WorkerOptions};
 use crate::worker_session::report_init_failure;
 
 /// How long dropping a pool waits for thread workers still inside a task.
@@ -57,6 +59,14 @@ pub struct PoolSpec {
     pub backoff_max: Duration,
     /// TCP endpoints for remote workers and clients.
     pub tcp: Option<TcpListen>,
+    /// A task running longer than this on a worker is reported, its worker is killed and
+    /// restarted, and the task is charged a try; past `max_retries` its outcome is a
+    /// [`crate::ErrorKind::Timeout`] error naming the limit.
+    pub task_timeout: Option<Duration>,
+    /// When local workers leave to be replaced by fresh ones.
+    pub recycling: Recycling,
+    /// What each local worker finds in its environment for its slot.
+    pub worker_env: WorkerEnv,
     /// What the broker tells a worker that asks before joining
     /// ([`crate::worker_runtime::fetch_welcome`]), e.g. the Python face's pickled worker
     /// definition; it reaches only peers that passed authentication. Empty by default.
@@ -98,6 +108,9 @@ impl Default for PoolSpec {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             tcp: None,
+            task_timeout: None,
+            recycling: Recycling::default(),
+            worker_env: WorkerEnv::default(),
             welcome: Vec::new(),
         }
     }
@@ -195,6 +208,8 @@ impl RawPool {
             liveness: spec.broker.liveness,
             max_message: spec.max_message,
             security: Security::Insecure,
+            task_timeout: spec.task_timeout,
+            recycling: spec.recycling,
         };
         let (count, command) = match spec.processes {
             Some((count, command)) => (count, Some(command)),
@@ -212,6 +227,7 @@ impl RawPool {
                 &worker_opts(&worker_endpoint, String::new()),
                 Some(ipc_dir.path()),
             ),
+            slot_env: spec.worker_env.clone(),
             identity_prefix: format!("{tag}-p"),
             backoff_initial: spec.backoff_initial,
             backoff_max: spec.backoff_max,
@@ -409,6 +425,8 @@ pub struct PoolBuilder<W: Worker> {
     threads: usize,
     window: usize,
     spec: PoolSpec,
+    /// The first bad setting, reported by [`PoolBuilder::build`].
+    problem: Option<Error>,
 }
 
 impl<W: Worker> PoolBuilder<W> {
@@ -419,6 +437,7 @@ impl<W: Worker> PoolBuilder<W> {
             threads: 0,
             window: 1024,
             spec: PoolSpec::default(),
+            problem: None,
         }
     }
 
@@ -494,6 +513,79 @@ impl<W: Worker> PoolBuilder<W> {
         self
     }
 
+    /// A task running longer than `limit` has its worker killed and restarted, and is
+    /// charged a try; past `max_retries` its outcome is an [`crate::ErrorKind::Timeout`]
+    /// error that names the limit, and the stream goes on.
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.check(!limit.is_zero(), "task_timeout must be more than zero");
+        self.spec.task_timeout = Some(limit);
+        self
+    }
+
+    /// Replaces a worker by a fresh process after it ran `n` tasks (spread by ±10 % from
+    /// worker to worker, so they do not all restart at once). No task is lost or charged.
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.check(n > 0, "max_tasks_per_worker must be at least 1");
+        self.spec.recycling.max_tasks = Some(n);
+        self
+    }
+
+    /// Replaces a worker by a fresh process once its resident memory passes `bytes`
+    /// (checked between tasks).
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.check(bytes > 0, "max_worker_memory must be more than zero");
+        self.spec.recycling.max_memory = Some(bytes);
+        self
+    }
+
+    /// Replaces a worker by a fresh process after it served for `age` (spread by ±10 %).
+    pub fn max_worker_age(mut self, age: Duration) -> Self {
+        self.check(!age.is_zero(), "max_worker_age must be more than zero");
+        self.spec.recycling.max_age = Some(age);
+        self
+    }
+
+    /// Sets `name` to `value` in every worker process, `{slot}` replaced by its slot
+    /// (`0..n`, kept across restarts; also in `ZEROTASQ_SLOT`, [`crate::worker_slot`]).
+    pub fn worker_env(mut self, name: &str, value: &str) -> Self {
+        self.spec.worker_env = self.with_env(|env| env.var(name, value));
+        self
+    }
+
+    /// Gives worker `slot` the device `devices[slot % devices.len()]` in
+    /// `CUDA_VISIBLE_DEVICES`: one model per GPU.
+    pub fn devices<S: AsRef<str>>(mut self, devices: &[S]) -> Self {
+        self.spec.worker_env = self.with_env(|env| env.devices(devices));
+        self
+    }
+
+    /// Threads each worker's math libraries may start (`OMP_NUM_THREADS` and the like);
+    /// by default the machine's cores divided by the workers. Variables the user set win.
+    pub fn threads_per_worker(mut self, threads: usize) -> Self {
+        self.spec.worker_env = self.with_env(|env| env.threads_per_worker(threads));
+        self
+    }
+
+    fn check(&mut self, ok: bool, problem: &str) {
+        if !ok && self.problem.is_none() {
+            self.problem = Some(Error::Config(problem.into()));
+        }
+    }
+
+    fn with_env(
+        &mut self,
+        change: impl FnOnce(WorkerEnv) -> Result<WorkerEnv, Error>,
+    ) -> WorkerEnv {
+        let env = std::mem::take(&mut self.spec.worker_env);
+        match change(env.clone()) {
+            Ok(changed) => changed,
+            Err(e) => {
+                self.problem.get_or_insert(e);
+                env
+            }
+        }
+    }
+
     /// Fine tuning of batching (target work per batch, most items per batch).
     pub fn batching(mut self, target: Duration, max_items: usize) -> Self {
         self.spec.broker.target_batch = target;
@@ -504,6 +596,9 @@ impl<W: Worker> PoolBuilder<W> {
     /// Starts the pool: the broker thread and the worker processes (re-executions of this
     /// program, which must call [`crate::serve_if_worker`] first thing in `main`).
     pub fn build(mut self) -> Result<Pool<W>, Error> {
+        if let Some(problem) = self.problem {
+            return Err(problem);
+        }
         if self.window > 100_000 {
             return Err(Error::Config(
                 "window must be at most 100000 (the sockets' high-water mark)".into(),
@@ -556,15 +651,20 @@ fn run_thread_worker<W: Worker>(
     (mut backoff, max): (Duration, Duration),
 ) {
     let base = opts.identity.clone();
+    // A thread cannot be killed: time limits are for worker processes.
+    opts.task_timeout = None;
     for attempt in 0u32.. {
         opts.identity = [&base[..], format!("-{attempt}").as_bytes()].concat();
         match init_worker::<W>(config.clone()) {
-            Ok(worker) => {
-                if let Err(e) = serve(ctx, &opts, &mut WorkerHandler(worker)) {
+            Ok(worker) => match serve(ctx, &opts, &mut WorkerHandler(worker)) {
+                // A fresh worker takes its place, at once.
+                Ok(ServeEnd::Recycled) => continue,
+                Ok(_) => return,
+                Err(e) => {
                     tracing::error!("worker thread stopped: {e}");
+                    return;
                 }
-                return;
-            }
+            },
             Err(message) => {
                 tracing::warn!("worker thread init failed: {message}");
                 let _ = report_init_failure(ctx, &opts, &message);

@@ -45,7 +45,7 @@ pub use batch::{IdList, Outcome, ResultBatch, ResultBatchWriter, TaskBatch, Task
 /// The two bytes every header starts with.
 pub const MAGIC: [u8; 2] = *b"ZT";
 /// Protocol version; peers with another version are refused with a clear error.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// Typed commands, one byte on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,12 @@ pub enum Command {
     StatusRequest = 14,
     /// broker → client: the status, as JSON (`crate::status::BrokerStatus`).
     Status = 15,
+    /// worker → broker: this task ran past the worker's time limit; the worker is about to
+    /// leave and be restarted. The task is charged a try, as for a death.
+    TimedOut = 16,
+    /// worker → broker: leaving to be replaced by a fresh worker (recycling: task count,
+    /// memory or age reached). Nothing is charged; what it still holds is re-queued.
+    Recycling = 17,
     /// supervisor → broker (in-process): a local child exited.
     ChildExited = 20,
     /// broker → supervisor (in-process): kill this worker (it missed its heartbeats).
@@ -111,6 +117,8 @@ impl Command {
             13 => Welcome,
             14 => StatusRequest,
             15 => Status,
+            16 => TimedOut,
+            17 => Recycling,
             20 => ChildExited,
             21 => KillWorker,
             22 => StopRestarting,
@@ -283,6 +291,12 @@ pub enum Message<'a> {
     Cancel,
     Fatal(&'a str),
     Release(IdList<'a>),
+    /// A task ran past `limit` on the sending worker.
+    TimedOut {
+        id: u64,
+        limit: std::time::Duration,
+    },
+    Recycling,
     Hello,
     Welcome(&'a [u8]),
     StatusRequest,
@@ -320,6 +334,8 @@ impl<'a> Message<'a> {
             Message::Cancel => Command::Cancel,
             Message::Fatal(_) => Command::Fatal,
             Message::Release(_) => Command::Release,
+            Message::TimedOut { .. } => Command::TimedOut,
+            Message::Recycling => Command::Recycling,
             Message::Hello => Command::Hello,
             Message::Welcome(_) => Command::Welcome,
             Message::StatusRequest => Command::StatusRequest,
@@ -392,6 +408,14 @@ impl<'a> Message<'a> {
                 expect(1)?;
                 Message::Release(IdList::parse(frame(0))?)
             }
+            Command::TimedOut => {
+                expect(1)?;
+                let mut r = Reader::new(frame(0));
+                let id = r.u64()?;
+                let limit = std::time::Duration::from_millis(r.u64()?);
+                r.finish()?;
+                Message::TimedOut { id, limit }
+            }
             Command::Welcome => {
                 expect(1)?;
                 Message::Welcome(frame(0))
@@ -422,6 +446,10 @@ impl<'a> Message<'a> {
             Command::Goodbye => {
                 expect(0)?;
                 Message::Goodbye
+            }
+            Command::Recycling => {
+                expect(0)?;
+                Message::Recycling
             }
             Command::Shutdown => {
                 expect(0)?;
@@ -469,6 +497,12 @@ impl<'a> Message<'a> {
                 frames.push(text.as_bytes().to_vec())
             }
             Message::Release(ids) => frames.push(IdList::encode(ids.iter())),
+            Message::TimedOut { id, limit } => {
+                let mut body = id.to_le_bytes().to_vec();
+                let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+                body.extend_from_slice(&ms.to_le_bytes());
+                frames.push(body);
+            }
             Message::Welcome(bytes) | Message::Status(bytes) => frames.push(bytes.to_vec()),
             Message::ChildExited { identity, status } => {
                 frames.push(identity.to_vec());
@@ -479,6 +513,7 @@ impl<'a> Message<'a> {
             }
             Message::Heartbeat
             | Message::Goodbye
+            | Message::Recycling
             | Message::Shutdown
             | Message::Cancel
             | Message::StopRestarting

@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::child::{ENV_IDENTITY, ENV_SLOT};
+use crate::child::{ENV_IDENTITY, EXIT_RECYCLED, EXIT_TIMED_OUT};
 use crate::error::Error;
 use crate::protocol::Message;
+use crate::slot_env::WorkerEnv;
 use crate::transport::{poll, Pollable, Socket};
 
 /// How to start one local worker process.
@@ -46,6 +47,9 @@ pub struct SupervisorConfig {
     pub command: WorkerCommand,
     /// Environment variables every child gets: endpoint, heartbeat settings…
     pub worker_env: Vec<(String, String)>,
+    /// What each child gets for its slot: the slot, the user's variables, a device, thread
+    /// limits.
+    pub slot_env: WorkerEnv,
     /// Prefix of the children's routing ids; unique per pool (or per joining host and run).
     pub identity_prefix: String,
     /// The first restart's delay; it doubles with each quick exit of the same slot.
@@ -229,12 +233,27 @@ fn reap(
         let Some(status) = child.try_wait().map_err(Error::io("wait for a worker"))? else {
             continue;
         };
-        let description = match (status.code(), status.signal()) {
-            (Some(code), _) => format!("worker pid {} exited with status {code}", child.id()),
-            (_, Some(sig)) => format!("worker pid {} was killed by signal {sig}", child.id()),
-            _ => format!("worker pid {} ended", child.id()),
+        let pid = child.id();
+        // A worker that left to be recycled, or ended itself over a task past its time
+        // limit, was healthy: it is replaced at once, and its slot's back-off does not grow.
+        let (description, planned) = match (status.code(), status.signal()) {
+            (Some(EXIT_RECYCLED), _) => (format!("worker pid {pid} was recycled"), true),
+            (Some(EXIT_TIMED_OUT), _) => (
+                format!("worker pid {pid} ended itself: a task ran past its time limit"),
+                true,
+            ),
+            (Some(code), _) => (format!("worker pid {pid} exited with status {code}"), false),
+            (_, Some(sig)) => (
+                format!("worker pid {pid} was killed by signal {sig}"),
+                false,
+            ),
+            _ => (format!("worker pid {pid} ended"), false),
         };
-        tracing::warn!("{description}; restarting it");
+        if planned {
+            tracing::info!("{description}; replacing it");
+        } else {
+            tracing::warn!("{description}; restarting it");
+        }
         // Its descendants go with it.
         kill_group(child.id());
         if let Some(broker) = broker {
@@ -247,13 +266,20 @@ fn reap(
         if now.duration_since(*started) >= HEALTHY_RUN {
             slot.backoff = cfg.backoff_initial;
         }
+        let restart_in = if planned {
+            Duration::ZERO
+        } else {
+            slot.backoff
+        };
         on_exit(&WorkerExit {
             slot: index,
             description,
-            restart_in: slot.backoff,
+            restart_in,
         });
-        slot.restart_at = Some(now + slot.backoff);
-        slot.backoff = (slot.backoff * 2).min(cfg.backoff_max);
+        slot.restart_at = Some(now + restart_in);
+        if !planned {
+            slot.backoff = (slot.backoff * 2).min(cfg.backoff_max);
+        }
         slot.child = None;
     }
     Ok(())
@@ -274,7 +300,7 @@ fn spawn(
         .envs(cfg.command.env.iter().map(|(k, v)| (k, v)))
         .envs(cfg.worker_env.iter().map(|(k, v)| (k, v)))
         .env(ENV_IDENTITY, String::from_utf8_lossy(&identity).as_ref())
-        .env(ENV_SLOT, index.to_string())
+        .envs(cfg.slot_env.for_slot(index, cfg.count))
         .stdin(Stdio::piped())
         .process_group(0);
     // SAFETY: the closure only makes async-signal-safe system calls (sigprocmask, signal,

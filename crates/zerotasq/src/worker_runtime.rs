@@ -16,7 +16,10 @@ use crate::error::{Error, ErrorKind, TaskError};
 use crate::protocol::{Message, ProtocolError, TaskBatch, VERSION};
 use crate::transport::curve::Security;
 use crate::transport::{Context, Frame, Kind, SendError, Socket};
-use crate::worker_session::{Incoming, Results, WorkerSession};
+use crate::worker_io::{self, Progress};
+use crate::worker_limits::Recycling;
+use crate::worker_limits::{RecycleCheck, RecycleReason};
+use crate::worker_session::{Results, WorkerSession};
 
 /// Results are sent at least this often while a batch is being worked through.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
@@ -62,6 +65,10 @@ pub struct WorkerOptions {
     pub max_message: i64,
     /// CURVE client keys for a TCP broker; `Insecure` for local pools.
     pub security: Security,
+    /// A task running longer is reported and the worker dies (to be restarted).
+    pub task_timeout: Option<Duration>,
+    /// When the worker leaves to be replaced by a fresh one.
+    pub recycling: Recycling,
 }
 
 impl WorkerOptions {
@@ -77,6 +84,8 @@ impl WorkerOptions {
             liveness: broker.liveness,
             max_message: 256 << 20,
             security,
+            task_timeout: None,
+            recycling: Recycling::default(),
         }
     }
 }
@@ -89,6 +98,9 @@ pub enum ServeEnd {
     Shutdown,
     /// The broker fell silent for `heartbeat_interval × liveness`.
     BrokerLost,
+    /// The worker left to be replaced by a fresh process (recycling); the process should
+    /// exit.
+    Recycled,
 }
 
 /// Serves tasks until the broker says stop or goes silent. A broker that refuses this
@@ -105,36 +117,139 @@ pub fn serve(
     let session = WorkerSession::join(ctx, opts)?;
     let io_pair = ctx.socket(Kind::Pair, -1)?;
     io_pair.connect(&inner)?;
+    // Limits need the task thread's progress; without them tiny tasks pay nothing for it.
+    let limited = opts.task_timeout.is_some() || opts.recycling.is_set();
+    let progress = std::sync::Arc::new(Progress::new());
+    let io_progress = progress.clone();
+    let limit = opts.task_timeout;
     let io = std::thread::Builder::new()
         .name("zerotasq-worker-io".into())
-        .spawn(move || io_loop(session, &io_pair))
+        .spawn(move || {
+            let limits = limited.then_some((&*io_progress, limit));
+            worker_io::run(session, &io_pair, limits)
+        })
         .map_err(Error::io("start the worker's I/O thread"))?;
-
-    let mut out = Vec::new();
-    let end = loop {
-        let Some(frames) = pair.recv(true)? else {
-            continue;
-        };
-        match Message::decode(&frames) {
-            Ok(Message::Tasks(batch)) => {
-                handler.batch(|handler| run_batch(handler, batch, &pair, &mut out))?;
-                if out.capacity() > 1 << 20 {
-                    out = Vec::new();
-                }
-            }
-            Ok(Message::Shutdown) => break ServeEnd::Shutdown,
-            Ok(Message::Goodbye) => break ServeEnd::BrokerLost,
-            Ok(Message::Fatal(why)) => {
-                let _ = io.join();
-                return Err(Error::Refused(why.to_string()));
-            }
-            Ok(other) => tracing::warn!("worker ignored {:?}", other.command()),
-            Err(e) => tracing::warn!("worker dropped a malformed message: {e}"),
-        }
+    let mut tasks = TaskThread {
+        pair: &pair,
+        out: Vec::new(),
+        progress: limited.then_some(&*progress),
+        recycle: opts
+            .recycling
+            .is_set()
+            .then(|| RecycleCheck::new(opts.recycling, std::process::id(), &opts.identity)),
     };
-    // The I/O thread has already left its loop (it sent us the message we broke on).
+    let end = tasks.serve(handler);
+    // The I/O thread has left its loop (it sent us the message we ended on), or will once
+    // it reads our word to recycle.
     let _ = io.join();
-    Ok(end)
+    end
+}
+
+/// The task thread's side of [`serve`].
+struct TaskThread<'a> {
+    pair: &'a Socket,
+    out: Vec<u8>,
+    progress: Option<&'a Progress>,
+    recycle: Option<RecycleCheck>,
+}
+
+impl TaskThread<'_> {
+    fn serve(&mut self, handler: &mut impl Handler) -> Result<ServeEnd, Error> {
+        let mut recycling = false;
+        loop {
+            let wait = match (&self.recycle, recycling) {
+                (Some(check), false) => check.deadline(),
+                _ => None,
+            };
+            let frames = match wait {
+                Some(at) => self
+                    .pair
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))?,
+                None => self.pair.recv(true)?,
+            };
+            let Some(frames) = frames else {
+                // Idle past the age limit.
+                if let Some(reason) = self.recycle.as_ref().and_then(|c| c.aged(Instant::now())) {
+                    recycling = self.ask_to_recycle(reason)?;
+                }
+                continue;
+            };
+            match Message::decode(&frames) {
+                // Once we asked to recycle, batches still on their way go back unstarted.
+                Ok(Message::Tasks(_)) if recycling => {}
+                Ok(Message::Tasks(batch)) => {
+                    if let Some(reason) = handler.batch(|handler| self.run_batch(handler, batch))? {
+                        recycling = self.ask_to_recycle(reason)?;
+                    }
+                    if self.out.capacity() > 1 << 20 {
+                        self.out = Vec::new();
+                    }
+                }
+                Ok(Message::Shutdown) => return Ok(ServeEnd::Shutdown),
+                Ok(Message::Recycling) => return Ok(ServeEnd::Recycled),
+                Ok(Message::Goodbye) => return Ok(ServeEnd::BrokerLost),
+                Ok(Message::Fatal(why)) => return Err(Error::Refused(why.to_string())),
+                Ok(other) => tracing::warn!("worker ignored {:?}", other.command()),
+                Err(e) => tracing::warn!("worker dropped a malformed message: {e}"),
+            }
+        }
+    }
+
+    fn ask_to_recycle(&self, reason: RecycleReason) -> Result<bool, Error> {
+        tracing::info!("recycling this worker: it {reason}");
+        send_pair(
+            self.pair,
+            Message::Recycling
+                .encode()
+                .into_iter()
+                .map(Frame::from)
+                .collect(),
+        )?;
+        Ok(true)
+    }
+
+    /// Runs the tasks of one batch, sending results at least every [`FLUSH_EVERY`]; stops
+    /// early, with the reason, when the worker is due for recycling (the tasks left go back
+    /// unstarted).
+    fn run_batch(
+        &mut self,
+        handler: &mut impl Handler,
+        batch: TaskBatch<'_>,
+    ) -> Result<Option<RecycleReason>, Error> {
+        let mut writer = Results::default();
+        let mut busy = Duration::ZERO;
+        let mut flush_at = Instant::now() + FLUSH_EVERY;
+        let mut due = None;
+        for (id, task) in batch.iter() {
+            let started = Instant::now();
+            if let Some(progress) = self.progress {
+                progress.started(started);
+            }
+            self.out.clear();
+            match run_one(handler, task, &mut self.out) {
+                Ok(()) => writer.push_ok(id, &self.out),
+                Err(e) => writer.push_err(id, &e),
+            }
+            let finished = Instant::now();
+            if let Some(progress) = self.progress {
+                progress.finished();
+            }
+            busy += finished - started;
+            due = self.recycle.as_mut().and_then(|check| check.tasks_done(1));
+            if finished >= flush_at || due.is_some() {
+                send_results(self.pair, std::mem::take(&mut writer), busy)?;
+                busy = Duration::ZERO;
+                flush_at = finished + FLUSH_EVERY;
+            }
+            if due.is_some() {
+                break;
+            }
+        }
+        if !writer.is_empty() {
+            send_results(self.pair, writer, busy)?;
+        }
+        Ok(due)
+    }
 }
 
 /// Serves a broker on another machine for as long as this process lives: when the broker
@@ -248,75 +363,8 @@ pub fn remote_identity() -> Vec<u8> {
     format!("r-{}-{}-{nanos:x}", hostname(), std::process::id()).into_bytes()
 }
 
-/// Runs the tasks of one batch, sending results at least every [`FLUSH_EVERY`].
-fn run_batch(
-    handler: &mut impl Handler,
-    batch: TaskBatch<'_>,
-    pair: &Socket,
-    out: &mut Vec<u8>,
-) -> Result<(), Error> {
-    let mut writer = Results::default();
-    let mut busy = Duration::ZERO;
-    let mut flush_at = Instant::now() + FLUSH_EVERY;
-    for (id, task) in batch.iter() {
-        let started = Instant::now();
-        out.clear();
-        match run_one(handler, task, out) {
-            Ok(()) => writer.push_ok(id, out),
-            Err(e) => writer.push_err(id, &e),
-        }
-        let finished = Instant::now();
-        busy += finished - started;
-        if finished >= flush_at {
-            send_results(pair, std::mem::take(&mut writer), busy)?;
-            busy = Duration::ZERO;
-            flush_at = finished + FLUSH_EVERY;
-        }
-    }
-    if !writer.is_empty() {
-        send_results(pair, writer, busy)?;
-    }
-    Ok(())
-}
-
 fn send_results(pair: &Socket, results: Results, busy: Duration) -> Result<(), Error> {
     send_pair(pair, results.into_frames(busy).into())
-}
-
-/// The I/O thread: the session's only user. Forwards tasks to the task thread and its
-/// results to the broker, and tells the task thread how the session ended.
-fn io_loop(mut session: WorkerSession, pair: &Socket) {
-    let result = (|| -> Result<ServeEnd, Error> {
-        loop {
-            let ready = session.wait_with(pair, session.next_deadline())?;
-            if ready.broker {
-                while let Some(incoming) = session.recv()? {
-                    match incoming {
-                        Incoming::Tasks(tasks) => send_pair(pair, tasks.into_frames())?,
-                        Incoming::Shutdown => return Ok(ServeEnd::Shutdown),
-                    }
-                }
-            }
-            if ready.fd {
-                while let Some(frames) = pair.recv(false)? {
-                    session.send_frames(frames)?;
-                }
-            }
-            if !session.tick()? {
-                return Ok(ServeEnd::BrokerLost);
-            }
-        }
-    })();
-    let frames = match result {
-        Ok(ServeEnd::Shutdown) => Message::Shutdown.encode(),
-        Ok(ServeEnd::BrokerLost) => Message::Goodbye.encode(),
-        Err(Error::Refused(why)) => Message::Fatal(&why).encode(),
-        Err(e) => {
-            tracing::error!("worker I/O failed: {e}");
-            Message::Goodbye.encode()
-        }
-    };
-    let _ = pair.send(frames, true);
 }
 
 fn send_pair(pair: &Socket, frames: Vec<Frame>) -> Result<(), Error> {

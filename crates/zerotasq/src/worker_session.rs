@@ -237,6 +237,27 @@ impl WorkerSession {
     /// bounded, for its acknowledgement. Failures to send end the sequence early: a broker
     /// that cannot be reached learns of our exit from the supervisor or our silence.
     pub fn leave(&mut self, unstarted: Vec<u64>, last: Option<(Results, Duration)>) {
+        self.depart(Command::Goodbye, unstarted, last);
+    }
+
+    /// Leaves like [`WorkerSession::leave`], to be replaced by a fresh worker (recycling):
+    /// the broker charges nothing and counts the worker as recycled, not lost.
+    pub fn retire(&mut self, unstarted: Vec<u64>, last: Option<(Results, Duration)>) {
+        self.depart(Command::Recycling, unstarted, last);
+    }
+
+    /// Tells the broker that task `id` ran past `limit` here: it is charged a try, as for a
+    /// death. The worker then leaves ([`WorkerSession::leave`]) and its process dies.
+    pub fn time_out(&mut self, id: u64, limit: Duration) -> Result<(), Error> {
+        self.send_frames(Message::TimedOut { id, limit }.encode())
+    }
+
+    fn depart(
+        &mut self,
+        farewell: Command,
+        unstarted: Vec<u64>,
+        last: Option<(Results, Duration)>,
+    ) {
         let mut unstarted = unstarted;
         // Batches sent to us that we have not read yet were never started either.
         unstarted.extend(self.drain_unread());
@@ -266,7 +287,7 @@ impl WorkerSession {
         }
         // The heartbeat after the goodbye comes from a worker the broker no longer knows:
         // it answers `Shutdown`, which is our acknowledgement.
-        for command in [Command::Goodbye, Command::Heartbeat] {
+        for command in [farewell, Command::Heartbeat] {
             if self.send_frames([header(command)]).is_err() {
                 return;
             }
@@ -369,6 +390,8 @@ mod tests {
                 liveness,
                 max_message: -1,
                 security: Security::Insecure,
+                task_timeout: None,
+                recycling: Default::default(),
             };
             let session = WorkerSession::join(&ctx, &opts).unwrap();
             let mut broker = FakeBroker {

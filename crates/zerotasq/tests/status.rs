@@ -104,6 +104,8 @@ fn two_remote_clients_show_with_their_queue_depths() {
             keys: k.worker.clone(),
             server: k.server.public,
         },
+        task_timeout: None,
+        recycling: Default::default(),
     };
     std::thread::spawn(move || {
         serve_remote(&Context::new(), &opts, |task: &[u8], out: &mut Vec<u8>| {

@@ -23,6 +23,8 @@ fn worker_options(endpoint: &str, keys: KeyPair, server: &Keys) -> WorkerOptions
             keys,
             server: server.server.public,
         },
+        task_timeout: None,
+        recycling: Default::default(),
     }
 }
 
