@@ -438,3 +438,109 @@ impl Deadlines {
             .map(|Reverse((_, serial, identity))| (serial, identity))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Heartbeats every 100 ms; dead after 300 ms of silence.
+    fn workers() -> Workers {
+        Workers::new(&BrokerConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            liveness: 3,
+            ..BrokerConfig::default()
+        })
+    }
+
+    fn ids(list: Vec<PeerId>) -> Vec<String> {
+        list.iter()
+            .map(|id| String::from_utf8_lossy(id).into_owned())
+            .collect()
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_worker_heard_from_lives_on_and_its_deadline_moves_with_it() {
+        let t = Instant::now();
+        let mut w = workers();
+        w.register(b"a", 1, t);
+        w.register(b"b", 1, t);
+        w.seen(b"a", t + 200 * MS);
+        // The queued deadline (t + 300 ms) is early for "a": checked, and queued again.
+        assert!(
+            w.expired(t + 300 * MS).is_empty(),
+            "exactly 300 ms is not dead"
+        );
+        assert_eq!(ids(w.expired(t + 301 * MS)), ["b"]);
+        w.remove(b"b");
+        let next = w.expiries.next().expect("a's deadline");
+        assert!(
+            next <= t + 501 * MS && next > t + 301 * MS,
+            "{:?}",
+            next - t
+        );
+        assert!(w.expired(t + 500 * MS).is_empty());
+        assert_eq!(ids(w.expired(t + 501 * MS)), ["a"]);
+    }
+
+    #[test]
+    fn heartbeats_go_to_workers_sent_nothing_for_an_interval() {
+        let t = Instant::now();
+        let mut w = workers();
+        w.register(b"a", 1, t);
+        w.register(b"b", 1, t);
+        w.hand(b"a", &[1], false, t + 50 * MS);
+        assert_eq!(ids(w.owed_heartbeats(t + 100 * MS)), ["b"]);
+        assert!(w.owed_heartbeats(t + 120 * MS).is_empty());
+        assert_eq!(ids(w.owed_heartbeats(t + 150 * MS)), ["a"]);
+        assert_eq!(ids(w.owed_heartbeats(t + 200 * MS)), ["b"]);
+        assert_eq!(w.next_deadline(), Some(t + 250 * MS), "a's next heartbeat");
+    }
+
+    #[test]
+    fn a_removed_workers_deadlines_do_not_reach_its_successor() {
+        let t = Instant::now();
+        let mut w = workers();
+        w.register(b"a", 1, t);
+        w.remove(b"a");
+        // The same routing id registers again later: only the new deadlines count.
+        w.register(b"a", 1, t + 200 * MS);
+        assert!(w.expired(t + 301 * MS).is_empty());
+        assert!(w.owed_heartbeats(t + 100 * MS).is_empty());
+        assert_eq!(ids(w.owed_heartbeats(t + 300 * MS)), ["a"]);
+        assert_eq!(ids(w.expired(t + 501 * MS)), ["a"]);
+    }
+
+    #[test]
+    fn a_zero_heartbeat_interval_does_not_spin() {
+        let t = Instant::now();
+        let mut w = Workers::new(&BrokerConfig {
+            heartbeat_interval: Duration::ZERO,
+            ..BrokerConfig::default()
+        });
+        w.register(b"a", 1, t);
+        assert_eq!(ids(w.owed_heartbeats(t)), ["a"]);
+    }
+
+    #[test]
+    fn the_count_of_held_tasks_follows_hands_results_releases_and_removals() {
+        let t = Instant::now();
+        let mut w = workers();
+        w.register(b"a", 4, t);
+        w.register(b"b", 4, t);
+        w.hand(b"a", &[1, 2, 3], false, t);
+        w.hand(b"b", &[4, 5], false, t);
+        assert_eq!(w.held(), 5);
+        let outcomes = [(1, Outcome::Ok(b"")), (9, Outcome::Ok(b""))];
+        assert_eq!(
+            w.results(b"a", 10, 2, outcomes.into_iter(), |_, _| true),
+            Some(1)
+        );
+        assert_eq!(w.held(), 4);
+        assert_eq!(w.release(b"a", [3, 2].into_iter()), vec![3, 2]);
+        assert_eq!(w.held(), 2);
+        w.remove(b"b");
+        assert_eq!(w.held(), 0);
+    }
+}
