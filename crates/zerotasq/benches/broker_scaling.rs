@@ -140,8 +140,10 @@ fn measure(n: usize) -> Measure {
     run(4 * n as u64);
     // Named by the broker thread itself once it runs: looked up after it has served.
     let tid = broker_tid().expect("the broker thread");
-    // About 20 tasks per worker, at least 600: three seconds at 2 workers.
-    let tasks = (20 * n as u64).max(600);
+    // Two seconds of work if every worker were busy, within bounds: three seconds at 2
+    // workers; at 1,000, what two cores get through in a few seconds.
+    let ideal_rate = n as f64 / TASK.as_secs_f64();
+    let tasks = ((2.0 * ideal_rate) as u64).clamp(600, 40_000);
     let mut reps: Vec<(Duration, Duration)> = (0..REPS)
         .map(|_| {
             let cpu = thread_cpu(tid);
