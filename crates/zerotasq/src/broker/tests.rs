@@ -1,7 +1,10 @@
 //! The broker's rules, driven with fake time and no sockets.
 
+use super::clients::short_hex;
+use super::startup::REASON_GRACE;
 use super::*;
-use crate::protocol::{IdList, Ready, ResultBatch};
+use crate::protocol::{IdList, Ready, ResultBatch, ResultBatchWriter, TaskBatchWriter};
+use crate::status::WorkerState;
 
 fn broker() -> Broker {
     broker_at(Instant::now())
@@ -518,6 +521,34 @@ fn an_init_reason_arriving_after_the_exit_still_names_the_failure() {
     children_exit_during_init(&mut b, "x", "signal 9", t);
     b.tick(t + Duration::from_secs(1));
     assert!(b.failure().unwrap().contains("signal 9"));
+}
+
+#[test]
+fn next_wakeup_counts_the_wait_for_a_failed_workers_reason() {
+    let t = Instant::now();
+    // Heartbeats far apart: the wait for a reason must not stretch to one of them.
+    let mut b = Broker::new(
+        BrokerConfig {
+            heartbeat_interval: Duration::from_secs(5),
+            ..BrokerConfig::default()
+        },
+        t,
+    );
+    submit(&mut b, "c", [0], t);
+    children_exit_during_init(&mut b, "x", "signal 9", t);
+    assert!(b.failure().is_none(), "waiting for a reason");
+    let wakeup = b.next_wakeup(t);
+    assert!(
+        wakeup <= t + REASON_GRACE,
+        "the broker would wake {:?} after the exits",
+        wakeup - t
+    );
+    b.tick(t + REASON_GRACE);
+    assert!(b.failure().unwrap().contains("signal 9"));
+    assert_eq!(
+        delivered(&mut b, t + REASON_GRACE),
+        vec![("c".to_string(), 0, Err(ErrorKind::InitFailed))]
+    );
 }
 
 #[test]
