@@ -120,6 +120,12 @@ pub struct BrokerStats {
     pub workers_ready: u64,
     /// Workers that died or fell silent while registered.
     pub workers_lost: u64,
+    /// Workers that left to be replaced by fresh ones (recycling).
+    #[serde(default)]
+    pub recycled: u64,
+    /// Tasks that ran past their time limit (each a try).
+    #[serde(default)]
+    pub timed_out: u64,
     /// `Hello`s answered with the welcome bytes (peers about to join, or only asking).
     pub welcomes: u64,
     /// Workers whose `init` failed.
@@ -261,6 +267,8 @@ impl Broker {
                     .push((Route::Worker(identity.to_vec()), welcome));
             }
             Message::Goodbye => self.worker_dead(identity, "worker left"),
+            Message::TimedOut { id, limit } => self.timed_out(identity, id, limit),
+            Message::Recycling => self.worker_recycled(identity),
             other => self.on_garbage(
                 identity,
                 &format!("{:?} is not a worker command", other.command()),
@@ -459,6 +467,52 @@ impl Broker {
             self.stats.requeued += 1;
         } else {
             self.tasks.remove(id);
+        }
+    }
+
+    /// Task `id` ran past its time limit on worker `identity`, which now leaves and dies: the
+    /// task is charged a try, as for a death, and once out of tries it ends as a `Timeout`
+    /// error naming the limit.
+    fn timed_out(&mut self, identity: &[u8], id: u64, limit: Duration) {
+        if self
+            .workers
+            .release(identity, std::iter::once(id))
+            .is_empty()
+        {
+            return; // not that worker's task (any more): nothing to charge
+        }
+        self.stats.timed_out += 1;
+        match self.tasks.charge(id) {
+            None => {}
+            Some(Charged::Retry) => self.requeue_front(id),
+            Some(Charged::Poison(task)) => {
+                let message = format!(
+                    "the task ran past its time limit of {limit:?} (on {} workers); giving up",
+                    task.attempts
+                );
+                let error = WireError {
+                    kind: ErrorKind::Timeout,
+                    message: &message,
+                    detail: "",
+                };
+                if self.clients.fail(&task.client, task.client_id, &error) {
+                    self.stats.failed += 1;
+                }
+            }
+        }
+    }
+
+    /// A worker leaves to be replaced by a fresh one: nothing is charged, and whatever it
+    /// still held goes back to the front of its queue.
+    fn worker_recycled(&mut self, identity: &[u8]) {
+        let Some(worker) = self.workers.remove(identity) else {
+            return;
+        };
+        self.stats.recycled += 1;
+        let mut held: Vec<u64> = worker.into_in_flight().into_iter().collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        for id in held {
+            self.requeue_front(id);
         }
     }
 

@@ -59,11 +59,13 @@ pub struct RecycleCheck {
     tasks: u64,
     /// Whose resident memory counts (this process, or the command an adapter runs).
     pid: u32,
+    /// When memory was last read.
+    memory_read: Option<Instant>,
 }
 
-/// Memory is read from `/proc` at most this often (a read costs microseconds; tiny tasks
-/// come by the thousand).
-const MEMORY_EVERY_TASKS: u64 = 64;
+/// Memory is read from `/proc` between tasks, but not more often than this: a read costs
+/// microseconds, and tiny tasks come by the thousand.
+const MEMORY_EVERY: Duration = Duration::from_millis(2);
 
 impl RecycleCheck {
     /// Starts counting for a worker whose memory is process `pid`'s; `seed` (e.g. its routing
@@ -81,6 +83,7 @@ impl RecycleCheck {
             started: Instant::now(),
             tasks: 0,
             pid,
+            memory_read: None,
         }
     }
 
@@ -91,23 +94,23 @@ impl RecycleCheck {
 
     /// Counts `n` finished tasks; the reason to leave now, if one is due.
     pub fn tasks_done(&mut self, n: u64) -> Option<RecycleReason> {
-        let before = self.tasks;
         self.tasks += n;
         if let Some(max) = self.limits.max_tasks {
             if self.tasks >= max {
                 return Some(RecycleReason::Tasks(self.tasks));
             }
         }
+        let now = Instant::now();
         if let Some(max) = self.limits.max_memory {
-            // The first task, then every so many.
-            if before == 0 || before / MEMORY_EVERY_TASKS != self.tasks / MEMORY_EVERY_TASKS {
-                let rss = resident_memory(self.pid)?;
+            if self.memory_read.is_none_or(|at| now >= at + MEMORY_EVERY) {
+                self.memory_read = Some(now);
+                let rss = resident_memory(self.pid).unwrap_or(0);
                 if rss > max {
                     return Some(RecycleReason::Memory(rss));
                 }
             }
         }
-        self.aged(Instant::now())
+        self.aged(now)
     }
 
     /// The reason to leave because of age, if it is due at `now`.

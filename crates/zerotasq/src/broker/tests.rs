@@ -739,3 +739,77 @@ fn workers_show_as_suspect_and_retiring() {
         vec![("w2", WorkerState::Suspect), ("w3", WorkerState::Retiring)]
     );
 }
+
+#[test]
+fn a_task_past_its_time_limit_is_charged_a_try_and_ends_as_a_timeout_naming_the_limit() {
+    let t = Instant::now();
+    let mut b = broker();
+    submit(&mut b, "c", [7], t);
+    let limit = Duration::from_millis(1500);
+    for round in 0..3 {
+        let worker = format!("w{round}");
+        ready(&mut b, &worker, 1, t);
+        let sent = sent_tasks(&mut b, t);
+        assert_eq!(sent[0].2, vec![7], "round {round}: retried");
+        let task = sent[0].1[0];
+        let frames = Message::TimedOut { id: task, limit }.encode();
+        b.on_worker(worker.as_bytes(), &frames, t);
+        b.on_worker(worker.as_bytes(), &[header(Command::Goodbye)], t);
+    }
+    b.flush(t);
+    let mut errors = Vec::new();
+    for (route, frames) in b.outbox() {
+        if let (Route::Client(_), Ok(Message::Results(batch))) = (&route, Message::decode(&frames))
+        {
+            for (id, outcome) in batch.iter() {
+                let Outcome::Err(bytes) = outcome else {
+                    panic!("task {id} succeeded")
+                };
+                let error = WireError::decode(bytes).unwrap();
+                errors.push((id, error.kind, error.message.to_string()));
+            }
+        }
+    }
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!((errors[0].0, errors[0].1), (7, ErrorKind::Timeout));
+    assert!(
+        errors[0].2.contains("1.5s"),
+        "names the limit: {}",
+        errors[0].2
+    );
+    let stats = b.stats();
+    assert_eq!((stats.timed_out, stats.poisoned, stats.failed), (3, 0, 1));
+}
+
+#[test]
+fn a_recycled_worker_is_not_lost_and_what_it_held_goes_back_uncharged() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 2, t);
+    submit(&mut b, "c", [0, 1], t);
+    let sent = sent_tasks(&mut b, t);
+    let held: Vec<u64> = sent.iter().flat_map(|s| s.1.clone()).collect();
+    assert_eq!(held.len(), 2);
+    // It finished one, hands the other back, and leaves to be replaced.
+    results(&mut b, "w", &held[..1], 10, t);
+    let released = IdList::encode(held[1..].to_vec());
+    b.on_worker(
+        b"w",
+        &Message::Release(IdList::parse(&released).unwrap()).encode(),
+        t,
+    );
+    b.on_worker(b"w", &Message::Recycling.encode(), t);
+    let stats = b.stats();
+    assert_eq!((stats.recycled, stats.workers_lost), (1, 0));
+    // The handed-back task survives max_retries - 1 deaths: it was not charged.
+    for round in 0..2 {
+        let worker = format!("v{round}");
+        ready(&mut b, &worker, 1, t);
+        assert!(
+            sent_tasks(&mut b, t).iter().any(|s| s.2 == [1]),
+            "round {round}"
+        );
+        b.worker_unreachable(worker.as_bytes());
+    }
+    assert_eq!(b.stats().poisoned, 0);
+}
