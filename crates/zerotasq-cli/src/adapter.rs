@@ -183,8 +183,13 @@ struct Adapter {
     /// The time limit per task.
     limit: Option<Duration>,
     recycle: Option<RecycleCheck>,
-    /// Due for recycling: leave as soon as no pack is half answered.
+    /// Due for recycling: nothing more goes to the command, and the worker leaves once
+    /// everything it was given is answered.
     retiring: Option<RecycleReason>,
+    /// Records written to the command so far.
+    written: u64,
+    /// Tasks received and never written to the command (while retiring): handed back.
+    held_back: Vec<u64>,
     /// Tasks, concatenated per batch, for the thread that writes the child's stdin.
     to_child: mpsc::Sender<Vec<u8>>,
     /// Chunks of the child's stdout (empty: end of file), and the wake-up that goes with them.
@@ -250,6 +255,8 @@ impl Adapter {
             limit: opts.task_timeout,
             recycle,
             retiring: None,
+            written: 0,
+            held_back: Vec::new(),
             to_child,
             from_child,
             wake,
@@ -348,6 +355,11 @@ impl Adapter {
                 self.results.push_err(id, &error);
                 continue;
             };
+            if self.holds_back(task.count) {
+                self.held_back.push(id);
+                continue;
+            }
+            self.written += u64::from(task.count);
             bytes.extend_from_slice(task.records);
             if self.pending.is_empty() {
                 self.front_since = Instant::now();
@@ -400,7 +412,8 @@ impl Adapter {
             let mut current = pack.record + pack.answered as u64;
             if pack.answered == pack.count {
                 let pack = self.pending.pop_front().expect("front exists");
-                if let Some(reason) = self.recycle.as_mut().and_then(|r| r.tasks_done(1)) {
+                let records = u64::from(pack.count);
+                if let Some(reason) = self.recycle.as_mut().and_then(|r| r.tasks_done(records)) {
                     self.retiring.get_or_insert(reason);
                 }
                 self.push_pack(&pack, &buf[from..=end], false);
@@ -485,32 +498,54 @@ impl Adapter {
             reason: format!("{} {reason}", self.process.display()),
         });
         if self.session.time_out(pack.id, limit).is_ok() {
-            let unstarted = self.pending.iter().map(|p| p.id).collect();
+            let unstarted = self.unstarted();
             self.session.leave(unstarted, None);
         }
         EXIT_TIMED_OUT
     }
 
-    /// The reason to recycle now: one is due (tasks, memory, age) and no pack is half
-    /// answered, so that every pack still pending can go back whole.
+    /// The tasks pending behind the awaited one (already taken off), and those held back.
+    fn unstarted(&mut self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.pending.iter().map(|p| p.id).collect();
+        ids.append(&mut self.held_back);
+        ids
+    }
+
+    /// Whether a task of `records` must not go to the command: the worker is retiring, or
+    /// the task would take it past its share of records (a first task always goes).
+    fn holds_back(&mut self, records: u32) -> bool {
+        if self.retiring.is_some() {
+            return true;
+        }
+        let share = self.recycle.as_ref().and_then(|r| r.limits().max_tasks);
+        match share {
+            Some(max) if self.written > 0 && self.written + u64::from(records) > max => {
+                self.retiring = Some(RecycleReason::Tasks(self.written));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The reason to recycle now: one is due (tasks, memory, age) and everything written to
+    /// the command is answered — a line it was given may have started, so it is finished,
+    /// not handed back.
     fn due_for_recycling(&mut self, now: Instant) -> Option<RecycleReason> {
         if self.retiring.is_none() {
             self.retiring = self.recycle.as_ref().and_then(|r| r.aged(now));
         }
-        let half_answered = self.pending.front().is_some_and(|p| p.answered > 0);
-        self.retiring.filter(|_| !half_answered)
+        self.retiring.filter(|_| self.pending.is_empty())
     }
 
-    /// Leaves to be replaced by a fresh worker: the answers so far go out, the packs the
-    /// command has not answered go back unstarted (its answers to them, if any come, are
-    /// not waited for), and the command is stopped.
+    /// Leaves to be replaced by a fresh worker: the answers go out, the tasks held back go
+    /// back unstarted, and the command is stopped.
     fn retire(&mut self, reason: RecycleReason) -> i32 {
         let _ = self.flush_if_any();
         self.events.send(&Event::Recycled {
             worker: self.worker,
             reason: reason.to_string(),
         });
-        let unstarted = self.pending.iter().map(|p| p.id).collect();
+        let unstarted = std::mem::take(&mut self.held_back);
         self.session.retire(unstarted, None);
         self.process.kill();
         EXIT_RECYCLED
@@ -549,7 +584,7 @@ impl Adapter {
             reason,
         });
         // The tasks queued behind the awaited one were never started.
-        let unstarted = self.pending.iter().map(|p| p.id).collect();
+        let unstarted = self.unstarted();
         let split = std::mem::take(&mut self.results);
         self.session.leave(unstarted, Some((split, self.busy)));
         self.process.kill();

@@ -523,7 +523,10 @@ impl Run {
         };
         let place = record.map_or_else(|| format!("a {noun}"), |r| format!("{noun} {r}"));
         let death = match (record, error.kind()) {
-            (Some(r), ErrorKind::WorkerLost) => self.monitor.death(r, DEATH_NEWS_WAIT),
+            // Why its workers died (or were stopped): their last words, and how.
+            (Some(r), ErrorKind::WorkerLost | ErrorKind::Timeout) => {
+                self.monitor.death(r, DEATH_NEWS_WAIT)
+            }
             _ => None,
         };
         let mut text = match &death {

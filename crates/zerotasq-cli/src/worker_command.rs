@@ -38,9 +38,11 @@ impl WorkerProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // The engine's variables are for the adapter, not for the user's program.
+        // The engine's variables are for the adapter, not for the user's program — but for
+        // its slot, which is the user's too.
         for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ZEROTASQ_") {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("ZEROTASQ_") && key_text != zerotasq::child::ENV_SLOT {
                 command.env_remove(key);
             }
         }
