@@ -676,6 +676,7 @@ mod tests {
                 security: Security::Insecure,
                 task_timeout: None,
                 recycling: Default::default(),
+                batching: Default::default(),
             };
             let args = AdapterArgs {
                 separator: b'\n',

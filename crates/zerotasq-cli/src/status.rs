@@ -79,7 +79,7 @@ pub fn render(endpoint: &str, status: &BrokerStatus) -> String {
     let _ = writeln!(
         text,
         "totals: {} workers, {} queued, {} in flight; {} submitted, {} completed, {} failed, \
-         {} requeued, {} poisoned",
+         {} requeued, {} poisoned, {} timed out, {} recycled",
         t.workers_alive,
         t.queued,
         t.in_flight,
@@ -87,7 +87,9 @@ pub fn render(endpoint: &str, status: &BrokerStatus) -> String {
         t.completed,
         t.failed,
         t.requeued,
-        t.poisoned
+        t.poisoned,
+        t.timed_out,
+        t.recycled
     );
     let _ = writeln!(text);
     if status.clients.is_empty() {
@@ -113,18 +115,19 @@ pub fn render(endpoint: &str, status: &BrokerStatus) -> String {
         let width = status.workers.iter().map(|w| w.id.len()).max().unwrap_or(0);
         let _ = writeln!(
             text,
-            "{:<width$} {:<8} {:>9} {:>10} {:>7}",
-            "WORKER", "STATE", "IN FLIGHT", "COMPLETED", "FAILED"
+            "{:<width$} {:<8} {:>9} {:>10} {:>7} {:>7}",
+            "WORKER", "STATE", "IN FLIGHT", "COMPLETED", "FAILED", "BATCH"
         );
         for w in &status.workers {
             let _ = writeln!(
                 text,
-                "{:<width$} {:<8} {:>9} {:>10} {:>7}",
+                "{:<width$} {:<8} {:>9} {:>10} {:>7} {:>7.1}",
                 w.id,
                 w.state.as_str(),
                 w.in_flight,
                 w.completed,
-                w.failed
+                w.failed,
+                w.mean_batch
             );
         }
     }
@@ -162,6 +165,8 @@ mod tests {
                 in_flight: 1,
                 completed: 6,
                 failed: 0,
+                mean_batch: 1.0,
+                max_batch: 0,
             }],
         };
         let text = render("tcp://h:1", &status);
@@ -174,6 +179,6 @@ mod tests {
         assert_eq!(cells, ["00deadbeef", "3", "1", "10", "6", "0", "2.0"]);
         let row = text.lines().find(|l| l.starts_with("r-host")).unwrap();
         let cells: Vec<_> = row.split_whitespace().collect();
-        assert_eq!(cells, ["r-host-1-abc-0", "busy", "1", "6", "0"]);
+        assert_eq!(cells, ["r-host-1-abc-0", "busy", "1", "6", "0", "1.0"]);
     }
 }

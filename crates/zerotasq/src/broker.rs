@@ -52,6 +52,9 @@ mod startup;
 mod tasks;
 mod workers;
 
+/// The largest batch a worker may ask for (a batch also stops at `max_batch_bytes`).
+const MAX_BATCH: u32 = 4096;
+
 /// Tuning of the broker; the pool builder fills it in.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -158,6 +161,8 @@ pub struct Broker {
     rate: Rate,
     rated: u64,
     outbox: Outbox,
+    /// When a batching worker's wait for a fuller batch ends (set by each dispatch).
+    batch_wake: Option<Instant>,
 }
 
 impl Broker {
@@ -174,6 +179,7 @@ impl Broker {
             started: now,
             rate: Rate::new(now),
             rated: 0,
+            batch_wake: None,
             outbox: Vec::new(),
         }
     }
@@ -238,7 +244,12 @@ impl Broker {
                 self.startup.worker_ready(identity);
                 self.stats.workers_ready += 1;
                 tracing::debug!(pid = ready.pid, host = ready.host, "worker ready");
-                self.workers.register(identity, ready.capacity, now);
+                let batching = (ready.max_batch > 0).then(|| {
+                    let wait = Duration::from_micros(ready.batch_wait_us.into());
+                    (ready.max_batch.min(MAX_BATCH) as usize, wait)
+                });
+                self.workers
+                    .register(identity, ready.capacity, batching, now);
                 self.workers.offer(identity);
             }
             Message::Results(batch) => self.on_results(identity, batch),
@@ -372,6 +383,7 @@ impl Broker {
             self.workers.next_deadline(),
             self.clients.next_deadline(),
             self.startup.next_deadline(),
+            self.batch_wake,
         ]
         .into_iter()
         .flatten()

@@ -14,7 +14,7 @@ use crate::transport::curve::{KeyPair, Security};
 use crate::transport::Context;
 use crate::worker::{init_worker, Worker, WorkerHandler};
 use crate::worker_limits::Recycling;
-use crate::worker_runtime::{serve, ServeEnd, WorkerOptions};
+use crate::worker_runtime::{serve, Batching, ServeEnd, WorkerOptions};
 use crate::worker_session::report_init_failure;
 
 /// Environment variable carrying a child's routing id.
@@ -38,6 +38,8 @@ const ENV_TASK_TIMEOUT_MS: &str = "ZEROTASQ_TASK_TIMEOUT_MS";
 const ENV_MAX_TASKS: &str = "ZEROTASQ_MAX_TASKS_PER_WORKER";
 const ENV_MAX_MEMORY: &str = "ZEROTASQ_MAX_WORKER_MEMORY";
 const ENV_MAX_AGE_MS: &str = "ZEROTASQ_MAX_WORKER_AGE_MS";
+const ENV_MAX_BATCH: &str = "ZEROTASQ_MAX_BATCH_SIZE";
+const ENV_BATCH_WAIT_US: &str = "ZEROTASQ_BATCH_WAIT_US";
 /// For a worker joining a CURVE endpoint: the broker's public key (Z85) …
 pub const ENV_SERVER_KEY: &str = "ZEROTASQ_SERVER_KEY";
 /// … and the path of this worker's `.key_secret` file.
@@ -123,6 +125,14 @@ pub fn worker_env(
             ENV_MAX_AGE_MS,
             opts.recycling.max_age.map(|a| a.as_millis() as u64),
         ),
+        (
+            ENV_MAX_BATCH,
+            Some(u64::from(opts.batching.max_size)).filter(|&n| n > 0),
+        ),
+        (
+            ENV_BATCH_WAIT_US,
+            Some(opts.batching.wait.as_micros() as u64).filter(|&n| n > 0),
+        ),
     ];
     for (name, value) in limits {
         if let Some(value) = value {
@@ -161,6 +171,10 @@ pub fn options_from_env() -> Result<WorkerOptions, Error> {
             max_tasks: optional(ENV_MAX_TASKS)?,
             max_memory: optional(ENV_MAX_MEMORY)?,
             max_age: optional::<u64>(ENV_MAX_AGE_MS)?.map(Duration::from_millis),
+        },
+        batching: Batching {
+            max_size: optional(ENV_MAX_BATCH)?.unwrap_or(0),
+            wait: Duration::from_micros(optional(ENV_BATCH_WAIT_US)?.unwrap_or(0)),
         },
     })
 }

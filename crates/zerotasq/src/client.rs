@@ -80,6 +80,8 @@ pub struct Stream<I: Iterator, O> {
     outstanding: HashSet<u64>,
     delivery: Reorder<Result<O, TaskError>>,
     watch: Watch,
+    /// The broker was told we have nothing more for now (since our last tasks).
+    said_all: bool,
 }
 
 impl<I: Iterator, O> Stream<I, O> {
@@ -102,6 +104,7 @@ impl<I: Iterator, O> Stream<I, O> {
             outstanding: HashSet::new(),
             delivery: Reorder::new(ordered),
             watch: link.watch(),
+            said_all: false,
         })
     }
 
@@ -122,6 +125,11 @@ impl<I: Iterator, O> Stream<I, O> {
     fn fill(&mut self) -> Result<(), TaskError> {
         let free = self.window.saturating_sub(self.in_flight);
         let refill_at = (self.window / 8).max(1);
+        if free == 0 && !self.said_all && self.input.is_some() {
+            // A window made smaller (set_window) is full without a fill.
+            self.said_all = true;
+            return self.send_submit(TaskBatchWriter::new());
+        }
         if free == 0 || (free < refill_at && self.delivery.has_ready()) {
             return Ok(());
         }
@@ -155,7 +163,18 @@ impl<I: Iterator, O> Stream<I, O> {
         if !exhausted {
             self.input = Some(input);
         }
+        let sent_some = !writer.is_empty();
         self.submit(writer)?;
+        // Nothing more can come for now — the input is exhausted or the window is full:
+        // the broker hears it (an empty batch), so no batch waits for more of our tasks.
+        if exhausted || self.in_flight >= self.window {
+            if sent_some || !self.said_all {
+                self.said_all = true;
+                self.send_submit(TaskBatchWriter::new())?;
+            }
+        } else if sent_some {
+            self.said_all = false;
+        }
         if was_idle {
             // Silence is counted from when we started waiting.
             self.watch.heard();
@@ -167,6 +186,10 @@ impl<I: Iterator, O> Stream<I, O> {
         if writer.is_empty() {
             return Ok(());
         }
+        self.send_submit(writer)
+    }
+
+    fn send_submit(&mut self, writer: TaskBatchWriter) -> Result<(), TaskError> {
         let frames: [Frame; 2] = [header(Command::Submit).into(), writer.finish().into()];
         match self.socket.send(frames, true) {
             Ok(()) => Ok(()),

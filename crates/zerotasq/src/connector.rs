@@ -222,7 +222,15 @@ impl<O> ConnectorIo<O> {
                             batch.push(self.next_id, &frames[1]);
                             self.next_id += 1;
                         }
-                        Some(FINISH) => self.finished = true,
+                        Some(FINISH) => {
+                            self.finished = true;
+                            // No batch waits for more of our tasks (an empty batch).
+                            let end = [
+                                header(Command::Submit).to_vec(),
+                                TaskBatchWriter::new().finish(),
+                            ];
+                            let _ = self.client.send(end, true);
+                        }
                         Some(STOP) => {
                             let _ = self.client.send([header(Command::Cancel)], false);
                             return Ok(());

@@ -28,7 +28,7 @@ use crate::transport::curve::{check_insecure, Security, ZapHandler};
 use crate::transport::{Context, Kind, Socket};
 use crate::worker::{init_worker, Worker, WorkerHandler};
 use crate::worker_limits::Recycling;
-use crate::worker_runtime::{serve, ServeEnd, WorkerOptions};
+use crate::worker_runtime::{serve, Batching, ServeEnd, WorkerOptions};
 use crate::worker_session::report_init_failure;
 
 /// How long dropping a pool waits for thread workers still inside a task.
@@ -65,6 +65,8 @@ pub struct PoolSpec {
     pub task_timeout: Option<Duration>,
     /// When local workers leave to be replaced by fresh ones.
     pub recycling: Recycling,
+    /// Whether local workers take tasks in batches of their own size.
+    pub batching: Batching,
     /// What each local worker finds in its environment for its slot.
     pub worker_env: WorkerEnv,
     /// What the broker tells a worker that asks before joining
@@ -110,6 +112,7 @@ impl Default for PoolSpec {
             tcp: None,
             task_timeout: None,
             recycling: Recycling::default(),
+            batching: Batching::default(),
             worker_env: WorkerEnv::default(),
             welcome: Vec::new(),
         }
@@ -210,6 +213,7 @@ impl RawPool {
             security: Security::Insecure,
             task_timeout: spec.task_timeout,
             recycling: spec.recycling,
+            batching: spec.batching,
         };
         let (count, command) = match spec.processes {
             Some((count, command)) => (count, Some(command)),
@@ -586,6 +590,22 @@ impl<W: Worker> PoolBuilder<W> {
         }
     }
 
+    /// Hands each worker up to `n` tasks at a time, run by one call of
+    /// [`Worker::process_batch`] (batched inference); batches form from what is queued when
+    /// a worker is free. The stream still yields one outcome per input.
+    pub fn max_batch_size(mut self, n: u32) -> Self {
+        self.check(n > 0, "max_batch_size must be at least 1");
+        self.spec.batching.max_size = n;
+        self
+    }
+
+    /// Lets a batch of fewer than `max_batch_size` tasks wait up to `wait` for more — never
+    /// once the stream has sent all it has. Default: no wait.
+    pub fn batch_wait(mut self, wait: Duration) -> Self {
+        self.spec.batching.wait = wait;
+        self
+    }
+
     /// Fine tuning of batching (target work per batch, most items per batch).
     pub fn batching(mut self, target: Duration, max_items: usize) -> Self {
         self.spec.broker.target_batch = target;
@@ -598,6 +618,10 @@ impl<W: Worker> PoolBuilder<W> {
     pub fn build(mut self) -> Result<Pool<W>, Error> {
         if let Some(problem) = self.problem {
             return Err(problem);
+        }
+        let batching = self.spec.batching;
+        if !batching.wait.is_zero() && batching.max_size == 0 {
+            return Err(Error::Config("batch_wait needs max_batch_size".into()));
         }
         if self.window > 100_000 {
             return Err(Error::Config(

@@ -15,7 +15,7 @@
 //! result batch = count:u32 busy_us:u64 { id:u64 status:u8 len:u32 bytes }*
 //! status 0 = Ok (bytes: the output), 1 = Err (bytes: an encoded WireError)
 //! wire error   = kind:u8 msg_len:u32 msg detail_len:u32 detail
-//! ready        = capacity:u32 pid:u32 host_len:u32 host
+//! ready        = capacity:u32 pid:u32 host_len:u32 host max_batch:u32 batch_wait_us:u32
 //! release      = count:u32 { id:u64 }*
 //! welcome      = the pool's welcome bytes, as given (may be empty)
 //! status       = JSON of a BrokerStatus
@@ -265,14 +265,21 @@ pub struct Ready<'a> {
     pub capacity: u32,
     pub pid: u32,
     pub host: &'a str,
+    /// It runs tasks in batches of up to this many (0: no preference; the broker sizes
+    /// batches from task times).
+    pub max_batch: u32,
+    /// How long a batch of fewer than `max_batch` may wait for more tasks (µs).
+    pub batch_wait_us: u32,
 }
 
 impl Ready<'_> {
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(12 + self.host.len());
+        let mut buf = Vec::with_capacity(20 + self.host.len());
         buf.extend_from_slice(&self.capacity.to_le_bytes());
         buf.extend_from_slice(&self.pid.to_le_bytes());
         put_bytes(&mut buf, self.host.as_bytes());
+        buf.extend_from_slice(&self.max_batch.to_le_bytes());
+        buf.extend_from_slice(&self.batch_wait_us.to_le_bytes());
         buf
     }
 }
@@ -377,11 +384,15 @@ impl<'a> Message<'a> {
                 let capacity = r.u32()?;
                 let pid = r.u32()?;
                 let host = r.str()?;
+                let max_batch = r.u32()?;
+                let batch_wait_us = r.u32()?;
                 r.finish()?;
                 Message::Ready(Ready {
                     capacity,
                     pid,
                     host,
+                    max_batch,
+                    batch_wait_us,
                 })
             }
             Command::Tasks => {

@@ -56,6 +56,12 @@ pub struct WorkerStatus {
     pub completed: u64,
     /// Tasks it answered with an error.
     pub failed: u64,
+    /// The tasks per batch it was handed, on average (a batching worker's batch sizes).
+    #[serde(default)]
+    pub mean_batch: f64,
+    /// Its declared batch size, for a worker that runs tasks in batches (0 otherwise).
+    #[serde(default)]
+    pub max_batch: usize,
 }
 
 /// What a worker is doing.
@@ -206,6 +212,8 @@ mod tests {
                 in_flight: 1,
                 completed: 7,
                 failed: 1,
+                mean_batch: 2.5,
+                max_batch: 32,
             }],
         };
         let json = status.to_json();

@@ -31,6 +31,20 @@ pub trait Worker: Sized + 'static {
 
     /// Runs one task; an error (or a panic) is that task's outcome, and the worker goes on.
     fn process(&mut self, input: Self::Input) -> Result<Self::Output, Self::Error>;
+
+    /// Runs several tasks at once — batched inference — when the pool sets
+    /// [`crate::PoolBuilder::max_batch_size`]: one outcome per input, in order (outcome *i*
+    /// is input *i*'s). A panic, or a count that does not match, fails each task of the
+    /// batch. By default each input goes through [`Worker::process`].
+    fn process_batch(
+        &mut self,
+        inputs: Vec<Self::Input>,
+    ) -> Vec<Result<Self::Output, Self::Error>> {
+        inputs
+            .into_iter()
+            .map(|input| self.process(input))
+            .collect()
+    }
 }
 
 /// Runs a [`Worker`] as a byte-level [`Handler`].
@@ -44,6 +58,48 @@ impl<W: Worker> Handler for WorkerHandler<W> {
             .process(input)
             .map_err(|e| TaskError::new(ErrorKind::Failed, e.to_string()))?;
         codec::encode_into(&output, out)
+    }
+
+    fn handle_batch(&mut self, tasks: &[&[u8]], outcomes: &mut Vec<Result<Vec<u8>, TaskError>>) {
+        // An input that does not decode fails at its place; the others run as one batch.
+        let mut decoded = Vec::with_capacity(tasks.len());
+        let mut places = Vec::with_capacity(tasks.len());
+        let mut slots: Vec<Option<Result<Vec<u8>, TaskError>>> = Vec::with_capacity(tasks.len());
+        for (place, task) in tasks.iter().enumerate() {
+            match codec::decode::<W::Input>(task) {
+                Ok(input) => {
+                    decoded.push(input);
+                    places.push(place);
+                    slots.push(None);
+                }
+                Err(e) => slots.push(Some(Err(e))),
+            }
+        }
+        let wanted = decoded.len();
+        let outputs = self.0.process_batch(decoded);
+        if outputs.len() != wanted {
+            let message = format!(
+                "process_batch returned {} results for {wanted} inputs",
+                outputs.len()
+            );
+            let error = TaskError::new(ErrorKind::Failed, message);
+            outcomes.extend(tasks.iter().map(|_| Err(error.clone())));
+            return;
+        }
+        for (place, output) in places.into_iter().zip(outputs) {
+            let encoded = output
+                .map_err(|e| TaskError::new(ErrorKind::Failed, e.to_string()))
+                .and_then(|value| {
+                    let mut out = Vec::new();
+                    codec::encode_into(&value, &mut out).map(|()| out)
+                });
+            slots[place] = Some(encoded);
+        }
+        outcomes.extend(
+            slots
+                .into_iter()
+                .map(|slot| slot.expect("every place filled")),
+        );
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct Progress {
     finished: AtomicU64,
     /// When the running task started (nanoseconds after `base`, plus one); 0 when idle.
     running_since: AtomicU64,
+    /// How many tasks the running call holds (a batch), the oldest handed over first.
+    running: AtomicU64,
 }
 
 impl Progress {
@@ -35,17 +37,28 @@ impl Progress {
             base: Instant::now(),
             finished: AtomicU64::new(0),
             running_since: AtomicU64::new(0),
+            running: AtomicU64::new(1),
         }
     }
 
     pub(crate) fn started(&self, at: Instant) {
+        self.started_many(at, 1);
+    }
+
+    /// A call running `count` tasks at once (a batch) started at `at`.
+    pub(crate) fn started_many(&self, at: Instant, count: usize) {
+        self.running.store(count as u64, Ordering::Release);
         let nanos = at.saturating_duration_since(self.base).as_nanos() as u64;
         self.running_since.store(nanos + 1, Ordering::Release);
     }
 
     pub(crate) fn finished(&self) {
+        self.finished_many(1);
+    }
+
+    pub(crate) fn finished_many(&self, count: usize) {
         self.running_since.store(0, Ordering::Release);
-        self.finished.fetch_add(1, Ordering::AcqRel);
+        self.finished.fetch_add(count as u64, Ordering::AcqRel);
     }
 
     fn running_since(&self) -> Option<Instant> {
@@ -183,12 +196,18 @@ impl Io<'_> {
             Some(ledger) => ledger.open(progress).iter().copied().collect(),
             None => Vec::new(),
         };
-        if let Some((&running, unstarted)) = open.split_first() {
-            if progress.running_since().is_some() {
-                tracing::warn!("task {running} ran past its time limit of {limit:?}; restarting");
-                let _ = self.session.time_out(running, limit);
-                self.session.leave(unstarted.to_vec(), None);
+        // The running call's tasks (one, or a batch) are charged; the rest go back.
+        let count = (progress.running.load(Ordering::Acquire) as usize).min(open.len());
+        let (running, unstarted) = open.split_at(count);
+        if progress.running_since().is_some() && !running.is_empty() {
+            tracing::warn!(
+                "{} task(s) ran past the time limit of {limit:?}; restarting",
+                running.len()
+            );
+            for &id in running {
+                let _ = self.session.time_out(id, limit);
             }
+            self.session.leave(unstarted.to_vec(), None);
         }
         // SAFETY: _exit ends the process at once; nothing of ours needs unwinding, and the
         // task thread must not run on.

@@ -29,6 +29,16 @@ pub trait Handler {
     /// Runs one task: reads the task's bytes, appends the output's bytes to `out`.
     fn handle(&mut self, task: &[u8], out: &mut Vec<u8>) -> Result<(), TaskError>;
 
+    /// Runs several tasks in one call, for a worker that declared a batch size
+    /// ([`Batching`]): one outcome per task, in order, pushed onto `outcomes`. By default
+    /// each task runs alone through [`Handler::handle`].
+    fn handle_batch(&mut self, tasks: &[&[u8]], outcomes: &mut Vec<Result<Vec<u8>, TaskError>>) {
+        for task in tasks {
+            let mut out = Vec::new();
+            outcomes.push(self.handle(task, &mut out).map(|()| out));
+        }
+    }
+
     /// Wraps the running of one batch of tasks. A face that must enter an interpreter
     /// (take Python's GIL) overrides it to do so once per batch instead of once per task.
     fn batch<R>(&mut self, run: impl FnOnce(&mut Self) -> R) -> R
@@ -69,6 +79,19 @@ pub struct WorkerOptions {
     pub task_timeout: Option<Duration>,
     /// When the worker leaves to be replaced by a fresh one.
     pub recycling: Recycling,
+    /// Whether it takes tasks in batches of its own size ([`Handler::handle_batch`]).
+    pub batching: Batching,
+}
+
+/// A worker that runs tasks in batches (a model's batched inference) declares it: the
+/// broker then hands it up to `max_size` tasks at a time from what is queued, waiting up to
+/// `wait` for a fuller batch — never once the client has sent all it has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Batching {
+    /// Tasks per batch at most; 0 for a worker that takes tasks one by one.
+    pub max_size: u32,
+    /// How long a batch of fewer than `max_size` may wait for more tasks.
+    pub wait: Duration,
 }
 
 impl WorkerOptions {
@@ -86,6 +109,7 @@ impl WorkerOptions {
             security,
             task_timeout: None,
             recycling: Recycling::default(),
+            batching: Batching::default(),
         }
     }
 }
@@ -137,6 +161,7 @@ pub fn serve(
             .recycling
             .is_set()
             .then(|| RecycleCheck::new(opts.recycling, std::process::id(), &opts.identity)),
+        max_batch: opts.batching.max_size as usize,
     };
     let end = tasks.serve(handler);
     // The I/O thread has left its loop (it sent us the message we ended on), or will once
@@ -151,6 +176,8 @@ struct TaskThread<'a> {
     out: Vec<u8>,
     progress: Option<&'a Progress>,
     recycle: Option<RecycleCheck>,
+    /// Tasks per call of [`Handler::handle_batch`]; 0: one task per [`Handler::handle`].
+    max_batch: usize,
 }
 
 impl TaskThread<'_> {
@@ -216,6 +243,9 @@ impl TaskThread<'_> {
         handler: &mut impl Handler,
         batch: TaskBatch<'_>,
     ) -> Result<Option<RecycleReason>, Error> {
+        if self.max_batch > 0 {
+            return self.run_grouped(handler, batch);
+        }
         let mut writer = Results::default();
         let mut busy = Duration::ZERO;
         let mut flush_at = Instant::now() + FLUSH_EVERY;
@@ -249,6 +279,42 @@ impl TaskThread<'_> {
             send_results(self.pair, writer, busy)?;
         }
         Ok(due)
+    }
+
+    /// Runs a batch in calls of up to `max_batch` tasks ([`Handler::handle_batch`]); each
+    /// call's outcomes go out as soon as it returns. The time limit applies to each call.
+    fn run_grouped(
+        &mut self,
+        handler: &mut impl Handler,
+        batch: TaskBatch<'_>,
+    ) -> Result<Option<RecycleReason>, Error> {
+        let tasks: Vec<(u64, &[u8])> = batch.iter().collect();
+        let mut outcomes = Vec::new();
+        for group in tasks.chunks(self.max_batch) {
+            let inputs: Vec<&[u8]> = group.iter().map(|&(_, task)| task).collect();
+            let started = Instant::now();
+            if let Some(progress) = self.progress {
+                progress.started_many(started, group.len());
+            }
+            run_many(handler, &inputs, &mut outcomes);
+            let busy = started.elapsed();
+            if let Some(progress) = self.progress {
+                progress.finished_many(group.len());
+            }
+            let mut writer = Results::default();
+            for (&(id, _), outcome) in group.iter().zip(&outcomes) {
+                match outcome {
+                    Ok(out) => writer.push_ok(id, out),
+                    Err(e) => writer.push_err(id, e),
+                }
+            }
+            send_results(self.pair, writer, busy)?;
+            let done = group.len() as u64;
+            if let Some(reason) = self.recycle.as_mut().and_then(|c| c.tasks_done(done)) {
+                return Ok(Some(reason));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -372,6 +438,39 @@ fn send_pair(pair: &Socket, frames: Vec<Frame>) -> Result<(), Error> {
         SendError::Other(e) => e,
         _ => Error::Closed,
     })
+}
+
+/// Runs tasks as one batch (a worker that declared a batch size): one outcome per task. A
+/// panic, or a count of outcomes that does not match, fails every task of the batch.
+fn run_many(
+    handler: &mut impl Handler,
+    tasks: &[&[u8]],
+    outcomes: &mut Vec<Result<Vec<u8>, TaskError>>,
+) {
+    outcomes.clear();
+    CAPTURING.with(|c| *c.borrow_mut() = Some(None));
+    let result = catch_unwind(AssertUnwindSafe(|| handler.handle_batch(tasks, outcomes)));
+    let captured = CAPTURING.with(|c| c.borrow_mut().take()).flatten();
+    let failure = match result {
+        Err(payload) => {
+            let (message, backtrace) =
+                captured.unwrap_or_else(|| (panic_message(&*payload), String::new()));
+            Some(TaskError::new(ErrorKind::Panicked, message).with_detail(backtrace))
+        }
+        Ok(()) if outcomes.len() != tasks.len() => Some(TaskError::new(
+            ErrorKind::Failed,
+            format!(
+                "the batch of {} tasks got {} results; one result per task is needed",
+                tasks.len(),
+                outcomes.len()
+            ),
+        )),
+        Ok(()) => None,
+    };
+    if let Some(error) = failure {
+        outcomes.clear();
+        outcomes.extend(tasks.iter().map(|_| Err(error.clone())));
+    }
 }
 
 /// Runs one task, turning a panic into an error outcome with its backtrace.

@@ -127,6 +127,8 @@ impl WorkerSession {
             capacity: opts.capacity,
             pid: std::process::id(),
             host: &hostname(),
+            max_batch: opts.batching.max_size,
+            batch_wait_us: u32::try_from(opts.batching.wait.as_micros()).unwrap_or(u32::MAX),
         };
         send(&dealer, [header(Command::Ready).to_vec(), ready.encode()])?;
         let now = Instant::now();
@@ -392,6 +394,7 @@ mod tests {
                 security: Security::Insecure,
                 task_timeout: None,
                 recycling: Default::default(),
+                batching: Default::default(),
             };
             let session = WorkerSession::join(&ctx, &opts).unwrap();
             let mut broker = FakeBroker {

@@ -58,6 +58,8 @@ fn garbage_on_the_worker_endpoint_leaves_the_broker_serving() {
                         capacity: 1,
                         pid: 1,
                         host: "evil",
+                        max_batch: 0,
+                        batch_wait_us: 0,
                     })
                     .encode(),
                     0,

@@ -387,6 +387,8 @@ fn stranger_role() {
         capacity: 8,
         pid: 1,
         host: "stranger",
+        max_batch: 0,
+        batch_wait_us: 0,
     })
     .encode();
     let mut batch = zerotasq::protocol::TaskBatchWriter::new();

@@ -77,6 +77,8 @@ fn strangers_without_an_allowed_key_get_no_task_and_submit_nothing() {
         capacity: 8,
         pid: 1,
         host: "stranger",
+        max_batch: 0,
+        batch_wait_us: 0,
     })
     .encode();
     // No key at all, on both endpoints.

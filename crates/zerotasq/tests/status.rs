@@ -106,6 +106,7 @@ fn two_remote_clients_show_with_their_queue_depths() {
         },
         task_timeout: None,
         recycling: Default::default(),
+        batching: Default::default(),
     };
     std::thread::spawn(move || {
         serve_remote(&Context::new(), &opts, |task: &[u8], out: &mut Vec<u8>| {

@@ -25,6 +25,7 @@ fn worker_options(endpoint: &str, keys: KeyPair, server: &Keys) -> WorkerOptions
         },
         task_timeout: None,
         recycling: Default::default(),
+        batching: Default::default(),
     }
 }
 

@@ -24,6 +24,12 @@ const RESULTS_BYTES: usize = 4 << 20;
 
 struct Client {
     queue: VecDeque<u64>,
+    /// Since when its queue holds tasks (a batching worker may wait for more until then
+    /// plus its wait).
+    waiting_since: Instant,
+    /// It said it has nothing more to send for now (an empty `Submit`): no batch waits for
+    /// more of its tasks.
+    input_ended: bool,
     /// Outcomes waiting for the end of this loop iteration.
     outbox: ResultBatchWriter,
     /// Full result batches waiting for the end of this loop iteration.
@@ -175,6 +181,8 @@ impl Clients {
                     .unwrap_or_else(|| ClientFigures::new(now));
                 let client = Client {
                     queue: VecDeque::new(),
+                    waiting_since: now,
+                    input_ended: false,
                     outbox: ResultBatchWriter::new(),
                     sealed: Vec::new(),
                     open: 0,
@@ -186,6 +194,8 @@ impl Clients {
             }
         };
         let client = self.open.get_mut(identity).expect("inserted above");
+        // An empty batch is the client's word that its input is exhausted for now.
+        client.input_ended = batch.is_empty();
         client.figures.submitted += batch.len() as u64;
         client.figures.last_active = now;
         if let Some(error) = failed {
@@ -196,6 +206,9 @@ impl Clients {
             return;
         }
         let was_idle = client.queue.is_empty();
+        if was_idle {
+            client.waiting_since = now;
+        }
         for (client_id, payload) in batch.iter() {
             client.queue.push_back(tasks.add(&key, client_id, payload));
             client.open += 1;
@@ -215,6 +228,21 @@ impl Clients {
     pub(super) fn next_task(&self) -> Option<u64> {
         let identity = self.turns.front()?;
         self.open.get(identity)?.queue.front().copied()
+    }
+
+    /// For a worker that takes batches of `max` and may wait `wait` for a fuller one: when
+    /// to feed it from the client whose turn it is — `None` now (a full batch is queued,
+    /// the wait is over, or the client has sent all it has), else the time the wait ends.
+    pub(super) fn batch_wait_until(
+        &self,
+        max: usize,
+        wait: Duration,
+        now: Instant,
+    ) -> Option<Instant> {
+        let client = self.open.get(self.turns.front()?)?;
+        let until = client.waiting_since + wait;
+        let fill = client.queue.len() >= max || client.input_ended || now >= until;
+        (!fill).then_some(until)
     }
 
     /// The client whose turn it is gives tasks from the front of its queue for as long as
@@ -242,6 +270,8 @@ impl Clients {
             return false;
         };
         if client.queue.is_empty() {
+            // Its `waiting_since` stays that of an earlier submit: a task that comes back
+            // has waited already.
             self.turns.push_front(identity.clone());
         }
         client.queue.push_front(id);

@@ -10,6 +10,7 @@ use crate::protocol::{Command, TaskBatchWriter};
 
 impl Broker {
     pub(super) fn dispatch(&mut self, now: Instant) {
+        self.batch_wake = None;
         // Workers passed over because the next task must run alone and they are busy.
         let mut passed_over = Vec::new();
         while self.clients.has_turns() {
@@ -21,6 +22,15 @@ impl Broker {
             };
             if room.tasks == 0 {
                 continue;
+            }
+            // A worker that takes batches of its own size may wait a little for a fuller
+            // one; it is fed when the wait is over (the broker wakes up for it).
+            if let Some((max, wait)) = self.workers.batch_wait(&identity) {
+                if let Some(until) = self.clients.batch_wait_until(max, wait, now) {
+                    self.batch_wake = Some(self.batch_wake.map_or(until, |at| at.min(until)));
+                    passed_over.push(identity);
+                    continue;
+                }
             }
             let suspect = self
                 .clients

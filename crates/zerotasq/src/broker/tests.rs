@@ -27,6 +27,8 @@ fn ready(b: &mut Broker, worker: &str, capacity: u32, now: Instant) {
         capacity,
         pid: 1,
         host: "h",
+        max_batch: 0,
+        batch_wait_us: 0,
     })
     .encode();
     b.on_worker(worker.as_bytes(), &frames, now);

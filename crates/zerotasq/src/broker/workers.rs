@@ -49,6 +49,12 @@ pub(super) struct Worker {
     /// Outcomes it returned, for the status.
     completed: u64,
     failed: u64,
+    /// It runs tasks in batches of up to this many, and a batch may wait this long for
+    /// more (declared in its `Ready`).
+    batching: Option<(usize, Duration)>,
+    /// Batches handed to it and the tasks in them, for the status.
+    batches: u64,
+    batched_tasks: u64,
 }
 
 impl Worker {
@@ -70,6 +76,9 @@ impl Worker {
     }
 
     fn batch_size(&self, sizing: Sizing) -> usize {
+        if let Some((max, _)) = self.batching {
+            return max;
+        }
         match self.task_us {
             Some(us) if us > 0.0 => {
                 let n = sizing.target_batch.as_micros() as f64 / us;
@@ -158,7 +167,15 @@ impl Workers {
 
     /// Registers a worker that may hold `capacity` batches. The caller has removed an
     /// earlier worker of the same routing id.
-    pub(super) fn register(&mut self, identity: &[u8], capacity: u32, now: Instant) {
+    /// Registers a worker that may hold `capacity` batches; `batching`: its own batch size
+    /// and how long a batch may wait for more tasks.
+    pub(super) fn register(
+        &mut self,
+        identity: &[u8],
+        capacity: u32,
+        batching: Option<(usize, Duration)>,
+        now: Instant,
+    ) {
         let serial = self.next_serial;
         self.next_serial += 1;
         let identity = PeerId::from(identity);
@@ -181,8 +198,19 @@ impl Workers {
                 retiring: false,
                 completed: 0,
                 failed: 0,
+                batching,
+                batches: 0,
+                batched_tasks: 0,
             },
         );
+    }
+
+    /// A batching worker's batch size and wait, if it declared them with a wait.
+    pub(super) fn batch_wait(&self, identity: &[u8]) -> Option<(usize, Duration)> {
+        self.table
+            .get(identity)?
+            .batching
+            .filter(|(_, wait)| !wait.is_zero())
     }
 
     /// Takes a worker out (dead or gone); its tasks are the caller's to re-queue.
@@ -326,6 +354,8 @@ impl Workers {
             self.held += worker.in_flight.len() - before;
             worker.isolated |= isolated;
             worker.last_sent = now;
+            worker.batches += 1;
+            worker.batched_tasks += ids.len() as u64;
         }
     }
 
@@ -397,6 +427,8 @@ impl Workers {
                 in_flight: w.in_flight.len(),
                 completed: w.completed,
                 failed: w.failed,
+                mean_batch: w.batched_tasks as f64 / w.batches.max(1) as f64,
+                max_batch: w.batching.map_or(0, |(max, _)| max),
             })
             .collect();
         workers.sort_by(|a, b| a.id.cmp(&b.id));
@@ -464,8 +496,8 @@ mod tests {
     fn a_worker_heard_from_lives_on_and_its_deadline_moves_with_it() {
         let t = Instant::now();
         let mut w = workers();
-        w.register(b"a", 1, t);
-        w.register(b"b", 1, t);
+        w.register(b"a", 1, None, t);
+        w.register(b"b", 1, None, t);
         w.seen(b"a", t + 200 * MS);
         // The queued deadline (t + 300 ms) is early for "a": checked, and queued again.
         assert!(
@@ -488,8 +520,8 @@ mod tests {
     fn heartbeats_go_to_workers_sent_nothing_for_an_interval() {
         let t = Instant::now();
         let mut w = workers();
-        w.register(b"a", 1, t);
-        w.register(b"b", 1, t);
+        w.register(b"a", 1, None, t);
+        w.register(b"b", 1, None, t);
         w.hand(b"a", &[1], false, t + 50 * MS);
         assert_eq!(ids(w.owed_heartbeats(t + 100 * MS)), ["b"]);
         assert!(w.owed_heartbeats(t + 120 * MS).is_empty());
@@ -502,10 +534,10 @@ mod tests {
     fn a_removed_workers_deadlines_do_not_reach_its_successor() {
         let t = Instant::now();
         let mut w = workers();
-        w.register(b"a", 1, t);
+        w.register(b"a", 1, None, t);
         w.remove(b"a");
         // The same routing id registers again later: only the new deadlines count.
-        w.register(b"a", 1, t + 200 * MS);
+        w.register(b"a", 1, None, t + 200 * MS);
         assert!(w.expired(t + 301 * MS).is_empty());
         assert!(w.owed_heartbeats(t + 100 * MS).is_empty());
         assert_eq!(ids(w.owed_heartbeats(t + 300 * MS)), ["a"]);
@@ -519,7 +551,7 @@ mod tests {
             heartbeat_interval: Duration::ZERO,
             ..BrokerConfig::default()
         });
-        w.register(b"a", 1, t);
+        w.register(b"a", 1, None, t);
         assert_eq!(ids(w.owed_heartbeats(t)), ["a"]);
     }
 
@@ -527,8 +559,8 @@ mod tests {
     fn the_count_of_held_tasks_follows_hands_results_releases_and_removals() {
         let t = Instant::now();
         let mut w = workers();
-        w.register(b"a", 4, t);
-        w.register(b"b", 4, t);
+        w.register(b"a", 4, None, t);
+        w.register(b"b", 4, None, t);
         w.hand(b"a", &[1, 2, 3], false, t);
         w.hand(b"b", &[4, 5], false, t);
         assert_eq!(w.held(), 5);

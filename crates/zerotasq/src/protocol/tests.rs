@@ -59,7 +59,7 @@ proptest! {
     #[test]
     fn control_messages_round_trip(identity in prop::collection::vec(any::<u8>(), 0..16), text in ".{0,30}", cap in any::<u32>(), pid in any::<u32>()) {
         let messages = [
-            Message::Ready(Ready { capacity: cap, pid, host: &text }),
+            Message::Ready(Ready { capacity: cap, pid, host: &text, max_batch: cap / 3, batch_wait_us: pid / 5 }),
             Message::Heartbeat, Message::Goodbye, Message::Shutdown, Message::Cancel,
             Message::StopRestarting, Message::Hello, Message::Welcome(&identity),
             Message::StatusRequest, Message::Status(text.as_bytes()),
