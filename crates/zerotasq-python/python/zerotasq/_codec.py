@@ -5,6 +5,8 @@ Exact ``bytes`` payloads never reach this module: the native codec moves them as
 
 from __future__ import annotations
 
+import io
+import marshal
 import pickle
 import sys
 
@@ -13,13 +15,39 @@ __all__ = ["dumps", "loads", "dumps_definitions", "dumps_for_remote"]
 loads = pickle.loads
 
 
+def _reduce_code(code):
+    return marshal.loads, (marshal.dumps(code),)
+
+
+_Pickler = None
+
+
+def _pickler():
+    """cloudpickle's pickler, but code objects go whole (marshal): cloudpickle renames their
+    file ``<dynamic-code>``, and a worker's traceback would then show neither the user's file
+    nor its lines. Workers run the same Python, which marshal needs."""
+    global _Pickler
+    if _Pickler is None:
+        import collections
+        import types
+
+        import cloudpickle
+
+        class Pickler(cloudpickle.Pickler):
+            dispatch_table = collections.ChainMap({types.CodeType: _reduce_code},
+                                                  cloudpickle.Pickler.dispatch_table)
+
+        _Pickler = Pickler
+    return _Pickler
+
+
 def dumps(obj) -> bytes:
     """Pickles ``obj`` by value, code and all (cloudpickle, protocol 5): the native codec's
     fallback (a worker's ``__main__`` is not the caller's), worker definitions, Executor
     calls."""
-    import cloudpickle
-
-    return cloudpickle.dumps(obj, protocol=5)
+    buffer = io.BytesIO()
+    _pickler()(buffer, protocol=5).dump(obj)
+    return buffer.getvalue()
 
 
 def dumps_definitions(obj) -> bytes:
@@ -72,7 +100,7 @@ def dumps_for_remote(definitions) -> bytes:
     for module in own:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return cloudpickle.dumps(definitions, protocol=5)
+        return dumps(definitions)
     finally:
         for module in own:
             cloudpickle.unregister_pickle_by_value(module)
