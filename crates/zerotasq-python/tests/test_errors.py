@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 import zerotasq
 from zerotasq import LoadBalancer, Pool, TaskError, Worker
 

@@ -1,7 +1,6 @@
 """Ctrl-C in the caller stops everything at once, with no orphan processes; a worker class
 defined in ``__main__`` works."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -6,7 +6,6 @@ import os
 import threading
 
 import pytest
-
 import zerotasq
 from zerotasq import Pool
 

@@ -1,15 +1,17 @@
-"""Errors: a failed task arrives as ``TaskError`` at its own place in the stream, carrying the
-remote exception's type, message and traceback; the stream goes on after it."""
+"""Errors: a failed task arrives at its own place in the stream as an instance of the
+remote exception's own type that is also a ``TaskError`` (or a plain ``TaskError`` when that
+type cannot be rebuilt here), carrying the remote traceback; the stream goes on after it."""
 
 from __future__ import annotations
 
 import binascii
 import pickle
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover - `typing` is not imported in worker processes
-    from typing import Optional
 
 from zerotasq._native import PoolError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` is not imported in worker processes
+    from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 __all__ = ["TaskError", "WorkerLost", "InitFailed", "TaskCancelled", "PoolError", "RemoteTraceback"]
 
@@ -49,7 +51,7 @@ class TaskError(Exception):
         where = "" if self.index is None else " (task #%d)" % self.index
         return self.message + where
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Callable[..., TaskError], Tuple[Any, ...]]:
         return (_rebuild, (type(self), self.message, self.remote_traceback, self.index))
 
 
@@ -74,7 +76,7 @@ class TaskCancelled(TaskError):
 _KINDS = {cls.kind: cls for cls in (TaskError, WorkerLost, InitFailed, TaskCancelled)}
 
 
-def _rebuild(cls, message, remote_traceback, index):
+def _rebuild(cls: Type[TaskError], message: str, remote_traceback: str, index: Optional[int]) -> TaskError:
     return cls(message, remote_traceback=remote_traceback, index=index)
 
 
@@ -83,15 +85,15 @@ class _OriginalFirst:
     so that the original type's ``__init__`` and ``__str__`` reach what they would reach in
     the original (``Exception``'s), not ``TaskError``'s."""
 
-    def __init__(self, *args, **kwargs):
-        super(TaskError, self).__init__(*args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super(TaskError, self).__init__(*args, **kwargs)  # type: ignore[misc]
 
     def __str__(self) -> str:
-        return super(TaskError, self).__str__()
+        return Exception.__str__(self)  # type: ignore[arg-type]
 
 
 #: original exception type -> its TaskError subclass, or None where it cannot be made.
-_REBUILT: dict = {}
+_REBUILT: Dict[type, Optional[type]] = {}
 
 
 def _rebuilt_type(original_type: type) -> Optional[type]:
@@ -116,11 +118,12 @@ def _rebuilt_type(original_type: type) -> Optional[type]:
     return cls
 
 
-def _reduce_rebuilt(self):
+def _reduce_rebuilt(self: TaskError) -> Tuple[Callable[..., TaskError], Tuple[Any, ...]]:
     return (_rebuild_from_original, (self.original, self.message, self.remote_traceback, self.index))
 
 
-def _rebuild_from_original(original, message, remote_traceback, index):
+def _rebuild_from_original(original: BaseException, message: str, remote_traceback: str,
+                           index: Optional[int]) -> TaskError:
     return _from_original(original, message, remote_traceback, index) or TaskError(
         message, remote_traceback=remote_traceback, index=index, original=original)
 
@@ -153,7 +156,8 @@ def _from_original(original: BaseException, message: str, remote_traceback: str,
     err.exc_type = message.split(":", 1)[0]
     if index is not None and hasattr(err, "add_note"):
         err.add_note("(zerotasq: raised in a worker by task #%d)" % index)
-    return err
+    rebuilt: TaskError = err
+    return rebuilt
 
 
 def make_error(kind: str, message: str, detail: str, index: Optional[int]) -> TaskError:
@@ -187,7 +191,7 @@ def make_error(kind: str, message: str, detail: str, index: Optional[int]) -> Ta
     return err
 
 
-def describe(exc: BaseException):
+def describe(exc: BaseException) -> Tuple[str, str]:
     """Worker side: ``(message, detail)`` of an exception raised by ``process``; the detail is
     the traceback, followed by the pickled exception when it pickles."""
     import traceback
@@ -212,7 +216,8 @@ def _pickled(exc: BaseException) -> Optional[bytes]:
     that takes other arguments than it passes on, as its type, arguments and attributes."""
     from zerotasq._codec import dumps
 
-    ways = (lambda: pickle.dumps(exc, protocol=5), lambda: dumps(exc), lambda: dumps(_Restored(exc)))
+    ways: Tuple[Callable[[], bytes], ...] = (
+        lambda: pickle.dumps(exc, protocol=5), lambda: dumps(exc), lambda: dumps(_Restored(exc)))
     for way in ways:
         try:
             blob = way()
@@ -229,11 +234,11 @@ class _Restored:
     def __init__(self, exc: BaseException):
         self.exc = exc
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Callable[..., BaseException], Tuple[Any, ...]]:
         return (_restore, (type(self.exc), self.exc.args, vars(self.exc)))
 
 
-def _restore(cls, args, state):
+def _restore(cls: Type[BaseException], args: Tuple[Any, ...], state: Dict[str, Any]) -> BaseException:
     exc = cls.__new__(cls, *args)
     exc.args = args
     exc.__dict__.update(state)

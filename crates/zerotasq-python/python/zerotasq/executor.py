@@ -8,7 +8,7 @@ A feeder thread sends calls in submission order; a collector thread receives the
 import collections
 import concurrent.futures as cf
 import threading
-from typing import Any, Callable, Deque, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Deque, Optional, Sequence, Tuple, TypeVar
 
 from zerotasq._codec import dumps, loads
 from zerotasq._errors import make_error
@@ -18,8 +18,6 @@ from zerotasq.worker import FunctionWorker
 __all__ = ["Executor"]
 
 T = TypeVar("T")
-
-_STOP = object()
 
 
 def _call(payload: bytes) -> Any:
@@ -36,7 +34,8 @@ class Executor(cf.Executor):
         self._pool = start_pool([FunctionWorker(_call, initializer, initargs)], self._max_workers,
                                 max_retries=max_retries)
         self._conn = self._pool.connector(max(1, int(window)), True, dumps, loads, make_error)
-        self._queue: Deque[Union[object, Tuple["cf.Future[Any]", bytes]]] = collections.deque()
+        # Calls to send, in order; None: no more.
+        self._queue: Deque[Optional[Tuple["cf.Future[Any]", bytes]]] = collections.deque()
         self._wakeup = threading.Condition()
         self._pending: Deque["cf.Future[Any]"] = collections.deque()
         self._shutdown = False
@@ -45,7 +44,7 @@ class Executor(cf.Executor):
         self._feeder.start()
         self._collector.start()
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> "cf.Future[T]":
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> cf.Future[T]:
         """Schedules ``fn(*args, **kwargs)`` in a worker process; its future. A call that
         raises completes the future with its exception (also a ``TaskError``)."""
         with self._wakeup:
@@ -64,7 +63,7 @@ class Executor(cf.Executor):
                     while not self._queue:
                         self._wakeup.wait()
                     item = self._queue.popleft()
-                if item is _STOP:
+                if item is None:
                     self._conn.finish()
                     return
                 future, payload = item
@@ -99,15 +98,15 @@ class Executor(cf.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._wakeup:
             if cancel_futures:
-                kept = collections.deque()
+                kept: Deque[Optional[Tuple["cf.Future[Any]", bytes]]] = collections.deque()
                 while self._queue:
                     item = self._queue.popleft()
-                    if item is not _STOP:
+                    if item is not None:
                         item[0].cancel()
                 self._queue = kept
             if not self._shutdown:
                 self._shutdown = True
-                self._queue.append(_STOP)
+                self._queue.append(None)
                 self._wakeup.notify()
         if wait:
             self._feeder.join()

@@ -9,8 +9,21 @@ and ``zerotasq.map`` for a one-off function over an iterable, lambdas and closur
 
 import time
 import weakref
-from typing import (Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Sequence, Type, TypeVar,
-                    Union, overload)
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Type,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from zerotasq import _native
 from zerotasq._codec import dumps, loads

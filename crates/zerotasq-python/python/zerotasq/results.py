@@ -66,7 +66,8 @@ class Results(Generic[Out]):
         import asyncio  # imported on first use: it costs worker start-up time otherwise
 
         loop = asyncio.get_running_loop()
-        value = await loop.run_in_executor(None, next, self._it(), _END)
+        value: Any = await loop.run_in_executor(None, next, self._it(), _END)
         if value is _END:
             raise StopAsyncIteration
-        return value
+        result: Out = value
+        return result
