@@ -114,8 +114,8 @@ def _rebuilt_type(original_type: type) -> Optional[type]:
             cls = type(original_type.__name__, (original_type, _OriginalFirst, TaskError), namespace)
         except Exception:
             cls = None
-    _REBUILT[original_type] = cls
-    return cls
+    # Two threads may both have made one: all keep the first, so one type means one class.
+    return _REBUILT.setdefault(original_type, cls)
 
 
 def _reduce_rebuilt(self: TaskError) -> Tuple[Callable[..., TaskError], Tuple[Any, ...]]:
