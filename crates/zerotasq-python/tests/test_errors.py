@@ -184,5 +184,7 @@ def test_a_script_catches_its_own_exception_class_and_sees_its_own_lines(tmp_pat
     # The worker's frame: the script's own file, line and source, not "<dynamic-code>".
     assert 'File "%s", line 9, in process' % script in run.stderr, run.stderr
     assert 'raise BadInput("no %d" % x)' in run.stderr
-    last = ["BadInput: no 2"] + (["(zerotasq: raised in a worker by task #2)"] if sys.version_info >= (3, 11) else [])
-    assert run.stderr.rstrip().splitlines()[-len(last):] == last
+    lines = run.stderr.rstrip().splitlines()
+    if sys.version_info >= (3, 11):  # exception notes
+        assert lines.pop() == "(zerotasq: raised in a worker by task #2)"
+    assert lines[-1] in ("BadInput: no 2", "__main__.BadInput: no 2")  # the module named before 3.10
