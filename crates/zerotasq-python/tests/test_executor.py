@@ -4,7 +4,6 @@ import concurrent.futures as cf
 import time
 
 import pytest
-
 import zerotasq
 
 

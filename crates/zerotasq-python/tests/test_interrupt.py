@@ -1,7 +1,6 @@
 """Ctrl-C in the caller stops everything at once, with no orphan processes; a worker class
 defined in ``__main__`` works."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -53,6 +52,10 @@ def test_ctrl_c_stops_everything(tmp_path):
     assert time.monotonic() - t0 < 5
     assert "INTERRUPTED" in out
     assert "KeyboardInterrupt" in err
+    # The traceback points at the script's own line, the loop that was interrupted.
+    line = SCRIPT.splitlines().index("            for _ in pool.imap([60] * 4):") + 1
+    assert 'File "%s", line %d, in <module>' % (script, line) in err, err
+    assert "for _ in pool.imap([60] * 4):" in err and "line -1" not in err
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)

@@ -11,10 +11,8 @@ import sys
 import textwrap
 import time
 
-from zerotasq import InitFailed, Pool, Worker
-from zerotasq import _logging
-from zerotasq._codec import dumps_definitions
-from zerotasq._launch import _PACKAGE_ROOT
+from zerotasq import InitFailed, Pool, Worker, _logging
+from zerotasq._launch import _PACKAGE_ROOT, worker_stdin
 from zerotasq.pool import worker_definitions
 
 #: Generous: records come from other threads, on a machine shared with other work.
@@ -199,12 +197,11 @@ def test_a_workers_engine_events_go_to_its_logging(tmp_path):
     # A worker process on its own, told of a broker that never answers: its I/O thread logs
     # a WARNING and leaves; the worker's `logging` (configured by `loglevel`) prints it.
     definitions = worker_definitions(abs, None, None, None, (), "WARNING")
-    header = "\0".join(p for p in sys.path if "\n" not in p).encode("utf-8", "surrogateescape")
     env = dict(os.environ, PYTHONPATH=_PACKAGE_ROOT, ZEROTASQ_WORKER_ID="log-p-0-1",
                ZEROTASQ_ENDPOINT="ipc://%s" % (tmp_path / "nobody"), ZEROTASQ_HEARTBEAT_MS="100",
                ZEROTASQ_LIVENESS="3", ZEROTASQ_CAPACITY="1", ZEROTASQ_MAX_MESSAGE="1048576")
     proc = subprocess.run([sys.executable, "-S", "-c", "import zerotasq._worker as w; w.run()"],
-                          input=header + b"\n" + dumps_definitions(definitions), env=env,
+                          input=worker_stdin(definitions), env=env,
                           capture_output=True, timeout=60)
     err = proc.stderr.decode()
     assert proc.returncode != 0

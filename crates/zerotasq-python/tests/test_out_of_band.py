@@ -5,7 +5,6 @@ as tasks and as results, small and big, and arrive equal and writable."""
 import pickle
 
 import pytest
-
 from zerotasq import Pool
 
 

@@ -6,7 +6,6 @@ import os
 import threading
 
 import pytest
-
 import zerotasq
 from zerotasq import Pool
 
@@ -69,7 +68,7 @@ def test_exceptions_inside_packs_keep_their_places(ordered):
         assert e.exc_type == "ValueError"
         assert "bad item %d" % e.index in e.message
         assert "fail_on_thousands" in e.remote_traceback
-        assert isinstance(e.__cause__, ValueError)
+        assert isinstance(e, ValueError) and isinstance(e.__cause__, zerotasq.RemoteTraceback)
     values = [g for g in got if not isinstance(g, zerotasq.TaskError)]
     expected = [2 * i for i in range(n) if i % 1000 != 999]
     assert (values if ordered else sorted(values)) == expected

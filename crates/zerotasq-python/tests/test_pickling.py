@@ -3,7 +3,6 @@
 import threading
 
 import pytest
-
 from zerotasq import LoadBalancer, Pool, TaskError, Worker
 
 

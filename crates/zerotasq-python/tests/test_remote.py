@@ -13,7 +13,6 @@ import sys
 import time
 
 import pytest
-
 import zerotasq
 from zerotasq import Pool
 
@@ -203,8 +202,9 @@ def test_python_client_and_worker_through_a_standalone_broker(keys, tmp_path):
 
 
 def test_keygen_command(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "zerotasq", *a], capture_output=True, text=True,
-                                    env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT))
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "zerotasq", *a], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT))
     first = run("keygen", str(tmp_path / "k"))
     assert first.returncode == 0, first.stderr
     assert os.stat(tmp_path / "k.key_secret").st_mode & 0o077 == 0
@@ -213,8 +213,9 @@ def test_keygen_command(tmp_path):
 
 
 def test_worker_command_refuses_missing_keys_and_plain_tcp_off_loopback(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "zerotasq", "worker", *a], capture_output=True,
-                                    text=True, env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT), timeout=30)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "zerotasq", "worker", *a], capture_output=True,
+                              text=True, env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT), timeout=30)
     missing = run("--connect", "tcp://127.0.0.1:1", "--server-key", str(tmp_path / "none.key"),
                   "--key", str(tmp_path / "none.key_secret"))
     assert missing.returncode == 2 and "none" in missing.stderr

@@ -9,11 +9,9 @@ import subprocess
 import sys
 
 import pytest
-
 import zerotasq
+from test_remote import keys, no_remote_worker_left, remote_workers, stop  # noqa: F401 - fixture
 from zerotasq import Pool
-
-from test_remote import keys, remote_workers, stop, no_remote_worker_left  # noqa: F401 - fixture
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(zerotasq.__file__)))
 

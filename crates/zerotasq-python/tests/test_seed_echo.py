@@ -4,7 +4,6 @@ unordered) and via ``send``/``receive`` from two threads."""
 import threading
 
 import pytest
-
 from zerotasq import LoadBalancer, Worker
 
 N = 1000

@@ -1,16 +1,22 @@
 //! The pool's private directory for its `ipc://` endpoint: created 0700 (only this user can
-//! connect), removed when the pool closes, removed by the workers when the parent dies
-//! without closing it, and swept on the next start if all of them died too.
+//! connect) under an unpredictable name, removed when the pool closes, removed by the
+//! workers when the parent dies without closing it, and swept on a later start if all of
+//! them died too. The owner holds an `flock` on the directory for as long as it lives: pids
+//! say nothing across pid namespaces (containers sharing `/tmp`), a free lock does.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::error::Error;
 
 const PREFIX: &str = "zerotasq-";
+/// `mkdtemp` replaces these with random letters and digits.
+const RANDOM: &str = "XXXXXX";
 /// The socket file workers connect to, inside the directory.
 pub const SOCKET_NAME: &str = "workers.sock";
 
@@ -18,23 +24,45 @@ pub const SOCKET_NAME: &str = "workers.sock";
 #[derive(Debug)]
 pub struct IpcDir {
     path: PathBuf,
+    /// Held until the directory is gone: while it is held, no other pool sweeps it.
+    _lock: File,
 }
 
 impl IpcDir {
-    /// Creates `zerotasq-<pid>-<n>` under `$XDG_RUNTIME_DIR` or the temp dir, after removing
-    /// directories left by processes that no longer exist.
-    pub fn create(n: u64) -> Result<IpcDir, Error> {
+    /// Creates `zerotasq-XXXXXX` under `$XDG_RUNTIME_DIR` or the temp dir, after removing
+    /// directories of this user whose owner is gone.
+    pub fn create() -> Result<IpcDir, Error> {
         let parent = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        sweep_stale(&parent);
-        let path = parent.join(format!("{PREFIX}{}-{n}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(Error::io(format!("create {}", path.display())))?;
-        Ok(IpcDir { path })
+        sweep_abandoned(&parent);
+        let template = parent.join(format!("{PREFIX}{RANDOM}"));
+        let context = || format!("create a directory like {}", template.display());
+        let mut name = CString::new(template.as_os_str().as_bytes())
+            .map_err(|e| Error::io(context())(e.into()))?
+            .into_bytes_with_nul();
+        // SAFETY: `name` is a NUL-terminated template that mkdtemp fills in place. It picks
+        // a name nobody can guess, makes it 0700 and retries while the name is taken.
+        if unsafe { libc::mkdtemp(name.as_mut_ptr().cast()) }.is_null() {
+            return Err(Error::io(context())(std::io::Error::last_os_error()));
+        }
+        name.pop();
+        let path = PathBuf::from(OsString::from_vec(name));
+        let locked = open_dir(&path).and_then(|dir| {
+            // SAFETY: flock on a descriptor we own.
+            match unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
+                0 => Ok(dir),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+        match locked {
+            Ok(lock) => Ok(IpcDir { path, _lock: lock }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                Err(Error::io(format!("lock {}", path.display()))(e))
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -49,28 +77,51 @@ impl IpcDir {
 
 impl Drop for IpcDir {
     fn drop(&mut self) {
+        // Before the lock goes with the fields.
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
-/// Removes `zerotasq-<pid>-*` directories whose process is gone.
-fn sweep_stale(parent: &Path) {
+/// The directory itself, opened to hold or test its lock (close-on-exec, so worker
+/// processes do not inherit it; a symlink is refused).
+fn open_dir(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Removes the directories this user's pools left behind: named as ours, owned by us, with
+/// a socket (so their owner had locked them: the lock comes first), and a lock nobody holds.
+/// Anything else — another user's, one being set up, one whose owner (or a process it
+/// forked) still lives — is left alone.
+fn sweep_abandoned(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+        let Some(random) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        if random.len() != RANDOM.len() || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(dir) = open_dir(&path) else {
             continue;
         };
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone {
-            let _ = std::fs::remove_dir_all(entry.path());
+        // SAFETY: geteuid has no preconditions.
+        let ours = dir
+            .metadata()
+            .is_ok_and(|m| m.uid() == unsafe { libc::geteuid() });
+        if !ours || std::fs::symlink_metadata(path.join(SOCKET_NAME)).is_err() {
+            continue;
+        }
+        // SAFETY: flock on a descriptor we own; the lock is held until `dir` drops, so two
+        // pools starting at once do not both remove it.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
 }

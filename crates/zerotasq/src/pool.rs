@@ -149,7 +149,7 @@ impl RawPool {
         let n = POOLS.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}-{n}", std::process::id());
         let ctx = Context::new();
-        let ipc_dir = IpcDir::create(n)?;
+        let ipc_dir = IpcDir::create()?;
         let frontend = format!("inproc://zerotasq-{tag}-clients");
         let worker_endpoint = ipc_dir.endpoint();
         let inproc_workers = format!("inproc://zerotasq-{tag}-workers");

@@ -26,10 +26,10 @@ The modern API: ``Pool``, ``zerotasq.map``, ``Executor``; across machines ``Pool
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from zerotasq._errors import InitFailed, PoolError, RemoteTraceback, TaskCancelled, TaskError, WorkerLost
+    from zerotasq._native import keygen
     from zerotasq.balancer import Connector, LoadBalancer
     from zerotasq.executor import Executor
     from zerotasq.pool import Client, Pool, connect, map
-    from zerotasq._native import keygen
     from zerotasq.results import Results
     from zerotasq.worker import FunctionWorker, Worker
 
@@ -53,7 +53,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError("module 'zerotasq' has no attribute %r" % name)
@@ -64,5 +64,5 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> "list[str]":
     return sorted(list(globals()) + list(_WHERE))

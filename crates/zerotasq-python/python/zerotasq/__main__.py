@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from typing import List, Optional
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keygen":
         from zerotasq import _native
@@ -64,7 +65,9 @@ def main(argv=None) -> int:
         print("zerotasq: connecting to %s needs --server-key (the pool's NAME.key) and --key (our "
               "NAME.key_secret), or --insecure for plain TCP" % args.connect, file=sys.stderr)
         return 2
-    absolute = (lambda p: os.path.abspath(p) if p and os.path.exists(p) else p)
+    def absolute(path: Optional[str]) -> Optional[str]:
+        return os.path.abspath(path) if path and os.path.exists(path) else path
+
     from zerotasq import _native
 
     try:

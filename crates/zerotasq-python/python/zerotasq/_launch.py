@@ -1,16 +1,13 @@
 """Starting a native pool whose workers are fresh interpreters running ``zerotasq._worker``:
-the command line, the environment, and the worker definitions written to each worker's
-stdin (a header line with the caller's ``sys.path``, NUL-separated, then the cloudpickled
-definitions). A pool listening for remote workers also hands them the definitions, pickled
-so that another machine with the same environment can load them."""
-
-from __future__ import annotations
+the command line, the environment, and what each worker reads from its stdin — a header
+(pickled: the caller's ``sys.path`` and ``sys.argv``), then the pickled worker definitions.
+A pool listening for remote workers also hands them the definitions, pickled so that
+another machine with the same environment can load them."""
 
 import os
+import pickle
 import sys
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover - `typing` costs ~10 ms of import time
-    from typing import List, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from zerotasq import _logging, _native
 from zerotasq._codec import dumps_definitions, dumps_for_remote
@@ -27,20 +24,27 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def start_pool(definitions: List[object], n_workers: Optional[int] = None, *, max_retries: int = 3,
+def worker_stdin(definitions: Sequence[object]) -> bytes:
+    """What a local worker reads from its stdin: the caller's ``sys.path`` (so that its
+    modules import there too) and ``sys.argv`` (which the worker's own command line would
+    replace; multiprocessing's spawn passes it on too), then the worker definitions."""
+    header = pickle.dumps(([p for p in sys.path if isinstance(p, str)], list(sys.argv)), protocol=5)
+    try:
+        return header + dumps_definitions(list(definitions))
+    except Exception as exc:
+        raise TypeError("the worker definition cannot be pickled (cloudpickle): %s" % exc) from exc
+
+
+def start_pool(definitions: Sequence[object], n_workers: Optional[int] = None, *, max_retries: int = 3,
                prefetch: int = 2, heartbeat_ms: int = 500, liveness: int = 6,
-               tcp: Optional[dict] = None) -> "_native.NativePool":
+               tcp: Optional[Dict[str, Any]] = None) -> _native.NativePool:
     """Starts ``n_workers`` worker processes; worker ``i`` runs ``definitions[i % len]``.
     ``tcp`` holds ``NativePool``'s TCP arguments (``listen_workers``, ``listen_clients``,
     ``key``, ``allow``, ``insecure``, ``allow_insecure_remote``)."""
     if not definitions:
         raise ValueError("a pool needs at least one worker")
     n = len(definitions) if n_workers is None else int(n_workers)
-    header = "\0".join(p for p in sys.path if isinstance(p, str) and "\n" not in p).encode("utf-8", "surrogateescape")
-    try:
-        payload = dumps_definitions(list(definitions))
-    except Exception as exc:
-        raise TypeError("the worker definition cannot be pickled (cloudpickle): %s" % exc) from exc
+    stdin = worker_stdin(definitions)
     pythonpath = os.environ.get("PYTHONPATH")
     env = [("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + pythonpath if pythonpath else ""))]
     tcp = dict(tcp or {})
@@ -53,9 +57,9 @@ def start_pool(definitions: List[object], n_workers: Optional[int] = None, *, ma
     if not sys.executable:
         raise RuntimeError("sys.executable is unknown: cannot start worker interpreters")
     _logging.start()
-    pool = _native.NativePool(sys.executable, ["-S", "-c", "import zerotasq._worker as w; w.run()"], env, header + b"\n" + payload,
-                              n, max_retries=max_retries, prefetch=prefetch, heartbeat_ms=heartbeat_ms,
-                              liveness=liveness, **tcp)
+    pool = _native.NativePool(sys.executable, ["-S", "-c", "import zerotasq._worker as w; w.run()"], env,
+                              stdin, n, max_retries=max_retries, prefetch=prefetch,
+                              heartbeat_ms=heartbeat_ms, liveness=liveness, **tcp)
     if "logging" in sys.modules:  # not imported for this alone: it costs start-up time
         sys.modules["logging"].getLogger("zerotasq").debug("started a pool of %d worker processes", n)
     return pool

@@ -15,8 +15,13 @@ import sys
 
 from zerotasq import _native
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs worker start-up time
+    import _thread
+    from typing import List, Optional
+
 #: Held while this process's pump thread runs; None: no pump in this process.
-_pump_done = None
+_pump_done: Optional[_thread.LockType] = None
 #: Whether the exit and fork hooks are registered.
 _hooked = False
 
@@ -53,14 +58,14 @@ def _level() -> int:
     logging = sys.modules.get("logging")
     if logging is None:
         return _DEFAULT_LEVEL
-    level = logging.getLogger("zerotasq").getEffectiveLevel()
+    level: int = logging.getLogger("zerotasq").getEffectiveLevel()
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
         if name.startswith("zerotasq.") and isinstance(logger, logging.Logger):
             level = min(level, logger.getEffectiveLevel())
     return level
 
 
-def _pump(done) -> None:
+def _pump(done: _thread.LockType) -> None:
     # The loop is here, not in Rust: at exit the interpreter ends a thread that runs Python
     # code, and that must not unwind through Rust frames.
     try:
@@ -76,7 +81,7 @@ def _pump(done) -> None:
         done.release()
 
 
-def _emit(records) -> None:
+def _emit(records: List[_native._LogRecord]) -> None:
     """Passes a batch of engine records to ``logging``."""
     import logging
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 import time
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - `typing` costs ~10 ms of import time
-    from typing import Iterator, Optional
+    from typing import Iterable, Iterator, Optional, TypeVar
+
+    T = TypeVar("T")
 
 
-def with_progress(it: Iterator, total: Optional[int], desc: str = "zerotasq") -> Iterator:
+def with_progress(it: Iterable[T], total: Optional[int], desc: str = "zerotasq") -> Iterator[T]:
     """Yields what ``it`` yields while showing progress."""
     try:
         from tqdm.auto import tqdm
@@ -25,7 +28,7 @@ def with_progress(it: Iterator, total: Optional[int], desc: str = "zerotasq") ->
     start = last = time.monotonic()
     done = 0
 
-    def show(final=False):
+    def show(final: bool = False) -> None:
         elapsed = max(time.monotonic() - start, 1e-9)
         rate = done / elapsed
         if total:

@@ -21,6 +21,10 @@ import signal
 import subprocess
 import sys
 import time
+from types import FrameType
+from typing import Any, Dict, List, Optional, Tuple
+
+from zerotasq.worker import Worker
 
 log = logging.getLogger("zerotasq.remote")
 
@@ -34,18 +38,17 @@ HEALTHY_RUN = 10.0
 EXIT_NO_WORKER = 3
 
 
-def _security(settings: dict) -> dict:
+def _security(settings: Dict[str, Any]) -> Dict[str, Any]:
     return dict(server_key=settings.get("server_key"), key=settings.get("key"),
                 insecure=settings.get("insecure", False),
                 allow_insecure_remote=settings.get("allow_insecure_remote", False))
 
 
-def _definition(settings: dict):
+def _definition(settings: Dict[str, Any]) -> Tuple[Worker[Any, Any], Optional[bytes]]:
     """This worker's definition — the named one, or the pool's, fetched from the broker —
     and the welcome bytes it came from (``None`` for a named one)."""
     from zerotasq import _native
     from zerotasq.pool import worker_definitions
-    from zerotasq.worker import Worker
 
     spec = settings.get("worker")
     if spec:
@@ -66,7 +69,7 @@ def _definition(settings: dict):
                            "name one with --worker module:attr" % settings["connect"])
     import pickle
 
-    definitions = pickle.loads(welcome)
+    definitions: List[Worker[Any, Any]] = pickle.loads(welcome)
     return definitions[settings.get("slot", 0) % len(definitions)], welcome
 
 
@@ -106,17 +109,17 @@ def serve() -> int:
 class _Slot:
     def __init__(self, index: int):
         self.index = index
-        self.child = None
+        self.child: Optional[subprocess.Popen[bytes]] = None
         self.started = 0.0
         self.backoff = BACKOFF_INITIAL
         self.restart_at = 0.0
 
 
-def supervise(settings: dict, n: int) -> int:
+def supervise(settings: Dict[str, Any], n: int) -> int:
     """Keeps ``n`` worker processes running until SIGINT/SIGTERM; returns 128 + the signal."""
-    stop = []
+    stop: List[int] = []
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: Optional[FrameType]) -> None:
         stop.append(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

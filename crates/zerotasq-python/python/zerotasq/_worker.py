@@ -1,9 +1,9 @@
 """Entry of a worker process: ``python -S -c 'import zerotasq._worker as w; w.run()'``
 (no ``site``, no ``runpy``: the caller's ``sys.path`` comes in the header, and start-up time
-matters; ``-m zerotasq._worker`` works too). A fresh interpreter reads its
-worker definitions (cloudpickled, after a header line with the caller's ``sys.path``)
-from stdin, picks its own by the index in its routing id,
-runs ``init`` and then the engine's worker loop, calling ``process`` for each task."""
+matters; ``-m zerotasq._worker`` works too). A fresh interpreter reads from stdin a header
+(the caller's ``sys.path`` and ``sys.argv``) and its worker definitions, picks its own by
+the index in its routing id, runs ``init`` and then the engine's worker loop, calling
+``process`` for each task."""
 
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ def main() -> int:
     from zerotasq import _native
 
     _native.prepare_worker_process()
-    data = sys.stdin.buffer.read()
-    header, _, payload = data.partition(b"\n")
-    # The header: the caller's sys.path, NUL-separated, so its modules import here too.
-    paths = [p for p in header.decode("utf-8", "surrogateescape").split("\0") if p and p not in sys.path]
-    sys.path[:0] = paths
+    import pickle
+
+    stdin = sys.stdin.buffer
+    paths, sys.argv = pickle.load(stdin)
+    sys.path[:0] = [p for p in paths if p and p not in sys.path]
+    payload = stdin.read()
 
     from zerotasq._codec import dumps, loads
     from zerotasq._errors import describe

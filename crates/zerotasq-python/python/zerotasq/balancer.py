@@ -7,13 +7,10 @@ giving a ``Connector`` with ``send``, ``receive`` and ``iter``.
             ...
 """
 
-from __future__ import annotations
-
 import threading
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover - `typing` costs ~10 ms of import time
-    from typing import Any, Iterable, Iterator, List, Optional
+from typing import Generic, Iterable, List, Optional, TypeVar, Union
 
+from zerotasq import _native
 from zerotasq._codec import dumps, loads
 from zerotasq._errors import make_error
 from zerotasq._launch import start_pool
@@ -22,42 +19,47 @@ from zerotasq.worker import Worker
 
 __all__ = ["LoadBalancer", "Connector"]
 
+In = TypeVar("In")
+Out = TypeVar("Out")
 
-class Connector:
+
+class Connector(Generic[In, Out]):
     """Sends tasks to the workers and receives their results. ``send`` blocks while
     ``cache_size`` tasks are sent and not yet received; ``receive`` blocks until a result is
     there (in send order when ``reply_sync``). Both may be used from two threads."""
 
-    def __init__(self, native_pool, reply_sync: bool, cache_size: int, return_exceptions: bool):
+    def __init__(self, native_pool: _native.NativePool, reply_sync: bool, cache_size: int,
+                 return_exceptions: bool):
         self._pool = native_pool
         self.reply_sync = reply_sync
         self.cache_size = cache_size
         self.return_exceptions = return_exceptions
-        self._conn = None
+        self._conn: Optional[_native.NativeConnector] = None
         self._lock = threading.Lock()
 
-    def _connector(self):
+    def _connector(self) -> _native.NativeConnector:
         with self._lock:
             if self._conn is None:
                 self._conn = self._pool.connector(self.cache_size, self.reply_sync, dumps, loads, make_error)
             return self._conn
 
-    def send(self, task: Any) -> None:
+    def send(self, task: In) -> None:
         """Sends one task (blocks while the queue is full)."""
         self._connector().send(task)
 
-    def receive(self, timeout: Optional[float] = None) -> Any:
-        """The next result (blocks until there is one). A failed task raises ``TaskError``,
-        or returns it with ``return_exceptions=True``; ``TimeoutError`` after ``timeout``."""
+    def receive(self, timeout: Optional[float] = None) -> Out:
+        """The next result (blocks until there is one). A failed task raises its exception
+        (also a ``TaskError``), or returns it with ``return_exceptions=True``;
+        ``TimeoutError`` after ``timeout``."""
         got = self._connector().recv(timeout)
         if got is None:
             raise EOFError("every task's result has been received")
         ok, value = got
         if ok or self.return_exceptions:
-            return value
+            return value  # type: ignore[no-any-return]
         raise value
 
-    def iter(self, iterable: Iterable, cache_size: int = 100) -> Iterator:
+    def iter(self, iterable: Iterable[In], cache_size: int = 100) -> Results[Out]:
         """Feeds ``iterable`` to the workers and yields the results (in input order when
         ``reply_sync``), keeping at most ``cache_size`` tasks in flight."""
         from zerotasq.pool import DEFAULT_WINDOW_BYTES
@@ -73,12 +75,13 @@ class Connector:
                 self._conn = None
 
 
-class LoadBalancer:
+class LoadBalancer(Generic[In, Out]):
     """Starts one worker process per ``Worker`` instance in ``workers`` (each a fresh
     interpreter running that instance's ``init``) and a broker thread; stops them all on exit."""
 
-    def __init__(self, workers: List[Worker], reply_sync: bool = False, loglevel: Any = None,
-                 cache_size: int = 100, max_retries: int = 3, return_exceptions: bool = False):
+    def __init__(self, workers: List[Worker[In, Out]], reply_sync: bool = False,
+                 loglevel: Union[None, int, str] = None, cache_size: int = 100, max_retries: int = 3,
+                 return_exceptions: bool = False):
         workers = list(workers)
         if not workers or not all(isinstance(w, Worker) for w in workers):
             raise TypeError("LoadBalancer needs a non-empty list of Worker instances")
@@ -91,15 +94,15 @@ class LoadBalancer:
         self.cache_size = cache_size
         self.max_retries = max_retries
         self.return_exceptions = return_exceptions
-        self._pool = None
-        self._conn: Optional[Connector] = None
+        self._pool: Optional[_native.NativePool] = None
+        self._conn: Optional[Connector[In, Out]] = None
 
-    def __enter__(self) -> Connector:
+    def __enter__(self) -> Connector[In, Out]:
         self._pool = start_pool(self.workers, len(self.workers), max_retries=self.max_retries)
         self._conn = Connector(self._pool, self.reply_sync, self.cache_size, self.return_exceptions)
         return self._conn
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._conn is not None:
             self._conn.close()
         if self._pool is not None:

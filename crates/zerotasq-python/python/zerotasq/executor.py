@@ -5,12 +5,10 @@ A feeder thread sends calls in submission order; a collector thread receives the
 (in the same order, as the engine's ordered connector delivers them) and completes futures.
 """
 
-from __future__ import annotations
-
 import collections
 import concurrent.futures as cf
 import threading
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Deque, Optional, Sequence, Tuple, TypeVar
 
 from zerotasq._codec import dumps, loads
 from zerotasq._errors import make_error
@@ -19,10 +17,10 @@ from zerotasq.worker import FunctionWorker
 
 __all__ = ["Executor"]
 
-_STOP = object()
+T = TypeVar("T")
 
 
-def _call(payload: bytes):
+def _call(payload: bytes) -> Any:
     fn, args, kwargs = loads(payload)
     return fn(*args, **kwargs)
 
@@ -30,27 +28,30 @@ def _call(payload: bytes):
 class Executor(cf.Executor):
     """Runs calls in ``max_workers`` long-lived worker processes."""
 
-    def __init__(self, max_workers: Optional[int] = None, initializer: Optional[Callable] = None,
-                 initargs: Sequence = (), *, window: int = 1024, max_retries: int = 3):
+    def __init__(self, max_workers: Optional[int] = None, initializer: Optional[Callable[..., object]] = None,
+                 initargs: Sequence[Any] = (), *, window: int = 1024, max_retries: int = 3):
         self._max_workers = int(max_workers or default_workers())
         self._pool = start_pool([FunctionWorker(_call, initializer, initargs)], self._max_workers,
                                 max_retries=max_retries)
         self._conn = self._pool.connector(max(1, int(window)), True, dumps, loads, make_error)
-        self._queue: "collections.deque" = collections.deque()
+        # Calls to send, in order; None: no more.
+        self._queue: Deque[Optional[Tuple["cf.Future[Any]", bytes]]] = collections.deque()
         self._wakeup = threading.Condition()
-        self._pending: "collections.deque[cf.Future]" = collections.deque()
+        self._pending: Deque["cf.Future[Any]"] = collections.deque()
         self._shutdown = False
         self._feeder = threading.Thread(target=self._feed, name="zerotasq-executor-feeder", daemon=True)
         self._collector = threading.Thread(target=self._collect, name="zerotasq-executor-collector", daemon=True)
         self._feeder.start()
         self._collector.start()
 
-    def submit(self, fn: Callable, /, *args, **kwargs) -> cf.Future:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> cf.Future[T]:
+        """Schedules ``fn(*args, **kwargs)`` in a worker process; its future. A call that
+        raises completes the future with its exception (also a ``TaskError``)."""
         with self._wakeup:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             payload = dumps((fn, args, kwargs))
-            future: cf.Future = cf.Future()
+            future: "cf.Future[T]" = cf.Future()
             self._queue.append((future, payload))
             self._wakeup.notify()
         return future
@@ -62,7 +63,7 @@ class Executor(cf.Executor):
                     while not self._queue:
                         self._wakeup.wait()
                     item = self._queue.popleft()
-                if item is _STOP:
+                if item is None:
                     self._conn.finish()
                     return
                 future, payload = item
@@ -97,15 +98,15 @@ class Executor(cf.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._wakeup:
             if cancel_futures:
-                kept = collections.deque()
+                kept: Deque[Optional[Tuple["cf.Future[Any]", bytes]]] = collections.deque()
                 while self._queue:
                     item = self._queue.popleft()
-                    if item is not _STOP:
+                    if item is not None:
                         item[0].cancel()
                 self._queue = kept
             if not self._shutdown:
                 self._shutdown = True
-                self._queue.append(_STOP)
+                self._queue.append(None)
                 self._wakeup.notify()
         if wait:
             self._feeder.join()

@@ -1,44 +1,53 @@
 """The seed's ``Worker``: subclass it, implement ``init(**init_kwargs)`` (once per worker
 process) and ``process(request)`` (once per task), and hand instances to ``LoadBalancer`` or
-the class to ``Pool``. ``FunctionWorker`` wraps a plain function (lambdas too)."""
+the class to ``Pool``. ``FunctionWorker`` wraps a plain function (lambdas too).
 
-from __future__ import annotations
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover - `typing` is not imported in worker processes
-    from typing import Any, Callable, Optional, Sequence
+Worker processes import this module, so it imports nothing (``typing`` costs start-up
+time): its types are in ``worker.pyi``."""
 
 __all__ = ["Worker", "FunctionWorker", "log_level"]
 
+#: The seed's ``loglevel`` integers, in order.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
-def log_level(loglevel) -> int:
-    """The ``logging`` level a seed-style ``loglevel`` names: ``logging`` levels and names as
-    they are; small integers as 0 = NOTSET, 1 = DEBUG, 2 = INFO, 3 = WARNING, 4 = ERROR."""
+
+def log_level(loglevel):
+    """The ``logging`` level a seed-style ``loglevel`` names: the seed's integers 0 = DEBUG,
+    1 = INFO, 2 = WARNING, 3 = ERROR; names (``"INFO"``) and ``logging`` levels as they are."""
     import logging
 
     if isinstance(loglevel, str):
         return logging.getLevelName(loglevel.upper())
-    if isinstance(loglevel, int) and 0 <= loglevel < 10:
-        return loglevel * 10
+    if isinstance(loglevel, int) and 0 <= loglevel < len(LOG_LEVELS):
+        return logging.getLevelName(LOG_LEVELS[loglevel])
     return int(loglevel)
 
 
 class Worker:
-    """A long-lived worker. Built in the calling process; ``init`` runs in the worker process.
+    """A long-lived worker: ``init`` runs once in each worker process, ``process`` once per
+    task. Built in the calling process (with ``init_kwargs``), run in the worker processes.
 
     >>> class Echo(Worker):
     ...     def init(self, prefix=""):
     ...         self.prefix = prefix
     ...     def process(self, request):
     ...         return self.prefix + request
+
+    For type checkers, ``Worker[In, Out]`` names the request and result types:
+    ``class Model(Worker[str, float])``.
     """
 
-    def __init__(self, init_kwargs: Optional[dict] = None, loglevel: Any = None):
+    def __class_getitem__(cls, types):
+        # Run time has no use for the types (worker.pyi has them for type checkers).
+        return cls
+
+    def __init__(self, init_kwargs=None, loglevel=None):
         self.init_kwargs = dict(init_kwargs or {})
         self.loglevel = loglevel
 
-    def init(self, **init_kwargs) -> None:
-        """Runs once in the worker process, before any task."""
+    def init(self, *args, **init_kwargs):
+        """Runs once in the worker process, before any task, with ``init_kwargs``. Define it
+        with the parameters you need: ``def init(self, path, scale=1.0)``."""
 
     def process(self, request):  # pragma: no cover - abstract
         """Runs once per task; its return value is the task's result."""
@@ -48,14 +57,13 @@ class Worker:
 class FunctionWorker(Worker):
     """A worker calling ``func(request)``, after ``initializer(*initargs)`` once."""
 
-    def __init__(self, func: Callable, initializer: Optional[Callable] = None,
-                 initargs: Sequence = (), loglevel: Any = None):
+    def __init__(self, func, initializer=None, initargs=(), loglevel=None):
         super().__init__({}, loglevel)
         self.func = func
         self.initializer = initializer
         self.initargs = tuple(initargs)
 
-    def init(self) -> None:
+    def init(self):
         if self.initializer is not None:
             self.initializer(*self.initargs)
 
