@@ -315,7 +315,14 @@ impl Broker {
                     .submit(identity, batch, &mut self.tasks, failed.as_ref(), now);
             }
             Message::Cancel => self.cancel_client(identity),
-            Message::Heartbeat => {}
+            // A client that waits and hears nothing asks; a broker that holds none of its
+            // tasks (it restarted) says so, and the client submits them again.
+            Message::Heartbeat => {
+                if !self.clients.is_open(identity) {
+                    let frames = Message::Forgotten.encode();
+                    self.outbox.push((Route::Client(identity.to_vec()), frames));
+                }
+            }
             // Asking is not submitting: the asker is not counted as a client.
             Message::StatusRequest => {
                 let body = self.status(now).to_json();

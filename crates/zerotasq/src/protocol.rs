@@ -88,6 +88,9 @@ pub enum Command {
     /// worker → broker: leaving to be replaced by a fresh worker (recycling: task count,
     /// memory or age reached). Nothing is charged; what it still holds is re-queued.
     Recycling = 17,
+    /// broker → client: the answer to a client's `Heartbeat` when the broker holds no task of
+    /// it — it restarted, or all is answered: send again what you still wait for.
+    Forgotten = 18,
     /// supervisor → broker (in-process): a local child exited.
     ChildExited = 20,
     /// broker → supervisor (in-process): kill this worker (it missed its heartbeats).
@@ -119,6 +122,7 @@ impl Command {
             15 => Status,
             16 => TimedOut,
             17 => Recycling,
+            18 => Forgotten,
             20 => ChildExited,
             21 => KillWorker,
             22 => StopRestarting,
@@ -304,6 +308,7 @@ pub enum Message<'a> {
         limit: std::time::Duration,
     },
     Recycling,
+    Forgotten,
     Hello,
     Welcome(&'a [u8]),
     StatusRequest,
@@ -343,6 +348,7 @@ impl<'a> Message<'a> {
             Message::Release(_) => Command::Release,
             Message::TimedOut { .. } => Command::TimedOut,
             Message::Recycling => Command::Recycling,
+            Message::Forgotten => Command::Forgotten,
             Message::Hello => Command::Hello,
             Message::Welcome(_) => Command::Welcome,
             Message::StatusRequest => Command::StatusRequest,
@@ -462,6 +468,10 @@ impl<'a> Message<'a> {
                 expect(0)?;
                 Message::Recycling
             }
+            Command::Forgotten => {
+                expect(0)?;
+                Message::Forgotten
+            }
             Command::Shutdown => {
                 expect(0)?;
                 Message::Shutdown
@@ -525,6 +535,7 @@ impl<'a> Message<'a> {
             Message::Heartbeat
             | Message::Goodbye
             | Message::Recycling
+            | Message::Forgotten
             | Message::Shutdown
             | Message::Cancel
             | Message::StopRestarting

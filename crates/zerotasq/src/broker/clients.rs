@@ -219,6 +219,11 @@ impl Clients {
         }
     }
 
+    /// Whether the client has tasks here not yet answered.
+    pub(super) fn is_open(&self, identity: &[u8]) -> bool {
+        self.open.get(identity).is_some_and(|c| c.open > 0)
+    }
+
     /// Whether some client has tasks queued.
     pub(super) fn has_turns(&self) -> bool {
         !self.turns.is_empty()

@@ -67,7 +67,7 @@ proptest! {
             Message::ChildExited { identity: &identity, status: &text },
             Message::KillWorker { identity: &identity },
             Message::ChildStarted { identity: &identity },
-            Message::Recycling,
+            Message::Recycling, Message::Forgotten,
             Message::TimedOut { id: pid as u64 * 7, limit: std::time::Duration::from_millis(cap as u64) },
         ];
         let released = IdList::encode([cap as u64, pid as u64, 7]);
