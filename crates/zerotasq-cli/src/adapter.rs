@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -117,7 +118,13 @@ pub fn main(args: &[OsString]) -> i32 {
     // or, if that cannot be told, when it is still running after the grace.
     let until = Instant::now() + args.grace;
     loop {
-        if process.try_wait().is_some() {
+        if let Some(status) = process.try_wait() {
+            if status.signal() == Some(libc::SIGKILL) {
+                // Killed from outside (a user, the OOM killer): not a failure of the
+                // command's start-up. The adapter dies the same way, so the pool sees a kill.
+                // SAFETY: signals this very process.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
             let how = process.finish(STDERR_GRACE);
             return start_failed(format!("{} {how} at start", process.display()));
         }

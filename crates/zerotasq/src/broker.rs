@@ -241,7 +241,11 @@ impl Broker {
                 if self.workers.contains(identity) {
                     self.worker_dead(identity, "registered twice");
                 }
-                self.startup.worker_ready(identity);
+                if self.startup.worker_ready(identity) {
+                    // A child that got this far ran its init: its slot's back-off starts over.
+                    let news = Message::ChildReady { identity }.encode();
+                    self.outbox.push((Route::Supervisor, news));
+                }
                 self.stats.workers_ready += 1;
                 tracing::debug!(pid = ready.pid, host = ready.host, "worker ready");
                 let batching = (ready.max_batch > 0).then(|| {
@@ -566,11 +570,10 @@ impl Broker {
         self.fail_if_hopeless();
     }
 
-    /// The pool has just failed: the supervisor stops restarting, and the tasks fail if no
-    /// worker is left to run them.
+    /// The pool has just failed: the tasks fail if no worker is left to run them. The
+    /// supervisor goes on restarting children with back-off, and the first to be ready
+    /// ends the failure.
     fn pool_failed(&mut self) {
-        self.outbox
-            .push((Route::Supervisor, Message::StopRestarting.encode()));
         self.fail_if_hopeless();
     }
 

@@ -95,8 +95,8 @@ pub enum Command {
     ChildExited = 20,
     /// broker → supervisor (in-process): kill this worker (it missed its heartbeats).
     KillWorker = 21,
-    /// broker → supervisor (in-process): stop restarting workers (the pool failed).
-    StopRestarting = 22,
+    /// broker → supervisor (in-process): this child registered (its init succeeded).
+    ChildReady = 22,
     /// supervisor → broker (in-process): a local child was started and is initialising.
     ChildStarted = 24,
 }
@@ -125,7 +125,7 @@ impl Command {
             18 => Forgotten,
             20 => ChildExited,
             21 => KillWorker,
-            22 => StopRestarting,
+            22 => ChildReady,
             24 => ChildStarted,
             _ => return None,
         })
@@ -324,7 +324,9 @@ pub enum Message<'a> {
     KillWorker {
         identity: &'a [u8],
     },
-    StopRestarting,
+    ChildReady {
+        identity: &'a [u8],
+    },
 }
 
 /// The header frame for `command`.
@@ -356,7 +358,7 @@ impl<'a> Message<'a> {
             Message::ChildStarted { .. } => Command::ChildStarted,
             Message::ChildExited { .. } => Command::ChildExited,
             Message::KillWorker { .. } => Command::KillWorker,
-            Message::StopRestarting => Command::StopRestarting,
+            Message::ChildReady { .. } => Command::ChildReady,
         }
     }
 
@@ -480,9 +482,9 @@ impl<'a> Message<'a> {
                 expect(0)?;
                 Message::Cancel
             }
-            Command::StopRestarting => {
-                expect(0)?;
-                Message::StopRestarting
+            Command::ChildReady => {
+                expect(1)?;
+                Message::ChildReady { identity: frame(0) }
             }
             Command::Hello => {
                 expect(0)?;
@@ -529,16 +531,15 @@ impl<'a> Message<'a> {
                 frames.push(identity.to_vec());
                 frames.push(status.as_bytes().to_vec());
             }
-            Message::KillWorker { identity } | Message::ChildStarted { identity } => {
-                frames.push(identity.to_vec())
-            }
+            Message::KillWorker { identity }
+            | Message::ChildStarted { identity }
+            | Message::ChildReady { identity } => frames.push(identity.to_vec()),
             Message::Heartbeat
             | Message::Goodbye
             | Message::Recycling
             | Message::Forgotten
             | Message::Shutdown
             | Message::Cancel
-            | Message::StopRestarting
             | Message::Hello
             | Message::StatusRequest => {}
         }

@@ -61,7 +61,7 @@ proptest! {
         let messages = [
             Message::Ready(Ready { capacity: cap, pid, host: &text, max_batch: cap / 3, batch_wait_us: pid / 5 }),
             Message::Heartbeat, Message::Goodbye, Message::Shutdown, Message::Cancel,
-            Message::StopRestarting, Message::Hello, Message::Welcome(&identity),
+            Message::ChildReady { identity: &identity }, Message::Hello, Message::Welcome(&identity),
             Message::StatusRequest, Message::Status(text.as_bytes()),
             Message::InitFailed(&text), Message::Fatal(&text),
             Message::ChildExited { identity: &identity, status: &text },
