@@ -232,6 +232,8 @@ struct Adapter {
     retiring: Option<RecycleReason>,
     /// Records written to the command so far.
     written: u64,
+    /// The largest answer the broker takes.
+    max_payload: usize,
     /// Tasks received and never written to the command (while retiring): handed back.
     held_back: Vec<u64>,
     /// Tasks, concatenated per batch, for the thread that writes the child's stdin.
@@ -301,6 +303,7 @@ impl Adapter {
             retiring: None,
             written: 0,
             held_back: Vec::new(),
+            max_payload: usize::try_from(opts.max_message).map_or(usize::MAX, |m| m - m.min(64)),
             to_child,
             from_child,
             wake,
@@ -522,6 +525,19 @@ impl Adapter {
             &[][..]
         };
         let id = pack.id;
+        let len = pack.answers.len() + fresh.len() + rest.len();
+        if len > self.max_payload {
+            // Over the broker's limit, it would be dropped with our connection.
+            let error = TaskError::new(
+                ErrorKind::Codec,
+                format!(
+                    "the answer is {len} bytes, over the limit of {} bytes (--max-message)",
+                    self.max_payload
+                ),
+            );
+            self.results.push_err(id, &error);
+            return;
+        }
         self.results
             .push_ok_with(id, |buf| {
                 encode_result(head, &[&pack.answers, fresh, rest], buf);

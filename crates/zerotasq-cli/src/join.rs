@@ -94,6 +94,7 @@ fn adapters(
         identity: Vec::new(),
         task_timeout: settings.task_timeout,
         recycling: settings.recycling,
+        max_message: settings.max_message,
         ..WorkerOptions::remote(&args.connect, Security::Insecure)
     };
     let mut env: Vec<(String, String)> = worker_env(&opts, None);

@@ -181,3 +181,36 @@ fn a_worker_whose_key_is_refused_says_so() {
     }
     panic!("the stranger said nothing about its key: {said:?}");
 }
+
+#[test]
+fn lines_and_answers_over_the_limit_fail_at_their_place_and_nothing_hangs() {
+    // Line 2 is 2 MiB; the answer to "big" is 2 MiB; the limit is 1 MiB.
+    let worker = sh(r#"while IFS= read -r l; do
+        if [ "$l" = big ]; then head -c 2097152 /dev/zero | tr '\0' x; echo; else echo "${#l}"; fi
+    done"#);
+    let mut input = b"a\n".to_vec();
+    input.extend(std::iter::repeat_n(b'y', 2 << 20));
+    input.extend_from_slice(b"\nbig\nd\n");
+    let mut command = zerotasq();
+    command
+        .args(["-j", "2", "--no-pack", "--max-message", "1MiB", "--"])
+        .args(worker);
+    let out = run(command, input);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.lines(),
+        ["1", "1"],
+        "the lines within the limit are answered"
+    );
+    assert!(
+        out.stderr.contains("line 2 failed") && out.stderr.contains("the task is"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("line 3 failed") && out.stderr.contains("the answer is"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("over the limit of"), "{}", out.stderr);
+}

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, TaskError, TimedOut};
-use crate::link::{Link, Unanswered, Watch};
+use crate::link::{too_big, Link, Unanswered, Watch};
 use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
 use crate::reorder::Reorder;
 use crate::transport::{Frame, SendError, Socket};
@@ -94,6 +94,8 @@ pub struct Stream<I: Iterator, O> {
     said_all: bool,
     /// Unanswered tasks' payloads, to submit again to a broker that restarted.
     unanswered: Unanswered,
+    /// The largest task payload the link carries.
+    max_payload: usize,
 }
 
 impl<I: Iterator, O> Stream<I, O> {
@@ -118,6 +120,7 @@ impl<I: Iterator, O> Stream<I, O> {
             watch: link.watch(),
             said_all: false,
             unanswered: Unanswered::new(link),
+            max_payload: link.max_payload(),
         })
     }
 
@@ -163,6 +166,12 @@ impl<I: Iterator, O> Stream<I, O> {
             self.in_flight += 1;
             let encode = &mut self.encode;
             match writer.push_with(id, |buf| encode(item, buf)) {
+                Ok(()) if writer.last_payload().len() > self.max_payload => {
+                    let len = writer.last_payload().len();
+                    writer.pop_last();
+                    self.delivery
+                        .store(id, Err(too_big("task", len, self.max_payload)));
+                }
                 Ok(()) => {
                     self.outstanding.insert(id);
                     self.unanswered.keep(id, writer.last_payload());

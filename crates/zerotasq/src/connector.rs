@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::client::{read_reply, DecodeFn, EncodeFn, Reply};
 use crate::error::{Error, ErrorKind, TaskError, TimedOut};
-use crate::link::{Link, Unanswered, Watch};
+use crate::link::{too_big, Link, Unanswered, Watch};
 use crate::protocol::{header, Command, TaskBatchWriter};
 use crate::reorder::Reorder;
 use crate::transport::{poll, Frame, Pollable, Socket};
@@ -63,6 +63,7 @@ impl<T, O: Send + 'static> Connector<T, O> {
         let (tx, rx) = channel();
         let mut watch = link.watch();
         let unanswered = Unanswered::new(link);
+        let max_payload = link.max_payload();
         let stop = Arc::new(AtomicBool::new(false));
         let io_stop = stop.clone();
         let io = std::thread::Builder::new()
@@ -77,6 +78,7 @@ impl<T, O: Send + 'static> Connector<T, O> {
                     outstanding: HashSet::new(),
                     delivery: Reorder::new(ordered),
                     unanswered,
+                    max_payload,
                     finished: false,
                 };
                 if let Err(why) = io.run(&mut watch, &io_stop) {
@@ -194,6 +196,8 @@ struct ConnectorIo<O> {
     finished: bool,
     /// Unanswered tasks' payloads, to submit again to a broker that restarted.
     unanswered: Unanswered,
+    /// The largest task payload the link carries.
+    max_payload: usize,
 }
 
 impl<O> ConnectorIo<O> {
@@ -221,6 +225,11 @@ impl<O> ConnectorIo<O> {
                 let mut batch = TaskBatchWriter::new();
                 while let Some(frames) = self.inner.recv(false).map_err(|e| e.to_string())? {
                     match frames.first().map(|f| &f[..]) {
+                        Some(TASK) if frames.len() == 2 && frames[1].len() > self.max_payload => {
+                            let error = too_big("task", frames[1].len(), self.max_payload);
+                            self.deliver(self.next_id, Err(error));
+                            self.next_id += 1;
+                        }
                         Some(TASK) if frames.len() == 2 => {
                             self.outstanding.insert(self.next_id);
                             self.unanswered.keep(self.next_id, &frames[1]);

@@ -133,6 +133,12 @@ impl Link {
         }
     }
 
+    /// The largest payload a task or a result may have on this link (a message over the
+    /// sockets' limit would be dropped with its connection, not delivered).
+    pub(crate) fn max_payload(&self) -> usize {
+        max_payload(self.max_message)
+    }
+
     pub(crate) fn watch(&self) -> Watch {
         Watch {
             kind: self.kind.clone(),
@@ -359,4 +365,21 @@ fn send_submit(socket: &Socket, writer: TaskBatchWriter) -> Result<(), String> {
     socket
         .send(frames, true)
         .map_err(|_| "cannot submit tasks again to the restarted broker".to_string())
+}
+
+/// The largest payload under a message limit of `max_message` bytes (-1: none): room is
+/// left for the batch's own framing.
+pub(crate) fn max_payload(max_message: i64) -> usize {
+    usize::try_from(max_message).map_or(usize::MAX, |m| m.saturating_sub(64))
+}
+
+/// The error for a task or result of `len` bytes, over the limit of `max` bytes.
+pub(crate) fn too_big(what: &str, len: usize, max: usize) -> crate::error::TaskError {
+    crate::error::TaskError::new(
+        crate::error::ErrorKind::Codec,
+        format!(
+            "the {what} is {len} bytes, over the limit of {max} bytes (the pool's max_message; \
+             raise it, or send a reference such as a file path instead)"
+        ),
+    )
 }

@@ -207,6 +207,15 @@ impl TaskBatchWriter {
         &self.buf[self.last..]
     }
 
+    /// Takes the item pushed last out again (one at most: the one before is not known).
+    pub fn pop_last(&mut self) {
+        if self.count > 0 && self.last >= 16 {
+            self.buf.truncate(self.last - 12);
+            self.count -= 1;
+            self.last = 4;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.count as usize
     }
