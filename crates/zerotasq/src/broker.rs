@@ -96,7 +96,7 @@ impl Default for BrokerConfig {
 
 /// Where an outgoing message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Route {
+pub enum Route {
     Worker(Vec<u8>),
     Client(Vec<u8>),
     Supervisor,
@@ -599,9 +599,10 @@ impl Broker {
     }
 
     fn cancel_client(&mut self, identity: &[u8]) {
-        for id in self.clients.cancel(identity) {
-            self.tasks.remove(id);
-        }
+        self.clients.cancel(identity);
+        // Queued and in flight alike: an in-flight task of a cancelled client must not come
+        // back to the queue of a new stream under the same routing id when its worker dies.
+        self.tasks.forget_client(identity);
     }
 
     /// Tells a peer that speaks another protocol version why nothing will work, in our

@@ -302,19 +302,17 @@ impl Clients {
         true
     }
 
-    /// A client cancelled or vanished: it and its figures are forgotten. Its queued tasks,
-    /// for the caller to forget too.
-    pub(super) fn cancel(&mut self, identity: &[u8]) -> VecDeque<u64> {
+    /// A client cancelled or vanished: it, its queue and its figures are forgotten (the
+    /// caller forgets its tasks).
+    pub(super) fn cancel(&mut self, identity: &[u8]) {
         self.idle.remove(identity);
         let Some(client) = self.open.remove(identity) else {
-            return VecDeque::new();
+            return;
         };
         if !client.queue.is_empty() {
             self.turns.retain(|c| &c[..] != identity);
             self.queued -= client.queue.len();
         }
-        // Its in-flight tasks finish on their workers; their results are then dropped.
-        client.queue
     }
 
     /// Every queue emptied (the tasks were answered otherwise).
