@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use std::time::Instant;
 
 use pyo3::types::{PyList, PyTuple};
-use zerotasq::child::{options_from_env, EXIT_BAD_ENV, EXIT_BROKER_LOST};
+use zerotasq::child::{options_from_env, EXIT_BAD_ENV, EXIT_BROKER_LOST, EXIT_RECYCLED};
 use zerotasq::worker_runtime::{serve, Handler, ServeEnd};
 use zerotasq::Context;
 use zerotasq::{ErrorKind, TaskError};
@@ -61,6 +61,8 @@ pub fn serve_worker(
     let end = py.detach(|| serve(&Context::new(), &opts, &mut handler));
     match end {
         Ok(ServeEnd::Shutdown) => 0,
+        // The supervisor starts a fresh worker in its slot at once.
+        Ok(ServeEnd::Recycled) => EXIT_RECYCLED,
         Ok(_) => EXIT_BROKER_LOST,
         Err(e) => {
             eprintln!("zerotasq worker: {e}");

@@ -162,6 +162,7 @@ pub fn serve(
             .is_set()
             .then(|| RecycleCheck::new(opts.recycling, std::process::id(), &opts.identity)),
         max_batch: opts.batching.max_size as usize,
+        timed: opts.task_timeout.is_some(),
     };
     let end = tasks.serve(handler);
     // The I/O thread has left its loop (it sent us the message we ended on), or will once
@@ -178,6 +179,8 @@ struct TaskThread<'a> {
     recycle: Option<RecycleCheck>,
     /// Tasks per call of [`Handler::handle_batch`]; 0: one task per [`Handler::handle`].
     max_batch: usize,
+    /// Whether tasks have a time limit.
+    timed: bool,
 }
 
 impl TaskThread<'_> {
@@ -251,6 +254,12 @@ impl TaskThread<'_> {
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let mut due = None;
         for (id, task) in batch.iter() {
+            if self.timed && !writer.is_empty() {
+                // A task past its limit ends the process with the results not yet sent, and
+                // their tasks would be charged a try: what is done goes out first.
+                send_results(self.pair, std::mem::take(&mut writer), busy)?;
+                busy = Duration::ZERO;
+            }
             let started = Instant::now();
             if let Some(progress) = self.progress {
                 progress.started(started);

@@ -2,7 +2,7 @@
 (no ``site``, no ``runpy``: the caller's ``sys.path`` comes in the header, and start-up time
 matters; ``-m zerotasq._worker`` works too). A fresh interpreter reads from stdin a header
 (the caller's ``sys.path`` and ``sys.argv``) and its worker definitions, picks its own by
-the index in its routing id, runs ``init`` and then the engine's worker loop, calling
+its slot, runs ``init`` and then the engine's worker loop, calling
 ``process`` for each task."""
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import sys
 
 
 def _index() -> int:
-    # The supervisor names children "<pool tag>-p-<index>-<generation>".
-    try:
-        return int(os.environ["ZEROTASQ_WORKER_ID"].rsplit("-", 2)[1])
-    except (KeyError, IndexError, ValueError):
-        return 0
+    slot = os.environ.get("ZEROTASQ_SLOT", "")
+    return int(slot) if slot.isdigit() else 0
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ the class to ``Pool``. ``FunctionWorker`` wraps a plain function (lambdas too).
 Worker processes import this module, so it imports nothing (``typing`` costs start-up
 time): its types are in ``worker.pyi``."""
 
-__all__ = ["Worker", "FunctionWorker", "log_level"]
+__all__ = ["Worker", "FunctionWorker", "log_level", "worker_slot"]
 
 #: The seed's ``loglevel`` integers, in order.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -21,6 +21,15 @@ def log_level(loglevel):
     if isinstance(loglevel, int) and 0 <= loglevel < len(LOG_LEVELS):
         return logging.getLevelName(LOG_LEVELS[loglevel])
     return int(loglevel)
+
+
+def worker_slot():
+    """This worker's slot among its pool's local workers (``0..n_workers-1``, kept across
+    restarts; a remote host numbers its own), or None outside a worker process."""
+    import os
+
+    slot = os.environ.get("ZEROTASQ_SLOT")
+    return int(slot) if slot is not None and slot.isdigit() else None
 
 
 class Worker:

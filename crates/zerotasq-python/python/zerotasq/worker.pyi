@@ -5,11 +5,12 @@ from typing import Any, Callable, Generic, Iterable, Optional, TypeVar, Union
 _In = TypeVar("_In", contravariant=True)
 _Out = TypeVar("_Out", covariant=True)
 
-__all__ = ["Worker", "FunctionWorker", "log_level"]
+__all__ = ["Worker", "FunctionWorker", "log_level", "worker_slot"]
 
 LOG_LEVELS: tuple[str, ...]
 
 def log_level(loglevel: Union[int, str]) -> int: ...
+def worker_slot() -> Optional[int]: ...
 
 class Worker(Generic[_In, _Out]):
     init_kwargs: dict[str, Any]
