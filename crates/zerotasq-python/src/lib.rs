@@ -17,11 +17,13 @@
 //! - [`failure`] — engine `TaskError` → the Python `zerotasq.TaskError` factory.
 //! - [`wait`] — waiting without the GIL while staying responsive to Ctrl-C.
 //! - [`log_bridge`] — the engine's `tracing` events into Python's `logging`, GIL-free.
-//! - [`worker`] — the worker process side: the engine's `serve` loop calling `process`.
+//! - [`worker`] — the worker process side: the engine's `serve` loop calling `process`;
+//!   [`batched`] — calling `process_batch` with the groups the broker hands a worker.
 
 use pyo3::prelude::*;
 
 pub mod access;
+pub mod batched;
 pub mod codec;
 pub mod connector;
 pub mod controls;

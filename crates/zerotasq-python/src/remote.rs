@@ -17,7 +17,7 @@ use zerotasq::{Error, KeyPair, Security};
 
 use crate::controls::Controls;
 use crate::pool_error;
-use crate::worker::PyHandler;
+use crate::worker::{batch_size, PyHandler};
 
 /// How long a joining worker waits for the pool's welcome before it joins anyway.
 const WELCOME_PATIENCE: Duration = Duration::from_secs(5);
@@ -118,16 +118,18 @@ pub fn fetch_welcome<'py>(
     Ok(PyBytes::new(py, &welcome))
 }
 
-/// Serves the broker at `endpoint` with `process` for as long as this process lives,
+/// Serves the broker at `endpoint` with `process` (a worker's `process_batch` when
+/// `batched`) for as long as this process lives,
 /// joining again after broker restarts and network cuts. When the worker was built from the
 /// pool's `welcome` bytes, each join first checks that the broker still hands out the same
 /// ones: a different pool (an edited script run again) must not get the old code. Returns
 /// the process's exit status when the worker is due for recycling (`controls`: its
-/// limits); raises `PoolError` when the pool's definition changed — the caller starts
+/// limits and batching); raises `PoolError` when the pool's definition changed — the caller starts
 /// afresh — or when the broker refuses us for good (another protocol version).
 #[pyfunction]
 #[pyo3(signature = (endpoint, process, describe, dumps, loads, server_key=None, key=None,
-                    insecure=false, allow_insecure_remote=false, welcome=None, controls=None))]
+                    insecure=false, allow_insecure_remote=false, welcome=None, controls=None,
+                    batched=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_remote_worker(
     py: Python<'_>,
@@ -142,12 +144,14 @@ pub fn serve_remote_worker(
     allow_insecure_remote: bool,
     welcome: Option<Vec<u8>>,
     controls: Option<Controls>,
+    batched: bool,
 ) -> PyResult<i32> {
     let mut opts = options(endpoint, server_key, key, insecure, allow_insecure_remote)?;
     if let Some(controls) = &controls {
         controls.apply(&mut opts)?;
     }
-    let mut handler = PyHandler::new(py, process, describe, dumps, loads)?;
+    let batch_size = batch_size(&mut opts, batched).map_err(pool_error)?;
+    let mut handler = PyHandler::new(py, process, describe, dumps, loads, batch_size)?;
     let ctx = Context::new();
     let same_pool = || -> Result<(), Error> {
         let Some(ours) = &welcome else {

@@ -1,12 +1,15 @@
-"""The controls of long-lived workers — a time limit per task, recycling, and what each
-worker finds in its environment for its slot — checked where they are given (``Pool``,
+"""The controls of long-lived workers — a time limit per task, recycling, batching, and
+what each worker finds in its environment for its slot — checked where they are given (``Pool``,
 ``LoadBalancer``, ``zerotasq.map``), so that a mistake is an error at the call, and handed
 to the native pool as one dict (``native``). Caller side only: workers never import this."""
 
 import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["Controls", "WorkerEnv"]
+__all__ = ["Controls", "WorkerEnv", "DEFAULT_BATCH_SIZE"]
+
+#: Requests per call of ``process_batch`` unless ``max_batch_size`` says otherwise.
+DEFAULT_BATCH_SIZE = 32
 
 #: ``worker_env``: variables with ``{slot}`` fields, or a function from slot to variables.
 WorkerEnv = Union[None, Mapping[str, str], Callable[[int], Mapping[str, str]]]
@@ -19,6 +22,14 @@ def _seconds(name: str, value: Optional[float]) -> Optional[float]:
         raise TypeError("%s must be a number of seconds, not %r" % (name, value))
     if not (value > 0 and math.isfinite(value)):
         raise ValueError("%s must be more than zero seconds, not %r" % (name, value))
+    return float(value)
+
+
+def _wait(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("%s must be a number of seconds, not %r" % (name, value))
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError("%s must be zero or more seconds, not %r" % (name, value))
     return float(value)
 
 
@@ -65,11 +76,20 @@ class Controls:
     def __init__(self, *, task_timeout: Optional[float] = None, max_tasks_per_worker: Optional[int] = None,
                  max_worker_memory: Optional[int] = None, max_worker_age: Optional[float] = None,
                  worker_env: WorkerEnv = None, devices: Optional[Sequence[Union[str, int]]] = None,
-                 threads_per_worker: Optional[int] = None):
-        #: The keyword arguments as given, for another ``Pool`` alike.
+                 threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
+                 batch_wait: float = 0.0, batched: bool = False):
+        #: The keyword arguments as given (but ``batched``), for another ``Pool`` alike.
         self.given: Dict[str, Any] = dict(task_timeout=task_timeout, max_tasks_per_worker=max_tasks_per_worker,
                           max_worker_memory=max_worker_memory, max_worker_age=max_worker_age,
-                          worker_env=worker_env, devices=devices, threads_per_worker=threads_per_worker)
+                          worker_env=worker_env, devices=devices, threads_per_worker=threads_per_worker,
+                          max_batch_size=max_batch_size, batch_wait=batch_wait)
+        self.batched = batched
+        batch_wait = _wait("batch_wait", batch_wait)
+        if not batched and (max_batch_size is not None or batch_wait):
+            raise ValueError("max_batch_size and batch_wait are for workers that define process_batch "
+                             "(or a function with batched=True)")
+        self.max_batch_size = _count("max_batch_size", max_batch_size) or (DEFAULT_BATCH_SIZE if batched else 0)
+        self.batch_wait = batch_wait
         self.task_timeout = _seconds("task_timeout", task_timeout)
         self.max_tasks_per_worker = _count("max_tasks_per_worker", max_tasks_per_worker)
         self.max_worker_memory = _count("max_worker_memory", max_worker_memory, " (bytes)")
@@ -91,15 +111,16 @@ class Controls:
         return listed
 
     @property
-    def per_task_limits(self) -> bool:
-        """Whether a limit counts engine tasks: then each item must be one (no packs)."""
-        return self.task_timeout is not None or self.max_tasks_per_worker is not None
+    def packs(self) -> bool:
+        """Whether tiny items may travel in packs: not when the broker batches for the
+        workers, nor when a limit counts engine tasks (a pack would be one)."""
+        return not (self.batched or self.task_timeout is not None or self.max_tasks_per_worker is not None)
 
     def limits(self) -> Dict[str, Any]:
-        """The limits alone: what remote workers of the pool apply to themselves."""
+        """The limits and batching alone: what remote workers of the pool apply to themselves."""
         return dict(task_timeout=self.task_timeout, max_tasks_per_worker=self.max_tasks_per_worker,
                     max_worker_memory=self.max_worker_memory, max_worker_age=self.max_worker_age,
-                    max_batch_size=0, batch_wait=0.0)
+                    max_batch_size=self.max_batch_size, batch_wait=self.batch_wait)
 
     def native(self, n_workers: int) -> Dict[str, Any]:
         """Everything, with a callable ``worker_env`` called for each local slot."""

@@ -25,7 +25,7 @@ import sys
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from zerotasq.worker import Worker
+from zerotasq.worker import Worker, is_batched
 
 if TYPE_CHECKING:  # the worker processes need no checking of controls
     from zerotasq._controls import Controls
@@ -99,10 +99,16 @@ def serve() -> int:
     from zerotasq import _logging
 
     _logging.start()  # the engine's events, through this process's logging
+    batched = is_batched(worker)
+    if batched and limits is None:  # a worker named here: batches of the default size
+        from zerotasq._controls import Controls
+
+        limits = Controls(batched=True).limits()
     try:
         # Returns when the worker is due for recycling: a fresh process takes its slot.
-        return _native.serve_remote_worker(settings["connect"], worker.process, describe, dumps, loads,
-                                           welcome=welcome, controls=limits, **_security(settings))
+        return _native.serve_remote_worker(settings["connect"], worker.process_batch if batched else worker.process,
+                                           describe, dumps, loads, welcome=welcome, controls=limits,
+                                           batched=batched, **_security(settings))
     except _native.PoolError as exc:
         # Another pool (or an edited script) took the address: start afresh with its code.
         log.warning("[w%d] %s; starting again", slot + 1, exc)

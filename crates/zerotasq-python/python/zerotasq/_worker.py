@@ -3,7 +3,7 @@
 matters; ``-m zerotasq._worker`` works too). A fresh interpreter reads from stdin a header
 (the caller's ``sys.path`` and ``sys.argv``) and its worker definitions, picks its own by
 its slot, runs ``init`` and then the engine's worker loop, calling
-``process`` for each task."""
+``process`` for each task (or ``process_batch`` for each batch)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main() -> int:
 
     from zerotasq._codec import dumps, loads
     from zerotasq._errors import describe
-    from zerotasq.worker import log_level
+    from zerotasq.worker import is_batched, log_level
 
     try:
         definitions = loads(payload)
@@ -53,6 +53,8 @@ def main() -> int:
     from zerotasq import _logging
 
     _logging.start()  # after init: it may have configured `logging`
+    if is_batched(worker):
+        return _native.serve_worker(worker.process_batch, describe, dumps, loads, True)
     return _native.serve_worker(worker.process, describe, dumps, loads)
 
 

@@ -33,7 +33,7 @@ from zerotasq._controls import Controls, WorkerEnv
 from zerotasq._errors import make_error
 from zerotasq._launch import default_workers, start_pool, worker_stdin
 from zerotasq.results import Results
-from zerotasq.worker import FunctionWorker, Worker
+from zerotasq.worker import BatchFunctionWorker, FunctionWorker, Worker, is_batched
 
 __all__ = ["Pool", "Client", "connect", "map", "stop_warm_workers", "DEFAULT_WINDOW"]
 
@@ -62,8 +62,16 @@ def _length(iterable: Iterable[Any]) -> Optional[int]:
 
 def worker_definitions(worker: Any, n_workers: Optional[int], init_kwargs: Optional[Dict[str, Any]],
                        initializer: Optional[Callable[..., object]], initargs: Sequence[Any],
-                       loglevel: Any) -> List[Worker[Any, Any]]:
-    """What each worker process runs, from a Worker subclass, instance(s) or a function."""
+                       loglevel: Any, batched: bool = False) -> List[Worker[Any, Any]]:
+    """What each worker process runs, from a Worker subclass, instance(s) or a function
+    (``batched``: one that takes a list of requests)."""
+    if batched and (isinstance(worker, (Worker, list, tuple)) or isinstance(worker, type)):
+        raise TypeError("batched=True is for a function that takes a list; a Worker batches by defining "
+                        "process_batch")
+    if batched and callable(worker):
+        if init_kwargs:
+            raise TypeError("init_kwargs is for Worker classes; a function takes initializer/initargs")
+        return [BatchFunctionWorker(worker, initializer, initargs, loglevel)]
     if isinstance(worker, Worker):
         return [worker]
     if isinstance(worker, (list, tuple)) and worker and all(isinstance(w, Worker) for w in worker):
@@ -173,6 +181,13 @@ class Pool(Client[In, Out]):
     function from slot to such a dict), ``devices`` gives it ``CUDA_VISIBLE_DEVICES`` =
     ``devices[slot % len(devices)]``, and ``threads_per_worker`` sizes its math libraries'
     thread pools (default: cores / workers; variables you set win).
+
+    Batched inference: a ``Worker`` that defines ``process_batch(requests)`` (or a function
+    with ``batched=True``) gets lists of 1 to ``max_batch_size`` (32) requests, formed from
+    what is queued when it is free — ``batch_wait`` seconds (default 0) lets it wait for a
+    fuller batch, never once the input is exhausted — and returns a list of as many results;
+    the stream still yields one result per request, in order. ``task_timeout`` applies to
+    each call of ``process_batch``.
     """
 
     @overload
@@ -188,7 +203,8 @@ class Pool(Client[In, Out]):
                  max_tasks_per_worker: Optional[int] = None, max_worker_memory: Optional[int] = None,
                  max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
                  devices: Optional[Sequence[Union[str, int]]] = None,
-                 threads_per_worker: Optional[int] = None) -> None: ...
+                 threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
+                 batch_wait: float = 0.0, batched: bool = False) -> None: ...
 
     @overload
     def __init__(self, worker: Union[Worker[In, Out], Sequence[Worker[In, Out]], Callable[[In], Out]],
@@ -204,7 +220,8 @@ class Pool(Client[In, Out]):
                  max_tasks_per_worker: Optional[int] = None, max_worker_memory: Optional[int] = None,
                  max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
                  devices: Optional[Sequence[Union[str, int]]] = None,
-                 threads_per_worker: Optional[int] = None) -> None: ...
+                 threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
+                 batch_wait: float = 0.0, batched: bool = False) -> None: ...
 
     def __init__(self, worker: Union[Type[Worker[In, Out]], Worker[In, Out], Sequence[Worker[In, Out]],
                                      Callable[[In], Out]],
@@ -220,8 +237,9 @@ class Pool(Client[In, Out]):
                  max_tasks_per_worker: Optional[int] = None, max_worker_memory: Optional[int] = None,
                  max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
                  devices: Optional[Sequence[Union[str, int]]] = None,
-                 threads_per_worker: Optional[int] = None) -> None:
-        definitions = worker_definitions(worker, n_workers, init_kwargs, initializer, initargs, loglevel)
+                 threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
+                 batch_wait: float = 0.0, batched: bool = False) -> None:
+        definitions = worker_definitions(worker, n_workers, init_kwargs, initializer, initargs, loglevel, batched)
         if n_workers is None:
             n_workers = len(definitions) if len(definitions) > 1 else default_workers()
         self.n_workers = int(n_workers)
@@ -230,12 +248,14 @@ class Pool(Client[In, Out]):
                    insecure=insecure, allow_insecure_remote=allow_insecure_remote)
         controls = Controls(task_timeout=task_timeout, max_tasks_per_worker=max_tasks_per_worker,
                             max_worker_memory=max_worker_memory, max_worker_age=max_worker_age,
-                            worker_env=worker_env, devices=devices, threads_per_worker=threads_per_worker)
+                            worker_env=worker_env, devices=devices, threads_per_worker=threads_per_worker,
+                            max_batch_size=max_batch_size, batch_wait=batch_wait,
+                            batched=any(is_batched(d) for d in definitions))
         native = start_pool(definitions, self.n_workers, max_retries=max_retries, prefetch=prefetch, tcp=tcp,
                             controls=controls)
         super().__init__(native, window, return_exceptions=return_exceptions, progress=progress,
                          window_bytes=window_bytes)
-        self._pack = not controls.per_task_limits
+        self._pack = controls.packs
         self._all_started = False
 
     @property
@@ -282,17 +302,21 @@ def map(func: Callable[[In], Out], iterable: Iterable[In], *, n_workers: Optiona
         task_timeout: Optional[float] = None, max_tasks_per_worker: Optional[int] = None,
         max_worker_memory: Optional[int] = None, max_worker_age: Optional[float] = None,
         worker_env: WorkerEnv = None, devices: Optional[Sequence[Union[str, int]]] = None,
-        threads_per_worker: Optional[int] = None) -> Iterator[Out]:
+        threads_per_worker: Optional[int] = None, batched: bool = False, max_batch_size: Optional[int] = None,
+        batch_wait: float = 0.0) -> Iterator[Out]:
     """``func`` over ``iterable`` in worker processes, lazily, like the builtin ``map``.
     ``func`` may be a lambda or a closure. The workers stay warm for the next call, as long as
     nothing that shapes them changed (the function and what it refers to, ``initializer``,
     ``n_workers``, the controls, the environment): they stop at exit, when a call needs other
     workers, or on ``zerotasq.stop_warm_workers()``. ``reuse=False``: workers of this call
-    alone, stopped when the iterator is exhausted, closed or garbage-collected."""
+    alone, stopped when the iterator is exhausted, closed or garbage-collected.
+    ``batched=True``: ``func`` takes a list of up to ``max_batch_size`` items (32 by default)
+    and returns a list of as many results; the iterator still yields one result per item."""
+    definitions = worker_definitions(func, n_workers, None, initializer, initargs, None, batched)
     controls = Controls(task_timeout=task_timeout, max_tasks_per_worker=max_tasks_per_worker,
                         max_worker_memory=max_worker_memory, max_worker_age=max_worker_age,
-                        worker_env=worker_env, devices=devices, threads_per_worker=threads_per_worker)
-    definitions = worker_definitions(func, n_workers, None, initializer, initargs, None)
+                        worker_env=worker_env, devices=devices, threads_per_worker=threads_per_worker,
+                        max_batch_size=max_batch_size, batch_wait=batch_wait, batched=batched)
     n = default_workers() if n_workers is None else int(n_workers)
     if not reuse:
         pool: Pool[In, Out] = Pool(definitions, n, window=window, max_retries=max_retries, **controls.given)
