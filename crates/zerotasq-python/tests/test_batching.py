@@ -233,6 +233,28 @@ def test_remote_workers_take_batches_of_the_pools_size(keys):  # noqa: F811 - fi
     no_remote_worker_left()
 
 
+class Batches(Worker):
+    def process_batch(self, requests):
+        return [(r, len(requests)) for r in requests]
+
+
+class OneByOne(Worker):
+    def process(self, request):
+        return request, 0
+
+
+def test_packs_from_a_client_elsewhere_are_batched_within_the_size():
+    # A client of another program cannot know the workers batch; the one that does not
+    # reports its busy time, so tiny items go in packs — to both workers.
+    with Pool([Batches(), OneByOne()], max_batch_size=8, listen_clients="tcp://127.0.0.1:0", insecure=True) as pool:
+        with zerotasq.connect(pool.endpoints["clients"], insecure=True) as client:
+            got = list(client.imap(range(20000)))
+        assert pool.stats()["submitted"] < 20000 / 4, "packed"
+    assert [x for x, _ in got] == list(range(20000))
+    sizes = collections.Counter(n for _, n in got)
+    assert max(sizes) == 8 and sum(c for n, c in sizes.items() if n) > 100, sizes
+
+
 def test_batching_settings_are_checked_at_the_call():
     with pytest.raises(ValueError, match="max_batch_size and batch_wait are for workers that define process_batch"):
         Pool(abs, max_batch_size=8)
