@@ -19,6 +19,7 @@ from typing import (
     Iterable,
     Iterator,
     List,
+    Literal,
     Optional,
     Sequence,
     Type,
@@ -191,6 +192,23 @@ class Pool(Client[In, Out]):
     """
 
     @overload
+    def __init__(self, worker: Callable[[List[In]], Sequence[Out]],
+                 n_workers: Optional[int] = None, init_kwargs: Optional[Dict[str, Any]] = None,
+                 window: int = DEFAULT_WINDOW, max_retries: int = 3, *,
+                 initializer: Optional[Callable[..., object]] = None, initargs: Sequence[Any] = (),
+                 return_exceptions: bool = False, progress: bool = False,
+                 loglevel: Union[None, int, str] = None, prefetch: int = 2,
+                 window_bytes: int = DEFAULT_WINDOW_BYTES, listen_workers: Optional[str] = None,
+                 listen_clients: Optional[str] = None, key: Optional[str] = None,
+                 allow: Union[None, str, Sequence[str]] = None, insecure: bool = False,
+                 allow_insecure_remote: bool = False, task_timeout: Optional[float] = None,
+                 max_tasks_per_worker: Optional[int] = None, max_worker_memory: Optional[int] = None,
+                 max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
+                 devices: Optional[Sequence[Union[str, int]]] = None,
+                 threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
+                 batch_wait: float = 0.0, batched: Literal[True]) -> None: ...
+
+    @overload
     def __init__(self, worker: Type[Worker[In, Out]], n_workers: Optional[int] = None,
                  init_kwargs: Optional[Dict[str, Any]] = None, window: int = DEFAULT_WINDOW,
                  max_retries: int = 3, *, initializer: Optional[Callable[..., object]] = None,
@@ -224,7 +242,7 @@ class Pool(Client[In, Out]):
                  batch_wait: float = 0.0, batched: bool = False) -> None: ...
 
     def __init__(self, worker: Union[Type[Worker[In, Out]], Worker[In, Out], Sequence[Worker[In, Out]],
-                                     Callable[[In], Out]],
+                                     Callable[[In], Out], Callable[[List[In]], Sequence[Out]]],
                  n_workers: Optional[int] = None, init_kwargs: Optional[Dict[str, Any]] = None,
                  window: int = DEFAULT_WINDOW, max_retries: int = 3, *,
                  initializer: Optional[Callable[..., object]] = None, initargs: Sequence[Any] = (),
@@ -295,8 +313,32 @@ def connect(endpoint: str, *, server_key: Optional[str] = None, key: Optional[st
                   window_bytes=window_bytes)
 
 
+@overload
 def map(func: Callable[[In], Out], iterable: Iterable[In], *, n_workers: Optional[int] = None,
         ordered: bool = True, window: int = DEFAULT_WINDOW, max_retries: int = 3,
+        return_exceptions: bool = False, progress: bool = False,
+        initializer: Optional[Callable[..., object]] = None, initargs: Sequence[Any] = (), reuse: bool = True,
+        task_timeout: Optional[float] = None, max_tasks_per_worker: Optional[int] = None,
+        max_worker_memory: Optional[int] = None, max_worker_age: Optional[float] = None,
+        worker_env: WorkerEnv = None, devices: Optional[Sequence[Union[str, int]]] = None,
+        threads_per_worker: Optional[int] = None, batched: Literal[False] = False, max_batch_size: Optional[int] = None,
+        batch_wait: float = 0.0) -> Iterator[Out]: ...
+
+
+@overload
+def map(func: Callable[[List[In]], Sequence[Out]], iterable: Iterable[In], *, n_workers: Optional[int] = None,
+        ordered: bool = True, window: int = DEFAULT_WINDOW, max_retries: int = 3,
+        return_exceptions: bool = False, progress: bool = False,
+        initializer: Optional[Callable[..., object]] = None, initargs: Sequence[Any] = (), reuse: bool = True,
+        task_timeout: Optional[float] = None, max_tasks_per_worker: Optional[int] = None,
+        max_worker_memory: Optional[int] = None, max_worker_age: Optional[float] = None,
+        worker_env: WorkerEnv = None, devices: Optional[Sequence[Union[str, int]]] = None,
+        threads_per_worker: Optional[int] = None, batched: Literal[True], max_batch_size: Optional[int] = None,
+        batch_wait: float = 0.0) -> Iterator[Out]: ...
+
+
+def map(func: Union[Callable[[In], Out], Callable[[List[In]], Sequence[Out]]], iterable: Iterable[In], *,
+        n_workers: Optional[int] = None, ordered: bool = True, window: int = DEFAULT_WINDOW, max_retries: int = 3,
         return_exceptions: bool = False, progress: bool = False,
         initializer: Optional[Callable[..., object]] = None, initargs: Sequence[Any] = (), reuse: bool = True,
         task_timeout: Optional[float] = None, max_tasks_per_worker: Optional[int] = None,
