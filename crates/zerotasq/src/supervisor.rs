@@ -108,8 +108,11 @@ impl WorkerProcesses {
     }
 
     fn stop_now(&mut self) {
-        // Closing the write end wakes the supervisor.
-        drop(self.stop.take());
+        // A byte, not only the close: a pipe whose writer is gone polls as hung up, not
+        // readable, and the supervisor would spin instead of stopping.
+        if let Some(mut stop) = self.stop.take() {
+            let _ = stop.write_all(b"x");
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
