@@ -207,8 +207,7 @@ fn each_worker_keeps_its_slot_variables_and_device_across_a_kill() {
         let pool = pool.clone();
         move || {
             // Its replacement first.
-            while !(pool.raw().worker_pids().len() == 2
-                && !pool.raw().worker_pids().contains(&victim))
+            while pool.raw().worker_pids().len() != 2 || pool.raw().worker_pids().contains(&victim)
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
