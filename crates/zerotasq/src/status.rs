@@ -163,17 +163,10 @@ impl Durations {
         self.counts.iter().sum()
     }
 
-    /// Each bound with the durations at most that long (cumulative, as Prometheus has it).
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut total = 0;
-        self.bounds
-            .iter()
-            .zip(&self.counts)
-            .map(|(&bound, &n)| {
-                total += n;
-                (bound, total)
-            })
-            .collect()
+    /// Each bound with the durations in its bucket (over the previous bound, at most this
+    /// one); those over the last bound are in [`Durations::count`] only.
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.bounds.iter().copied().zip(self.counts.iter().copied())
     }
 }
 
@@ -273,19 +266,11 @@ mod tests {
         d.record(Duration::from_millis(3));
         d.record(Duration::from_secs(5000));
         assert_eq!(d.count(), 4);
-        let cumulative = d.cumulative();
-        assert_eq!(
-            cumulative[0],
-            (0.0001, 2),
-            "100 µs is at most the first bound"
-        );
-        assert_eq!(cumulative[4], (0.0025, 2));
-        assert_eq!(cumulative[5], (0.005, 3));
-        assert_eq!(
-            cumulative.last(),
-            Some(&(1000.0, 3)),
-            "5000 s is over every bound"
-        );
+        let buckets: Vec<_> = d.buckets().collect();
+        assert_eq!(buckets[0], (0.0001, 2), "100 µs is at most the first bound");
+        assert_eq!(buckets[5], (0.005, 1));
+        let bounded: u64 = buckets.iter().map(|b| b.1).sum();
+        assert_eq!(bounded, 3, "5000 s is over every bound");
         assert!((d.sum_secs - 5000.00315).abs() < 1e-9);
     }
 
