@@ -270,6 +270,17 @@ pub struct MapArgs {
     #[command(flatten)]
     pub remote: RemoteArgs,
 
+    /// Log each finished record to FILE (number, worker host and slot, run time, outcome,
+    /// answer). Refused if FILE exists, unless --resume.
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+
+    /// Continue the run that --joblog FILE logged: with the same input and command, the
+    /// records done are not run again and their answers come from the joblog, so the output
+    /// is the whole output of an undisturbed run. Refused for another input or command.
+    #[arg(long, requires = "joblog")]
+    pub resume: bool,
+
     /// The worker command and its arguments.
     #[arg(value_name = "COMMAND", required_unless_present = "connect", conflicts_with = "connect", num_args = 1.., trailing_var_arg = true)]
     pub command: Vec<OsString>,

@@ -151,22 +151,18 @@ pub(crate) fn run(
             restart_at: Some(Instant::now()),
         })
         .collect();
-    let mut restarting = true;
     loop {
         let now = Instant::now();
-        if restarting {
-            for (index, slot) in slots.iter_mut().enumerate() {
-                if slot.child.is_none() && slot.restart_at.is_some_and(|at| at <= now) {
-                    slot.restart_at = None;
-                    spawn(&cfg, index, slot, broker)?;
-                }
+        for (index, slot) in slots.iter_mut().enumerate() {
+            if slot.child.is_none() && slot.restart_at.is_some_and(|at| at <= now) {
+                slot.restart_at = None;
+                spawn(&cfg, index, slot, broker)?;
             }
-            publish_pids(&cfg, &slots);
         }
+        publish_pids(&cfg, &slots);
         let mut timeout = slots
             .iter()
             .filter_map(|s| s.restart_at)
-            .filter(|_| restarting)
             .min()
             .map(|at| at.saturating_duration_since(now));
         let mut items = vec![Pollable::Fd(stop.as_raw_fd())];
@@ -200,7 +196,16 @@ pub(crate) fn run(
                             kill_group(child.id());
                         }
                     }
-                    Ok(Message::StopRestarting) => restarting = false,
+                    // It ran its init: its slot's back-off starts over, so workers killed
+                    // after they started are replaced quickly however often it happens.
+                    Ok(Message::ChildReady { identity }) => {
+                        if let Some(slot) = slots
+                            .iter_mut()
+                            .find(|s| s.child.as_ref().is_some_and(|(_, _, id, _)| id == identity))
+                        {
+                            slot.backoff = cfg.backoff_initial;
+                        }
+                    }
                     _ => tracing::error!("supervisor: unexpected control message"),
                 }
             }
