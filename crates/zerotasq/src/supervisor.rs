@@ -108,8 +108,12 @@ impl WorkerProcesses {
     }
 
     fn stop_now(&mut self) {
-        // Closing the write end wakes the supervisor.
-        drop(self.stop.take());
+        // A byte wakes the supervisor: a pipe whose writer only closed reports a hang-up,
+        // not input, and the poll would spin on it without seeing the stop.
+        if let Some(mut writer) = self.stop.take() {
+            use std::io::Write;
+            let _ = writer.write_all(b"x");
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
