@@ -5,7 +5,8 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 760, HEIGHT = 220, LEFT = 48, BOTTOM = 22, TOP = 10, RIGHT = 10;
-const WINDOW_SECS = 600;
+// The chart spans the history kept (ten minutes at most), one minute at least.
+const MIN_WINDOW_SECS = 60, MAX_WINDOW_SECS = 600;
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -62,10 +63,11 @@ function drawChart(history) {
   chart.replaceChildren();
   const points = rates(history);
   const now = history.length ? history[history.length - 1][0] : 0;
-  const start = now - WINDOW_SECS;
+  const span = Math.min(MAX_WINDOW_SECS, Math.max(MIN_WINDOW_SECS, now - (history.length ? history[0][0] : 0)));
+  const start = now - span;
   const peak = Math.max(1, ...points.map(p => p[1] + p[2]));
   const top = niceCeil(peak);
-  const x = t => LEFT + (t - start) / WINDOW_SECS * (WIDTH - LEFT - RIGHT);
+  const x = t => LEFT + (t - start) / span * (WIDTH - LEFT - RIGHT);
   const y = v => HEIGHT - BOTTOM - v / top * (HEIGHT - BOTTOM - TOP);
   for (let i = 0; i <= 4; i++) {
     const v = top * i / 4;
@@ -74,9 +76,10 @@ function drawChart(history) {
     label.textContent = v >= 1000 ? (v / 1000).toFixed(1) + "k" : String(+v.toFixed(1));
     chart.append(label);
   }
-  for (let m = 0; m <= 10; m += 2) {
-    const label = svg("text", { x: x(now - m * 60), y: HEIGHT - 6, "text-anchor": "middle" });
-    label.textContent = m === 0 ? "now" : "-" + m + "m";
+  for (let i = 0; i <= 5; i++) {
+    const ago = span * i / 5;
+    const label = svg("text", { x: x(now - ago), y: HEIGHT - 6, "text-anchor": "middle" });
+    label.textContent = i === 0 ? "now" : "-" + duration(ago);
     chart.append(label);
   }
   for (const [index, cls] of [[1, "done"], [2, "failed"]]) {
