@@ -221,6 +221,8 @@ struct Pending {
 struct Adapter {
     args: AdapterArgs,
     worker: u32,
+    /// This host's name, in each result (for the CLI's joblog).
+    host: String,
     events: Arc<Sender>,
     process: WorkerProcess,
     session: WorkerSession,
@@ -295,6 +297,7 @@ impl Adapter {
         Ok(Adapter {
             args,
             worker,
+            host: zerotasq::worker_runtime::hostname(),
             events,
             process,
             session,
@@ -540,7 +543,7 @@ impl Adapter {
         }
         self.results
             .push_ok_with(id, |buf| {
-                encode_result(head, &[&pack.answers, fresh, rest], buf);
+                encode_result(head, &self.host, &[&pack.answers, fresh, rest], buf);
                 Ok::<(), std::convert::Infallible>(())
             })
             .expect("infallible");
@@ -807,7 +810,7 @@ mod tests {
                     let zerotasq::protocol::Outcome::Ok(bytes) = outcome else {
                         panic!("task {id} failed: {outcome:?}");
                     };
-                    let (head, rest) = decode_result(bytes).unwrap();
+                    let (head, _, rest) = decode_result(bytes).unwrap();
                     let text = String::from_utf8(rest.to_vec()).unwrap();
                     (id, head.record, text, head.split)
                 })

@@ -74,11 +74,13 @@ Examples:
   zerotasq broker --clients tcp://0.0.0.0:5555 --workers tcp://0.0.0.0:5556 \\
       --key broker.key_secret --allow allowed.keys --status-every 10s
 
-  # Plain TCP, only on loopback (or with --allow-insecure-remote):
-  zerotasq broker --insecure --clients tcp://127.0.0.1:5555 --workers tcp://127.0.0.1:5556
+  # Plain TCP, only on loopback (or with --allow-insecure-remote); metrics and a
+  # dashboard at http://127.0.0.1:9100/ (Prometheus scrapes /metrics):
+  zerotasq broker --insecure --clients tcp://127.0.0.1:5555 --workers tcp://127.0.0.1:5556 \\
+      --http 127.0.0.1:9100
 
-The bound endpoints are printed on stdout at start (`clients ENDPOINT`, `workers ENDPOINT`;
-port 0 binds any free port). Ctrl-C stops the broker (exit 130).";
+The bound endpoints are printed on stdout at start (`clients ENDPOINT`, `workers ENDPOINT`,
+`http http://HOST:PORT`; port 0 binds any free port). Ctrl-C stops the broker (exit 130).";
 
 const WORKER_EXAMPLES: &str = "\
 Examples:
@@ -168,6 +170,14 @@ pub struct BrokerArgs {
     /// Tries per task: a task whose worker died R times is reported as failed.
     #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub retries: u32,
+    /// Serve Prometheus metrics (/metrics) and a live dashboard (/) over HTTP at HOST:PORT,
+    /// e.g. 127.0.0.1:9100 (port 0: any free port). Loopback only unless
+    /// --allow-remote-http. Read-only.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http: Option<String>,
+    /// Allow --http on a non-loopback address: anyone who can reach it sees the figures.
+    #[arg(long, requires = "http")]
+    pub allow_remote_http: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,6 +269,17 @@ pub struct MapArgs {
 
     #[command(flatten)]
     pub remote: RemoteArgs,
+
+    /// Log each finished record to FILE (number, worker host and slot, run time, outcome,
+    /// answer). Refused if FILE exists, unless --resume.
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+
+    /// Continue the run that --joblog FILE logged: with the same input and command, the
+    /// records done are not run again and their answers come from the joblog, so the output
+    /// is the whole output of an undisturbed run. Refused for another input or command.
+    #[arg(long, requires = "joblog")]
+    pub resume: bool,
 
     /// The worker command and its arguments.
     #[arg(value_name = "COMMAND", required_unless_present = "connect", conflicts_with = "connect", num_args = 1.., trailing_var_arg = true)]

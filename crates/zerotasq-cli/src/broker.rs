@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use zerotasq::BrokerConfig;
 use zerotasq::{check_insecure, server_security};
-use zerotasq::{PoolSpec, RawPool, Security, TcpListen};
+use zerotasq::{HttpListen, PoolSpec, RawPool, Security, TcpListen};
 
 use crate::args::BrokerArgs;
 use crate::run::{say, EXIT_USAGE};
@@ -54,6 +54,10 @@ pub fn broker(args: BrokerArgs) -> i32 {
             security,
             allow_insecure_remote: args.allow_insecure_remote,
         }),
+        http: args.http.clone().map(|addr| HttpListen {
+            addr,
+            allow_remote: args.allow_remote_http,
+        }),
         ..PoolSpec::default()
     };
     let pool = match RawPool::start(spec) {
@@ -68,10 +72,16 @@ pub fn broker(args: BrokerArgs) -> i32 {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "clients {}", bound.clients.as_deref().unwrap_or("-"));
         let _ = writeln!(out, "workers {}", bound.workers.as_deref().unwrap_or("-"));
+        if let Some(http) = pool.http_address() {
+            let _ = writeln!(out, "http http://{http}");
+        }
         let _ = out.flush();
     }
+    let dashboard = pool
+        .http_address()
+        .map_or_else(String::new, |a| format!(", dashboard at http://{a}/"));
     say(&format!(
-        "zerotasq broker: clients at {}, workers at {} ({allowed}); Ctrl-C stops",
+        "zerotasq broker: clients at {}, workers at {} ({allowed}){dashboard}; Ctrl-C stops",
         bound.clients.as_deref().unwrap_or("-"),
         bound.workers.as_deref().unwrap_or("-"),
     ));

@@ -1,7 +1,9 @@
 //! The input: records (lines, or NUL-separated with `-0`) read lazily from stdin or a file,
 //! numbered from 1. A read error ends the records and is kept for the caller to report, since
-//! an iterator of tasks cannot carry it.
+//! an iterator of tasks cannot carry it. A resumed run reads ahead past the records done
+//! before and sets aside the others, which come first, by their own numbers.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +34,14 @@ pub struct Records<R> {
     /// Bytes consumed so far, for the progress bar.
     bytes_read: Arc<AtomicU64>,
     error: Arc<Mutex<Option<std::io::Error>>>,
+    /// Records read ahead and set aside, each ended by the separator, with its number.
+    aside: VecDeque<(u64, Vec<u8>)>,
+    /// Where each record given goes by number with its hash, for a joblog.
+    hashes: Option<InputHashes>,
 }
+
+/// Hashes of records given and not yet answered, by number (see `joblog`).
+pub type InputHashes = Arc<Mutex<HashMap<u64, u64>>>;
 
 impl<R: BufRead> Records<R> {
     pub fn new(reader: R, separator: u8) -> Self {
@@ -42,7 +51,24 @@ impl<R: BufRead> Records<R> {
             next: 1,
             bytes_read: Arc::new(AtomicU64::new(0)),
             error: Arc::new(Mutex::new(None)),
+            aside: VecDeque::new(),
+            hashes: None,
         }
+    }
+
+    /// From now on, each record given leaves its hash in `hashes`.
+    pub fn hash_into(&mut self, hashes: InputHashes) {
+        self.hashes = Some(hashes);
+    }
+
+    /// The number of the record [`Records::read_into`] gives next.
+    pub fn next_number(&self) -> u64 {
+        self.aside.front().map_or(self.next, |(n, _)| *n)
+    }
+
+    /// Records read ahead (with [`Records::read_ahead`]) to be given before the rest.
+    pub fn set_aside(&mut self, records: VecDeque<(u64, Vec<u8>)>) {
+        self.aside = records;
     }
 
     pub fn bytes_read(&self) -> Arc<AtomicU64> {
@@ -57,6 +83,23 @@ impl<R: BufRead> Records<R> {
     /// Appends the next record to `buf`, always ended by the separator; its number, or
     /// `None` at the end of the input (or on a read error, kept for the caller).
     pub fn read_into(&mut self, buf: &mut Vec<u8>) -> Option<u64> {
+        let start = buf.len();
+        let number = match self.aside.pop_front() {
+            Some((number, record)) => {
+                buf.extend_from_slice(&record);
+                number
+            }
+            None => self.read_ahead(buf)?,
+        };
+        if let Some(hashes) = &self.hashes {
+            let hash = crate::joblog::hash(&buf[start..buf.len() - 1]);
+            hashes.lock().expect("hashes lock").insert(number, hash);
+        }
+        Some(number)
+    }
+
+    /// As [`Records::read_into`], but from the input itself, past any records set aside.
+    pub fn read_ahead(&mut self, buf: &mut Vec<u8>) -> Option<u64> {
         match self.reader.read_until(self.separator, buf) {
             Ok(0) => None,
             Ok(n) => {
@@ -79,7 +122,7 @@ impl<R: BufRead> Records<R> {
 impl<R: Buffered> Records<R> {
     /// A whole record is buffered: reading it will not wait.
     pub fn record_buffered(&self) -> bool {
-        self.reader.buffered().contains(&self.separator)
+        !self.aside.is_empty() || self.reader.buffered().contains(&self.separator)
     }
 }
 

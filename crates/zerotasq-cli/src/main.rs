@@ -13,6 +13,7 @@
 //!   `monitor` — the CLI's reader of it.
 //! - `pack` — adaptive packs of records per engine task (tiny lines go fast).
 //! - `input` — lazy records from stdin or a file; `progress` — the bar; `summary` — the end.
+//! - `joblog` — `--joblog`/`--resume`: finished records logged, a killed run resumed.
 //! - `keys` — `zerotasq keygen`, and CURVE keys for the commands below.
 //! - `broker` — `zerotasq broker`: a standalone broker on TCP (no local workers).
 //! - `join` — `zerotasq worker`: N adapters joining a remote broker, restarted with back-off.
@@ -26,6 +27,7 @@ mod controls;
 mod duration;
 mod events;
 mod input;
+mod joblog;
 mod join;
 mod keys;
 mod monitor;

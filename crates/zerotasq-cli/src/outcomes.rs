@@ -13,6 +13,7 @@ use zerotasq::{BrokerAccess, Connector, ErrorKind, TaskError};
 
 use crate::args::{MapArgs, StatsFormat};
 use crate::input::Records;
+use crate::joblog::{Finished, JobLog};
 use crate::monitor::Monitor;
 use crate::pack::{Pack, Packer, Packing};
 use crate::payload::{
@@ -90,8 +91,9 @@ type Outcomes = Box<dyn Iterator<Item = Outcome>>;
 fn decoder() -> zerotasq::DecodeFn<Answer> {
     Box::new(|bytes: &[u8]| {
         decode_result(bytes)
-            .map(|(head, answer)| Answer {
+            .map(|(head, host, answer)| Answer {
                 head,
+                host: host.to_string(),
                 bytes: answer.to_vec(),
             })
             .ok_or_else(|| TaskError::new(ErrorKind::Codec, "malformed result from a worker"))
@@ -101,6 +103,8 @@ fn decoder() -> zerotasq::DecodeFn<Answer> {
 /// One answer, as decoded from its result.
 struct Answer {
     head: ResultHeader,
+    /// The worker's host.
+    host: String,
     bytes: Vec<u8>,
 }
 
@@ -110,6 +114,8 @@ enum Stop {
     /// A command broke the line protocol: its answers cannot be matched to lines.
     Desync(u32, String),
     BrokerLost(TaskError),
+    /// The joblog could not be written; why.
+    JobLog(String),
     FailFast,
     Interrupted,
 }
@@ -143,6 +149,8 @@ pub struct Run {
     pub max_init_failures: u64,
     /// A regular file: reading it never waits for a writer.
     pub input_is_file: bool,
+    /// `--joblog`: where finished records are logged, and those done before replayed.
+    pub joblog: Mutex<Option<JobLog>>,
     pub args: MapArgs,
 }
 
@@ -175,15 +183,14 @@ impl Run {
         }
     }
 
-    /// Streams the records of `reader`; returns the exit status.
-    pub fn run(self, reader: Reader) -> i32 {
+    /// Streams `records`; returns the exit status.
+    pub fn run(self, records: Records<Reader>) -> i32 {
         let started = Instant::now();
         if let Err(message) = self.wait_for_a_worker() {
             self.progress.finish();
             say(&format!("zerotasq: {message}"));
             return EXIT_USAGE;
         }
-        let records = Records::new(reader, self.separator);
         let bytes_read = records.bytes_read();
         let input_error = records.error();
         let packing = Packing::new(!self.args.no_pack, self.args.window.into());
@@ -199,7 +206,11 @@ impl Run {
         let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
         let mut last_flush = Instant::now();
         let mut tally = Tally::new(self.local_slots());
-        let mut stop = None;
+        // As they complete: what was done before comes first.
+        let mut stop = match self.args.unordered {
+            true => self.replay(u64::MAX, &mut out, &mut tally).err(),
+            false => None,
+        };
         for (pack, outcome) in outcomes {
             // The outcomes to handle now: this one, then (for a split pack) those of its
             // unanswered records, run again one by one, before what follows.
@@ -216,6 +227,7 @@ impl Run {
             }
             if stop.is_none() && (flush_each || last_flush.elapsed() >= FLUSH_EVERY) {
                 stop = out.flush().err().map(Stop::Write);
+                stop = stop.or_else(|| self.flush_joblog().err());
                 last_flush = Instant::now();
             }
             if stop.is_some() {
@@ -231,6 +243,13 @@ impl Run {
                     retries: stats.requeued,
                 });
             }
+        }
+        // Records done before and after the last one run now.
+        if stop.is_none() {
+            stop = self.replay(u64::MAX, &mut out, &mut tally).err();
+        }
+        if !matches!(stop, Some(Stop::JobLog(_))) {
+            stop = stop.or_else(|| self.flush_joblog().err());
         }
         // What was written before a stop (but a failed write) still goes out.
         if !matches!(stop, Some(Stop::Write(_))) {
@@ -330,7 +349,7 @@ impl Run {
                     None => vec![None],
                 };
                 for record in records {
-                    self.count_failure(record, &error, tally)?;
+                    self.count_failure(record, &error, out, tally)?;
                 }
                 Ok(Vec::new())
             }
@@ -349,6 +368,7 @@ impl Run {
     ) -> Result<Vec<Outcome>, Stop> {
         let separator = self.separator;
         let head = answer.head;
+        self.replay(head.record, out, tally)?;
         for r in head.record..head.record + head.count as u64 {
             self.monitor.forget(r);
         }
@@ -362,6 +382,7 @@ impl Run {
         }
         let cut = after_records(&answer.bytes, head.count, separator).unwrap_or(answer.bytes.len());
         out.write_all(&answer.bytes[..cut]).map_err(Stop::Write)?;
+        self.log_answers(&answer, cut)?;
         if !head.split {
             packing.answered(head.count, head.busy_us);
             packing.done(pack.map_or(head.count, |(_, n)| n) as u64);
@@ -382,7 +403,7 @@ impl Run {
                 ErrorKind::WorkerLost,
                 format!("the command died on it {} times", self.args.retries),
             );
-            self.count_failure(Some(guilty), &error, tally)?;
+            self.count_failure(Some(guilty), &error, out, tally)?;
             let skip = after_records(rest, 1, separator).unwrap_or(rest.len());
             rest = &rest[skip..];
             first += 1;
@@ -395,8 +416,21 @@ impl Run {
         &self,
         record: Option<u64>,
         error: &TaskError,
+        out: &mut impl Write,
         tally: &mut Tally,
     ) -> Result<(), Stop> {
+        if let Some(record) = record {
+            self.replay(record, out, tally)?;
+            let message = error.to_string();
+            self.log(&Finished {
+                record,
+                host: "-",
+                slot: 0,
+                runtime: None,
+                ok: false,
+                output: message.as_bytes(),
+            })?;
+        }
         tally.failed += 1;
         tally.done += 1;
         self.report_failure(record, error, tally.failed <= DETAILED_FAILURES);
@@ -426,6 +460,10 @@ impl Run {
             }
             Some(Stop::BrokerLost(error)) => {
                 say(&format!("zerotasq: {error}"));
+                return EXIT_USAGE;
+            }
+            Some(Stop::JobLog(why)) => {
+                say(&format!("zerotasq: {why}"));
                 return EXIT_USAGE;
             }
             Some(Stop::Desync(worker, reason)) => {
@@ -461,6 +499,61 @@ impl Run {
             StatsFormat::None => {}
         }
         code
+    }
+
+    /// Writes the answers and failures of records done before `record` (a resumed run's),
+    /// from the joblog, at their place in the output.
+    fn replay(&self, record: u64, out: &mut impl Write, tally: &mut Tally) -> Result<(), Stop> {
+        let mut joblog = self.joblog.lock().expect("joblog lock");
+        let Some(joblog) = joblog.as_mut() else {
+            return Ok(());
+        };
+        let (answered, failed) = joblog
+            .replay_before(record, self.separator, out)
+            .map_err(Stop::Write)?;
+        tally.done += answered;
+        for (record, message) in failed {
+            tally.failed += 1;
+            tally.done += 1;
+            let error = TaskError::new(ErrorKind::WorkerLost, message);
+            self.report_failure(Some(record), &error, false);
+        }
+        Ok(())
+    }
+
+    /// Logs each record of an answered pack: `answer.bytes[..cut]` holds their answers.
+    fn log_answers(&self, answer: &Answer, cut: usize) -> Result<(), Stop> {
+        if self.joblog.lock().expect("joblog lock").is_none() {
+            return Ok(());
+        }
+        let head = answer.head;
+        let runtime = Duration::from_micros(head.busy_us.into()) / head.count.max(1);
+        let answers = answer.bytes[..cut].split(|&b| b == self.separator);
+        for (record, output) in (head.record..).zip(answers).take(head.count as usize) {
+            self.log(&Finished {
+                record,
+                host: &answer.host,
+                slot: head.worker,
+                runtime: Some(runtime),
+                ok: true,
+                output,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn log(&self, finished: &Finished<'_>) -> Result<(), Stop> {
+        match self.joblog.lock().expect("joblog lock").as_mut() {
+            Some(joblog) => joblog.log(finished).map_err(Stop::JobLog),
+            None => Ok(()),
+        }
+    }
+
+    fn flush_joblog(&self) -> Result<(), Stop> {
+        match self.joblog.lock().expect("joblog lock").as_mut() {
+            Some(joblog) => joblog.flush().map_err(Stop::JobLog),
+            None => Ok(()),
+        }
     }
 
     /// Runs the records of a split pack (`first` and on, each ended by the separator) one

@@ -107,8 +107,10 @@ impl<R: Buffered> Iterator for Packer<R> {
         let at = start_task(0, 0, &mut bytes);
         let first = self.records.read_into(&mut bytes)?;
         let mut count = 1u32;
+        // A pack holds consecutive records (a resumed run skips those done before).
         while (count as u64) < limit
             && bytes.len() < MAX_PACK_BYTES
+            && self.records.next_number() == first + count as u64
             && (!self.may_wait || self.records.record_buffered())
             && self.records.read_into(&mut bytes).is_some()
         {

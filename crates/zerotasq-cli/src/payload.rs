@@ -2,8 +2,8 @@
 //! consecutive records: the first record's number, how many, flags, then the records, each
 //! ended by the separator (so the adapter writes them to its command as they are). A result
 //! is the first record's number, the worker's number, the time the pack took, how many
-//! answers follow and whether the pack was split, then the answers, each ended by the
-//! separator. A split result (the command died inside the pack) carries, after the answers
+//! answers follow and whether the pack was split, the worker's host (a length byte, then
+//! the name), then the answers, each ended by the separator. A split result (the command died inside the pack) carries, after the answers
 //! it got, the records it never answered, the first of which killed the command.
 //!
 //! A task is encoded at the end of a buffer that may already hold other bytes (the engine's
@@ -79,24 +79,30 @@ pub struct ResultHeader {
     pub split: bool,
 }
 
-/// Appends a result to `buf`: the header, then `parts` one after the other (the answers,
-/// and for a split pack the records it never answered).
-pub fn encode_result(head: ResultHeader, parts: &[&[u8]], buf: &mut Vec<u8>) {
-    buf.reserve(RESULT_HEADER + parts.iter().map(|p| p.len()).sum::<usize>());
+/// Appends a result to `buf`: the header, the worker's host (its first 255 bytes), then
+/// `parts` one after the other (the answers, and for a split pack the records it never
+/// answered).
+pub fn encode_result(head: ResultHeader, host: &str, parts: &[&[u8]], buf: &mut Vec<u8>) {
+    let host = &host.as_bytes()[..host.len().min(255)];
+    buf.reserve(RESULT_HEADER + 1 + host.len() + parts.iter().map(|p| p.len()).sum::<usize>());
     buf.extend_from_slice(&head.record.to_le_bytes());
     buf.extend_from_slice(&head.worker.to_le_bytes());
     buf.extend_from_slice(&head.busy_us.to_le_bytes());
     buf.extend_from_slice(&head.count.to_le_bytes());
     buf.push(head.split as u8);
+    buf.push(host.len() as u8);
+    buf.extend_from_slice(host);
     for part in parts {
         buf.extend_from_slice(part);
     }
 }
 
-/// The header and the bytes after it (answers, then for a split pack the unanswered
-/// records).
-pub fn decode_result(bytes: &[u8]) -> Option<(ResultHeader, &[u8])> {
-    let (head, body) = bytes.split_at_checked(RESULT_HEADER)?;
+/// The header, the worker's host, and the bytes after them (answers, then for a split pack
+/// the unanswered records).
+pub fn decode_result(bytes: &[u8]) -> Option<(ResultHeader, &str, &[u8])> {
+    let (head, rest) = bytes.split_at_checked(RESULT_HEADER)?;
+    let (&len, rest) = rest.split_first()?;
+    let (host, body) = rest.split_at_checked(len.into())?;
     let head = ResultHeader {
         record: u64::from_le_bytes(head[..8].try_into().ok()?),
         worker: u32::from_le_bytes(head[8..12].try_into().ok()?),
@@ -104,7 +110,7 @@ pub fn decode_result(bytes: &[u8]) -> Option<(ResultHeader, &[u8])> {
         count: u32::from_le_bytes(head[16..20].try_into().ok()?),
         split: head[20] != 0,
     };
-    Some((head, body))
+    Some((head, std::str::from_utf8(host).unwrap_or("?"), body))
 }
 
 /// The offset just past the `n`-th separator in `bytes` (`None` if there are fewer).
@@ -151,9 +157,9 @@ mod tests {
             split: true,
         };
         buf.clear();
-        encode_result(head, &[b"a\n", b"b\n", b"c\n"], &mut buf);
-        let (got, body) = decode_result(&buf).unwrap();
-        assert_eq!(got, head);
+        encode_result(head, "node-1", &[b"a\n", b"b\n", b"c\n"], &mut buf);
+        let (got, host, body) = decode_result(&buf).unwrap();
+        assert_eq!((got, host), (head, "node-1"));
         assert_eq!(after_records(body, 1, b'\n'), Some(2));
         assert_eq!(after_records(body, 4, b'\n'), None);
         assert_eq!(decode_result(&buf[..20]), None);

@@ -22,6 +22,8 @@ use zerotasq::{BrokerAccess, PoolSpec, RawPool, RemoteBroker};
 use crate::adapter::AdapterArgs;
 use crate::args::MapArgs;
 use crate::events::{self, ENV_EVENTS_FD};
+use crate::input::Records;
+use crate::joblog::{JobLog, RunIdentity};
 use crate::monitor::Monitor;
 use crate::outcomes::Run;
 use crate::progress::Progress;
@@ -103,6 +105,18 @@ pub fn map(args: MapArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    let mut records = Records::new(reader, separator);
+    // Before anything starts: a joblog from another run is refused with nothing written.
+    let joblog = match &args.joblog {
+        Some(path) => match JobLog::open(path, args.resume, &run_identity(&args), &mut records) {
+            Ok(joblog) => Some(joblog),
+            Err(message) => {
+                say(&format!("zerotasq: {message}"));
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
     let show_progress = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
     let progress = Progress::new(show_progress, total_bytes);
     let (pipe, events_fd) = match events::pipe() {
@@ -165,12 +179,13 @@ pub fn map(args: MapArgs) -> i32 {
         jobs,
         max_init_failures,
         input_is_file: total_bytes.is_some(),
+        joblog: Mutex::new(joblog),
         args,
     };
     std::thread::Builder::new()
         .name("run".into())
         .spawn(move || {
-            let code = run.run(reader);
+            let code = run.run(records);
             let _ = tx.send(Msg::Done(code));
         })
         .expect("start the run thread");
@@ -189,6 +204,24 @@ pub fn map(args: MapArgs) -> i32 {
         say("zerotasq: interrupted; the workers are stopped");
     }
     code
+}
+
+/// What a joblog names this run by: the command (or the broker, with `--connect`) and the
+/// separator.
+fn run_identity(args: &MapArgs) -> RunIdentity {
+    let command = match &args.connect {
+        Some(endpoint) => format!("--connect {endpoint}"),
+        None => args
+            .command
+            .iter()
+            .map(|arg| arg.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    RunIdentity {
+        command,
+        separator: if args.null { 0 } else { b'\n' },
+    }
 }
 
 /// The input, buffered (a pack takes what is buffered without waiting for more).

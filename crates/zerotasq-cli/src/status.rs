@@ -167,7 +167,12 @@ mod tests {
                 failed: 0,
                 mean_batch: 1.0,
                 max_batch: 0,
+                host: "host".into(),
+                pid: 1,
+                slot: Some(0),
+                restarts: Some(0),
             }],
+            task_durations: Default::default(),
         };
         let text = render("tcp://h:1", &status);
         assert!(

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::{
     header, Command, ErrorKind, Message, Outcome, ProtocolError, ResultBatch, WireError, VERSION,
 };
-use crate::status::{BrokerStatus, Rate};
+use crate::status::{BrokerStatus, Durations, Rate};
 
 use clients::Clients;
 use garbage::GarbageGuard;
@@ -160,6 +160,8 @@ pub struct Broker {
     /// All outcomes per second; `rated` of them counted so far.
     rate: Rate,
     rated: u64,
+    /// Dispatch-to-outcome times of the tasks workers answered.
+    durations: Durations,
     outbox: Outbox,
     /// When a batching worker's wait for a fuller batch ends (set by each dispatch).
     batch_wake: Option<Instant>,
@@ -179,6 +181,7 @@ impl Broker {
             started: now,
             rate: Rate::new(now),
             rated: 0,
+            durations: Durations::default(),
             batch_wake: None,
             outbox: Vec::new(),
         }
@@ -209,6 +212,7 @@ impl Broker {
             totals: self.stats(),
             clients: self.clients.statuses(now),
             workers: self.workers.statuses(),
+            task_durations: self.durations.clone(),
         }
     }
 
@@ -254,9 +258,10 @@ impl Broker {
                 });
                 self.workers
                     .register(identity, ready.capacity, batching, now);
+                self.workers.describe(identity, ready.host, ready.pid);
                 self.workers.offer(identity);
             }
-            Message::Results(batch) => self.on_results(identity, batch),
+            Message::Results(batch) => self.on_results(identity, batch, now),
             Message::Heartbeat => {
                 if !self.workers.contains(identity) && !self.startup.is_starting(identity) {
                     self.send_worker(identity, Command::Shutdown, None);
@@ -441,12 +446,15 @@ impl Broker {
         }
     }
 
-    fn on_results(&mut self, identity: &[u8], batch: ResultBatch<'_>) {
+    /// A worker's results. Each task answered counts its time from its last dispatch to now
+    /// (run time, plus waiting in the worker's queue and for its results to leave).
+    fn on_results(&mut self, identity: &[u8], batch: ResultBatch<'_>, now: Instant) {
         let Broker {
             workers,
             tasks,
             clients,
             stats,
+            durations,
             ..
         } = self;
         let delivered = workers.results(
@@ -458,6 +466,9 @@ impl Broker {
                 let Some(task) = tasks.remove(id) else {
                     return false;
                 };
+                if let Some(dispatched) = task.dispatched {
+                    durations.record(now.saturating_duration_since(dispatched));
+                }
                 match outcome {
                     Outcome::Ok(_) => stats.completed += 1,
                     Outcome::Err(_) => stats.failed += 1,

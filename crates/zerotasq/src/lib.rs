@@ -49,6 +49,8 @@
 //!   [`slot_env`] — what each local worker finds in its environment for its slot.
 //! - `ipc_dir` — the pool's private 0700 directory for its ipc endpoint.
 //! - `pool` — [`RawPool`] (bytes, any worker command) and the typed [`Pool`].
+//! - `http` — a pool's read-only HTTP endpoint ([`HttpListen`]): Prometheus `/metrics` and
+//!   a live dashboard.
 //! - [`pack`] — the adaptive size of packs of tiny items; [`reorder`] — outcomes waiting to
 //!   be yielded, in input order or as they came.
 //! - [`codec`] — serde (postcard) for the Rust face.
@@ -66,6 +68,7 @@ mod client;
 pub mod codec;
 mod connector;
 mod error;
+mod http;
 mod ipc_dir;
 mod link;
 pub mod pack;
@@ -91,6 +94,7 @@ pub use child::{serve_if_worker, worker_slot};
 pub use client::{DecodeFn, EncodeFn, Stream};
 pub use connector::Connector;
 pub use error::{Error, ErrorKind, TaskError, TimedOut};
+pub use http::HttpListen;
 pub use link::{BrokerAccess, Link, RemoteBroker};
 pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
 pub use status::BrokerStatus;

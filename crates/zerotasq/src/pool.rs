@@ -19,6 +19,7 @@ use crate::client::{DecodeFn, EncodeFn, Stream};
 use crate::codec;
 use crate::connector::Connector;
 use crate::error::Error;
+use crate::http::{HttpBound, HttpListen, HttpServer};
 use crate::ipc_dir::IpcDir;
 use crate::link::{BrokerAccess, Link};
 use crate::slot_env::WorkerEnv;
@@ -76,6 +77,8 @@ pub struct PoolSpec {
     /// ([`crate::worker_runtime::fetch_welcome`]), e.g. the Python face's pickled worker
     /// definition; it reaches only peers that passed authentication. Empty by default.
     pub welcome: Vec<u8>,
+    /// Serve `/metrics` (Prometheus) and a live dashboard over HTTP here.
+    pub http: Option<HttpListen>,
 }
 
 /// Where a pool listens on TCP, and how it authenticates peers there.
@@ -116,6 +119,7 @@ impl Default for PoolSpec {
             batching: Batching::default(),
             worker_env: WorkerEnv::default(),
             welcome: Vec::new(),
+            http: None,
         }
     }
 }
@@ -137,6 +141,8 @@ pub struct RawPool {
     stats: Arc<Mutex<BrokerStats>>,
     pids: Arc<Mutex<Vec<u32>>>,
     tcp_endpoints: TcpEndpoints,
+    /// The metrics and dashboard endpoint, if asked for.
+    http: Option<HttpServer>,
     /// Answers CURVE authentication while the broker runs.
     zap: Option<ZapHandler>,
     ipc_dir: Option<IpcDir>,
@@ -150,6 +156,8 @@ impl RawPool {
         let n = POOLS.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}-{n}", std::process::id());
         let ctx = Context::new();
+        // First: a bad address or a port in use fails the pool before anything starts.
+        let http = spec.http.as_ref().map(HttpBound::bind).transpose()?;
         let ipc_dir = IpcDir::create()?;
         let frontend = format!("inproc://zerotasq-{tag}-clients");
         let worker_endpoint = ipc_dir.endpoint();
@@ -253,8 +261,13 @@ impl RawPool {
             worker_opts(&inproc_workers, format!("{tag}-t{index}"))
         })?;
 
+        let link = Link::local(ctx.clone(), frontend, spec.max_message, broker_alive);
+        let http = match http {
+            Some(bound) => Some(bound.serve(link.clone(), stats.clone())?),
+            None => None,
+        };
         Ok(RawPool {
-            link: Link::local(ctx.clone(), frontend, spec.max_message, broker_alive),
+            link,
             worker_endpoint,
             stop_supervisor: Mutex::new(Some(stop_writer)),
             stop_broker: Mutex::new(Some(stop_broker)),
@@ -265,6 +278,7 @@ impl RawPool {
             stats,
             pids,
             tcp_endpoints,
+            http,
             zap,
             ipc_dir: Some(ipc_dir),
         })
@@ -278,6 +292,12 @@ impl RawPool {
     /// The TCP endpoints this pool listens on, if any.
     pub fn tcp_endpoints(&self) -> &TcpEndpoints {
         &self.tcp_endpoints
+    }
+
+    /// Where the pool serves its metrics and dashboard over HTTP, if it does (port
+    /// resolved).
+    pub fn http_address(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(HttpServer::addr)
     }
 
     /// Pids of the local worker processes alive now.
@@ -306,7 +326,9 @@ impl BrokerAccess for RawPool {
 
 impl Drop for RawPool {
     fn drop(&mut self) {
-        // The supervisor first (its children die), then the broker (open tasks are cancelled).
+        // The HTTP endpoint first, which asks the broker; then the supervisor (its children
+        // die), then the broker (open tasks are cancelled).
+        self.http.take();
         signal_stop(&self.stop_supervisor);
         if let Some(handle) = self.supervisor_thread.take() {
             let _ = handle.join();
@@ -611,6 +633,20 @@ impl<W: Worker> PoolBuilder<W> {
     pub fn batching(mut self, target: Duration, max_items: usize) -> Self {
         self.spec.broker.target_batch = target;
         self.spec.broker.max_batch_items = max_items.max(1);
+        self
+    }
+
+    /// Serves `/metrics` (Prometheus text format) and a live dashboard at `/` over HTTP on
+    /// `addr` (`HOST:PORT`, loopback only; port 0 picks a free one, see
+    /// [`RawPool::http_address`]). For another address, set [`HttpListen::allow_remote`]
+    /// with [`PoolBuilder::http_listen`].
+    pub fn http(self, addr: &str) -> Self {
+        self.http_listen(HttpListen::local(addr))
+    }
+
+    /// Serves metrics and the dashboard as `listen` says (see [`PoolBuilder::http`]).
+    pub fn http_listen(mut self, listen: HttpListen) -> Self {
+        self.spec.http = Some(listen);
         self
     }
 

@@ -1,7 +1,8 @@
 //! What a broker reports when asked (`StatusRequest` → `Status`): its totals, each client's
-//! queue and figures, each worker's load, and rates — [`BrokerStatus`], sent as JSON so any
-//! face or tool can read it. `Rate` counts events per second over the last few seconds,
-//! with time passed in like the rest of the broker.
+//! queue and figures, each worker's load, rates and task durations — [`BrokerStatus`], sent
+//! as JSON so any face or tool can read it. `Rate` counts events per second over the last
+//! few seconds, with time passed in like the rest of the broker; [`Durations`] is a
+//! histogram of task durations in fixed buckets.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,9 @@ pub struct BrokerStatus {
     pub clients: Vec<ClientStatus>,
     /// Registered workers, by id.
     pub workers: Vec<WorkerStatus>,
+    /// How long the tasks workers answered took, from dispatch to outcome.
+    #[serde(default)]
+    pub task_durations: Durations,
 }
 
 /// One client (one stream or connector) as the broker sees it.
@@ -62,6 +66,18 @@ pub struct WorkerStatus {
     /// Its declared batch size, for a worker that runs tasks in batches (0 otherwise).
     #[serde(default)]
     pub max_batch: usize,
+    /// The host it runs on, as it said when it joined.
+    #[serde(default)]
+    pub host: String,
+    /// Its process id on that host.
+    #[serde(default)]
+    pub pid: u32,
+    /// Its slot (0-based) among the workers of its supervisor, for a supervised worker.
+    #[serde(default)]
+    pub slot: Option<usize>,
+    /// How often its slot's worker was started again before this one (deaths, recycling).
+    #[serde(default)]
+    pub restarts: Option<u64>,
 }
 
 /// What a worker is doing.
@@ -100,6 +116,57 @@ impl BrokerStatus {
     /// Reads a status as the broker sends it.
     pub fn from_json(bytes: &[u8]) -> Result<BrokerStatus, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+}
+
+/// Upper bounds of the duration buckets, in seconds: 1, 2.5, 5 per decade from 100 µs to
+/// 1000 s, for tasks of microseconds to many minutes.
+const DURATION_BOUNDS: [f64; 22] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
+];
+
+/// A histogram of task durations since the broker started: counts per bucket (not
+/// cumulative), their sum and count — what a Prometheus histogram needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Durations {
+    /// Upper bounds of the buckets, in seconds, increasing.
+    pub bounds: Vec<f64>,
+    /// Durations in each bucket (at most its bound, over the previous one); one more entry
+    /// than `bounds` for those over the last bound.
+    pub counts: Vec<u64>,
+    /// All durations added up, in seconds.
+    pub sum_secs: f64,
+}
+
+impl Default for Durations {
+    fn default() -> Self {
+        Durations {
+            bounds: DURATION_BOUNDS.to_vec(),
+            counts: vec![0; DURATION_BOUNDS.len() + 1],
+            sum_secs: 0.0,
+        }
+    }
+}
+
+impl Durations {
+    /// Counts one duration.
+    pub(crate) fn record(&mut self, duration: Duration) {
+        let secs = duration.as_secs_f64();
+        let bucket = self.bounds.partition_point(|&bound| bound < secs);
+        self.counts[bucket] += 1;
+        self.sum_secs += secs;
+    }
+
+    /// Durations counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Each bound with the durations in its bucket (over the previous bound, at most this
+    /// one); those over the last bound are in [`Durations::count`] only.
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.bounds.iter().copied().zip(self.counts.iter().copied())
     }
 }
 
@@ -192,6 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn durations_fall_in_the_first_bucket_that_holds_them() {
+        let mut d = Durations::default();
+        d.record(Duration::from_micros(50));
+        d.record(Duration::from_micros(100));
+        d.record(Duration::from_millis(3));
+        d.record(Duration::from_secs(5000));
+        assert_eq!(d.count(), 4);
+        let buckets: Vec<_> = d.buckets().collect();
+        assert_eq!(buckets[0], (0.0001, 2), "100 µs is at most the first bound");
+        assert_eq!(buckets[5], (0.005, 1));
+        let bounded: u64 = buckets.iter().map(|b| b.1).sum();
+        assert_eq!(bounded, 3, "5000 s is over every bound");
+        assert!((d.sum_secs - 5000.00315).abs() < 1e-9);
+    }
+
+    #[test]
     fn status_survives_json() {
         let status = BrokerStatus {
             uptime_secs: 1.5,
@@ -214,7 +297,12 @@ mod tests {
                 failed: 1,
                 mean_batch: 2.5,
                 max_batch: 32,
+                host: "host".into(),
+                pid: 1,
+                slot: Some(0),
+                restarts: Some(2),
             }],
+            task_durations: Durations::default(),
         };
         let json = status.to_json();
         assert!(String::from_utf8_lossy(&json).contains("\"state\":\"suspect\""));

@@ -293,6 +293,24 @@ fn reap(
     Ok(())
 }
 
+/// The routing id of a slot's child: the prefix, `-s` and the slot, `-g` and how many
+/// children the slot has started, this one included — so the broker can tell a supervised
+/// worker's slot and restarts from its id alone, wherever its supervisor runs.
+fn supervised_identity(prefix: &str, slot: usize, generation: u32) -> Vec<u8> {
+    format!("{prefix}-s{slot}-g{generation}").into_bytes()
+}
+
+/// A supervised worker's slot and generation (see [`supervised_identity`]); `None` for a
+/// worker started otherwise.
+pub(crate) fn supervised_slot(identity: &[u8]) -> Option<(usize, u32)> {
+    let text = std::str::from_utf8(identity).ok()?;
+    let mut parts = text.rsplitn(3, '-');
+    let generation = parts.next()?.strip_prefix('g')?.parse().ok()?;
+    let slot = parts.next()?.strip_prefix('s')?.parse().ok()?;
+    parts.next()?;
+    Some((slot, generation))
+}
+
 fn spawn(
     cfg: &SupervisorConfig,
     index: usize,
@@ -300,7 +318,7 @@ fn spawn(
     broker: Option<&Socket>,
 ) -> Result<(), Error> {
     slot.generation += 1;
-    let identity = format!("{}-{index}-{}", cfg.identity_prefix, slot.generation).into_bytes();
+    let identity = supervised_identity(&cfg.identity_prefix, index, slot.generation);
     let parent = std::process::id();
     let mut command = Command::new(&cfg.command.program);
     command
@@ -384,5 +402,20 @@ fn kill_all(slots: &mut [Slot]) {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_supervised_workers_slot_and_generation_are_read_back_from_its_id() {
+        let id = supervised_identity("host-a-12-0f3e", 7, 3);
+        assert_eq!(supervised_slot(&id), Some((7, 3)));
+        // A remote worker's id (host, pid, time in hex, session) is not a supervised one.
+        assert_eq!(supervised_slot(b"r-host-12-2af9e-0"), None);
+        assert_eq!(supervised_slot(b"123-0-t1-0"), None);
+        assert_eq!(supervised_slot(b"s1-g2"), None, "no prefix");
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod http;
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -53,7 +53,7 @@ impl Broker {
                 room.tasks.min(room.batch).min(share)
             };
             let max_bytes = self.cfg.max_batch_bytes;
-            let tasks = &self.tasks;
+            let tasks = &mut self.tasks;
             let mut writer = TaskBatchWriter::new();
             let mut ids = Vec::with_capacity(limit);
             self.clients.take_turn(|id| {
@@ -62,7 +62,7 @@ impl Broker {
                 if !fits || (!suspect && tasks.is_suspect(id)) {
                     return false;
                 }
-                writer.push(id, tasks.payload(id));
+                writer.push(id, tasks.hand_out(id, now));
                 ids.push(id);
                 true
             });

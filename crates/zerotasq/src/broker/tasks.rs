@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A routing id, shared between the tables that name the same peer.
 pub(super) type PeerId = Arc<[u8]>;
@@ -18,6 +19,8 @@ pub(super) struct Task {
     pub(super) payload: Vec<u8>,
     /// Dead workers this task has been on.
     pub(super) attempts: u32,
+    /// When it last went to a worker.
+    pub(super) dispatched: Option<Instant>,
 }
 
 /// What charging a try to a task whose worker died makes of it.
@@ -54,14 +57,18 @@ impl Tasks {
                 client_id,
                 payload: payload.to_vec(),
                 attempts: 0,
+                dispatched: None,
             },
         );
         id
     }
 
-    /// The task's bytes. Only for ids known to be held (queued tasks always are).
-    pub(super) fn payload(&self, id: u64) -> &[u8] {
-        &self.table[&id].payload
+    /// The bytes of a task going to a worker now. Only for ids known to be held (queued
+    /// tasks always are).
+    pub(super) fn hand_out(&mut self, id: u64, now: Instant) -> &[u8] {
+        let task = self.table.get_mut(&id).expect("queued tasks are held");
+        task.dispatched = Some(now);
+        &task.payload
     }
 
     /// Whether the task was on a worker that died, so must run alone.

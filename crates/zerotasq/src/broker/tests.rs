@@ -666,6 +666,15 @@ fn the_status_shows_each_clients_queue_and_each_workers_load() {
     let a = &status.clients[0];
     assert_eq!((a.completed, a.rate), (1, 0.5));
     assert_eq!(status.workers[0].completed, 1);
+    assert_eq!(
+        (status.workers[0].host.as_str(), status.workers[0].pid),
+        ("h", 1)
+    );
+    assert_eq!(status.workers[0].slot, None, "not a supervised worker's id");
+    // Each answered task took the second from its dispatch to its outcome.
+    let durations = &status.task_durations;
+    assert_eq!((durations.count(), durations.sum_secs), (2, 2.0));
+    assert_eq!(durations.buckets().nth(12), Some((1.0, 2)), "(0.5 s, 1 s]");
     // Ten seconds on, the rates have forgotten them.
     let later = t + Duration::from_secs(12);
     assert_eq!(ask_status(&mut b, "asker", later).rate, 0.0);

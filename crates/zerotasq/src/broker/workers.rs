@@ -16,6 +16,7 @@ use super::tasks::PeerId;
 use super::BrokerConfig;
 use crate::protocol::Outcome;
 use crate::status::{WorkerState, WorkerStatus};
+use crate::supervisor::supervised_slot;
 
 /// The most batches of credit a worker may claim.
 const MAX_CAPACITY: u32 = 64;
@@ -55,6 +56,9 @@ pub(super) struct Worker {
     /// Batches handed to it and the tasks in them, for the status.
     batches: u64,
     batched_tasks: u64,
+    /// Where it runs, as its `Ready` said.
+    host: String,
+    pid: u32,
 }
 
 impl Worker {
@@ -201,8 +205,18 @@ impl Workers {
                 batching,
                 batches: 0,
                 batched_tasks: 0,
+                host: String::new(),
+                pid: 0,
             },
         );
+    }
+
+    /// Where a registered worker runs, for the status.
+    pub(super) fn describe(&mut self, identity: &[u8], host: &str, pid: u32) {
+        if let Some(worker) = self.table.get_mut(identity) {
+            worker.host = host.to_string();
+            worker.pid = pid;
+        }
     }
 
     /// A batching worker's batch size and wait, if it declared them with a wait.
@@ -421,14 +435,21 @@ impl Workers {
         let mut workers: Vec<WorkerStatus> = self
             .table
             .iter()
-            .map(|(identity, w)| WorkerStatus {
-                id: String::from_utf8_lossy(identity).into_owned(),
-                state: w.state(),
-                in_flight: w.in_flight.len(),
-                completed: w.completed,
-                failed: w.failed,
-                mean_batch: w.batched_tasks as f64 / w.batches.max(1) as f64,
-                max_batch: w.batching.map_or(0, |(max, _)| max),
+            .map(|(identity, w)| {
+                let slot = supervised_slot(identity);
+                WorkerStatus {
+                    id: String::from_utf8_lossy(identity).into_owned(),
+                    state: w.state(),
+                    in_flight: w.in_flight.len(),
+                    completed: w.completed,
+                    failed: w.failed,
+                    mean_batch: w.batched_tasks as f64 / w.batches.max(1) as f64,
+                    max_batch: w.batching.map_or(0, |(max, _)| max),
+                    host: w.host.clone(),
+                    pid: w.pid,
+                    slot: slot.map(|(slot, _)| slot),
+                    restarts: slot.map(|(_, started)| u64::from(started.saturating_sub(1))),
+                }
             })
             .collect();
         workers.sort_by(|a, b| a.id.cmp(&b.id));
