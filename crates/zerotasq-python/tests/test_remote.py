@@ -266,3 +266,52 @@ def test_remote_workers_take_up_the_new_definition_of_a_new_pool(keys):
         err = stop(proc)
     assert "another worker definition" in err, err
     no_remote_worker_left()
+
+
+def test_a_client_outlives_a_broker_killed_and_restarted_mid_run(keys, tmp_path):
+    # kill -9 of `zerotasq broker` mid-run, and the same broker again on the same ports a
+    # second later: the client submits again what it still waited for, and its results are
+    # exactly an undisturbed run's.
+    binary = os.environ.get("ZEROTASQ_BIN") or next(
+        (p for p in (os.path.join(REPO, "target", d, "zerotasq") for d in ("debug", "release")) if os.path.exists(p)),
+        None)
+    assert binary, "the zerotasq binary is needed (cargo build -p zerotasq-cli), or ZEROTASQ_BIN"
+    with open(tmp_path / "slow_module.py", "w") as f:
+        f.write("import time\ndef double(x):\n    time.sleep(0.002)\n    return 2 * x\n")
+
+    def start_broker(clients="tcp://127.0.0.1:0", workers="tcp://127.0.0.1:0"):
+        broker = subprocess.Popen([binary, "broker", "--clients", clients, "--workers", workers,
+                                   "--key", keys["pool"] + ".key_secret", "--allow", keys["allowed"]],
+                                  stdout=subprocess.PIPE, text=True)
+        endpoints = {}
+        while len(endpoints) < 2:
+            line = broker.stdout.readline()
+            assert line, "the broker exited"
+            side, endpoint = line.split()
+            endpoints[side] = endpoint
+        return broker, endpoints
+
+    broker, endpoints = start_broker()
+    proc = remote_workers(endpoints["workers"], keys, n=2, extra=["--worker", "slow_module:double"],
+                          cwd=str(tmp_path))
+    restarted = None
+    try:
+        with zerotasq.connect(endpoints["clients"], server_key=keys["pool"] + ".key",
+                              key=keys["client"] + ".key_secret", patience=10) as client:
+            got = []
+            for i, result in enumerate(client.imap(range(3000))):
+                got.append(result)
+                if i == 300:
+                    broker.kill()  # SIGKILL
+                    broker.wait()
+                    broker.stdout.close()
+                    time.sleep(1)
+                    restarted, _ = start_broker(endpoints["clients"], endpoints["workers"])
+        assert got == [2 * x for x in range(3000)]
+    finally:
+        stop(proc)
+        for b in (broker, restarted):
+            if b is not None and b.poll() is None:
+                b.send_signal(signal.SIGINT)
+                b.communicate(timeout=10)
+    no_remote_worker_left()
