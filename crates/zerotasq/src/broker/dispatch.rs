@@ -47,12 +47,15 @@ impl Broker {
             let mut writer = TaskBatchWriter::new();
             let mut ids = Vec::with_capacity(limit);
             self.clients.take_turn(|id| {
-                let fits = writer.len() < limit && writer.byte_len() < max_bytes;
-                // A suspect behind the batch waits for a turn of its own.
-                if !fits || (!suspect && tasks.is_suspect(id)) {
+                if writer.len() >= limit || writer.byte_len() >= max_bytes {
                     return false;
                 }
-                writer.push(id, tasks.payload(id));
+                let task = tasks.held(id);
+                // A suspect behind the batch waits for a turn of its own.
+                if !suspect && task.attempts > 0 {
+                    return false;
+                }
+                writer.push(id, &task.payload);
                 ids.push(id);
                 true
             });

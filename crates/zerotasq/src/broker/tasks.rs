@@ -59,9 +59,9 @@ impl Tasks {
         id
     }
 
-    /// The task's bytes. Only for ids known to be held (queued tasks always are).
-    pub(super) fn payload(&self, id: u64) -> &[u8] {
-        &self.table[&id].payload
+    /// A task known to be held (queued tasks always are).
+    pub(super) fn held(&self, id: u64) -> &Task {
+        &self.table[&id]
     }
 
     /// Whether the task was on a worker that died, so must run alone.

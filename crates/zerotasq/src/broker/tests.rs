@@ -739,3 +739,5 @@ fn workers_show_as_suspect_and_retiring() {
         vec![("w2", WorkerState::Suspect), ("w3", WorkerState::Retiring)]
     );
 }
+
+mod cost;
