@@ -347,11 +347,12 @@ impl Broker {
             self.workers.next_deadline(),
             self.clients.next_deadline(),
             self.startup.next_deadline(),
+            Some(now + self.cfg.heartbeat_interval),
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(now + self.cfg.heartbeat_interval)
+        .unwrap_or(now)
         .max(now)
     }
 
