@@ -400,11 +400,12 @@ impl Broker {
             self.clients.next_deadline(),
             self.startup.next_deadline(),
             self.batch_wake,
+            Some(now + self.cfg.heartbeat_interval),
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(now + self.cfg.heartbeat_interval)
+        .unwrap_or(now)
         .max(now)
     }
 

@@ -57,9 +57,11 @@ impl Broker {
             let mut writer = TaskBatchWriter::new();
             let mut ids = Vec::with_capacity(limit);
             self.clients.take_turn(|id| {
-                let fits = writer.len() < limit && writer.byte_len() < max_bytes;
+                if writer.len() >= limit || writer.byte_len() >= max_bytes {
+                    return false;
+                }
                 // A suspect behind the batch waits for a turn of its own.
-                if !fits || (!suspect && tasks.is_suspect(id)) {
+                if !suspect && tasks.is_suspect(id) {
                     return false;
                 }
                 writer.push(id, tasks.hand_out(id, now));

@@ -849,3 +849,5 @@ fn a_cancelled_clients_task_does_not_return_to_a_new_stream_of_the_same_client()
     );
     assert!(sent_tasks(&mut b, t).is_empty(), "nothing left queued");
 }
+
+mod cost;
