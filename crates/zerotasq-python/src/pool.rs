@@ -14,7 +14,7 @@ use pyo3::types::PyDict;
 use zerotasq::server_security;
 use zerotasq::BrokerConfig;
 use zerotasq::WorkerCommand;
-use zerotasq::{PoolSpec, RawPool, RemoteBroker, Security, TcpListen};
+use zerotasq::{HttpListen, PoolSpec, RawPool, RemoteBroker, Security, TcpListen};
 
 use crate::access::Access;
 use crate::codec::Codec;
@@ -81,12 +81,14 @@ fn tcp_listen(
 #[pymethods]
 impl NativePool {
     /// Starts the pool: `n_workers` copies of `program args…`, each given `stdin`; on TCP
-    /// too when `listen_workers`/`listen_clients` are given (remote workers get `welcome`).
+    /// too when `listen_workers`/`listen_clients` are given (remote workers get `welcome`);
+    /// metrics and a dashboard over HTTP at `http` (`HOST:PORT`, loopback) when given.
     #[new]
     #[pyo3(signature = (program, args, env, stdin, n_workers, max_retries=3, prefetch=2,
                         heartbeat_ms=500, liveness=6, max_message=256 << 20, *,
                         listen_workers=None, listen_clients=None, key=None, allow=Vec::new(),
-                        insecure=false, allow_insecure_remote=false, welcome=Vec::new()))]
+                        insecure=false, allow_insecure_remote=false, welcome=Vec::new(),
+                        http=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -107,6 +109,7 @@ impl NativePool {
         insecure: bool,
         allow_insecure_remote: bool,
         welcome: Vec<u8>,
+        http: Option<String>,
     ) -> PyResult<Self> {
         if n_workers == 0 && listen_workers.is_none() {
             return Err(pool_error(
@@ -146,6 +149,7 @@ impl NativePool {
             max_message,
             tcp,
             welcome,
+            http: http.map(HttpListen::local),
             ..PoolSpec::default()
         };
         let raw = py.detach(|| RawPool::start(spec)).map_err(pool_error)?;
@@ -186,6 +190,14 @@ impl NativePool {
             d.set_item("clients", e.clients.clone())?;
         }
         Ok(d)
+    }
+
+    /// `http://HOST:PORT` where the pool serves its metrics and dashboard, if it does.
+    fn http_address(&self) -> PyResult<Option<String>> {
+        Ok(self
+            .local()?
+            .and_then(|pool| pool.http_address())
+            .map(|addr| format!("http://{addr}")))
     }
 
     /// A lazy iterator over the outcomes of `iterable`'s items.

@@ -40,7 +40,7 @@ def start_pool(definitions: Sequence[object], n_workers: Optional[int] = None, *
                tcp: Optional[Dict[str, Any]] = None) -> _native.NativePool:
     """Starts ``n_workers`` worker processes; worker ``i`` runs ``definitions[i % len]``.
     ``tcp`` holds ``NativePool``'s TCP arguments (``listen_workers``, ``listen_clients``,
-    ``key``, ``allow``, ``insecure``, ``allow_insecure_remote``)."""
+    ``key``, ``allow``, ``insecure``, ``allow_insecure_remote``) and ``http``."""
     if not definitions:
         raise ValueError("a pool needs at least one worker")
     n = len(definitions) if n_workers is None else int(n_workers)

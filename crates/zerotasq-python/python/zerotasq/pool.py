@@ -157,6 +157,9 @@ class Pool(Client[In, Out]):
     ``allow`` the file(s) of public keys admitted; plain TCP only with ``insecure=True``, and
     off loopback only with ``allow_insecure_remote=True`` too. ``n_workers=0`` starts no local
     worker.
+
+    ``http="127.0.0.1:9100"`` (loopback; port 0: any free port) serves Prometheus metrics at
+    ``/metrics`` and a live dashboard at ``/``; ``http_address`` tells where.
     """
 
     @overload
@@ -168,7 +171,7 @@ class Pool(Client[In, Out]):
                  window_bytes: int = DEFAULT_WINDOW_BYTES, listen_workers: Optional[str] = None,
                  listen_clients: Optional[str] = None, key: Optional[str] = None,
                  allow: Union[None, str, Sequence[str]] = None, insecure: bool = False,
-                 allow_insecure_remote: bool = False) -> None: ...
+                 allow_insecure_remote: bool = False, http: Optional[str] = None) -> None: ...
 
     @overload
     def __init__(self, worker: Union[Worker[In, Out], Sequence[Worker[In, Out]], Callable[[In], Out]],
@@ -180,7 +183,7 @@ class Pool(Client[In, Out]):
                  window_bytes: int = DEFAULT_WINDOW_BYTES, listen_workers: Optional[str] = None,
                  listen_clients: Optional[str] = None, key: Optional[str] = None,
                  allow: Union[None, str, Sequence[str]] = None, insecure: bool = False,
-                 allow_insecure_remote: bool = False) -> None: ...
+                 allow_insecure_remote: bool = False, http: Optional[str] = None) -> None: ...
 
     def __init__(self, worker: Union[Type[Worker[In, Out]], Worker[In, Out], Sequence[Worker[In, Out]],
                                      Callable[[In], Out]],
@@ -192,14 +195,14 @@ class Pool(Client[In, Out]):
                  window_bytes: int = DEFAULT_WINDOW_BYTES, listen_workers: Optional[str] = None,
                  listen_clients: Optional[str] = None, key: Optional[str] = None,
                  allow: Union[None, str, Sequence[str]] = None, insecure: bool = False,
-                 allow_insecure_remote: bool = False) -> None:
+                 allow_insecure_remote: bool = False, http: Optional[str] = None) -> None:
         definitions = worker_definitions(worker, n_workers, init_kwargs, initializer, initargs, loglevel)
         if n_workers is None:
             n_workers = len(definitions) if len(definitions) > 1 else default_workers()
         self.n_workers = int(n_workers)
         allowed = [allow] if isinstance(allow, (str, bytes)) or hasattr(allow, "__fspath__") else list(allow or [])
         tcp = dict(listen_workers=listen_workers, listen_clients=listen_clients, key=key, allow=allowed,
-                   insecure=insecure, allow_insecure_remote=allow_insecure_remote)
+                   insecure=insecure, allow_insecure_remote=allow_insecure_remote, http=http)
         native = start_pool(definitions, self.n_workers, max_retries=max_retries, prefetch=prefetch, tcp=tcp)
         super().__init__(native, window, return_exceptions=return_exceptions, progress=progress,
                          window_bytes=window_bytes)
@@ -209,6 +212,11 @@ class Pool(Client[In, Out]):
     def endpoints(self) -> Dict[str, Optional[str]]:
         """The TCP endpoints this pool listens on, ports resolved: ``{"workers": …, "clients": …}``."""
         return self._native.tcp_endpoints()
+
+    @property
+    def http_address(self) -> Optional[str]:
+        """``http://HOST:PORT`` where the pool serves its metrics and dashboard (``http=``), else None."""
+        return self._native.http_address()
 
     def worker_pids(self) -> List[int]:
         """The pids of the live local worker processes. Until every worker has been started
