@@ -108,11 +108,10 @@ impl WorkerProcesses {
     }
 
     fn stop_now(&mut self) {
-        // A byte wakes the supervisor: a pipe whose writer only closed reports a hang-up,
-        // not input, and the poll would spin on it without seeing the stop.
-        if let Some(mut writer) = self.stop.take() {
-            use std::io::Write;
-            let _ = writer.write_all(b"x");
+        // A byte, not only the close: a pipe whose writer is gone polls as hung up, not
+        // readable, and the supervisor would spin instead of stopping.
+        if let Some(mut stop) = self.stop.take() {
+            let _ = stop.write_all(b"x");
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

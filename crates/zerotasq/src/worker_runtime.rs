@@ -166,6 +166,7 @@ pub fn serve(
             .then(|| RecycleCheck::new(opts.recycling, std::process::id(), &opts.identity)),
         max_batch: opts.batching.max_size as usize,
         max_payload: max_payload(opts.max_message),
+        timed: opts.task_timeout.is_some(),
     };
     let end = tasks.serve(handler);
     // The I/O thread has left its loop (it sent us the message we ended on), or will once
@@ -184,6 +185,8 @@ struct TaskThread<'a> {
     max_batch: usize,
     /// The largest result the broker takes.
     max_payload: usize,
+    /// Whether tasks have a time limit.
+    timed: bool,
 }
 
 impl TaskThread<'_> {
@@ -257,6 +260,12 @@ impl TaskThread<'_> {
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let mut due = None;
         for (id, task) in batch.iter() {
+            if self.timed && !writer.is_empty() {
+                // A task past its limit ends the process with the results not yet sent, and
+                // their tasks would be charged a try: what is done goes out first.
+                send_results(self.pair, std::mem::take(&mut writer), busy)?;
+                busy = Duration::ZERO;
+            }
             let started = Instant::now();
             if let Some(progress) = self.progress {
                 progress.started(started);

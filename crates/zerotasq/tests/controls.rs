@@ -156,19 +156,26 @@ fn workers_are_recycled_every_n_tasks_and_none_is_lost() {
     assert!(stats.recycled >= 15, "{stats:?}");
 }
 
-/// The distinct answers to `Env` over enough tasks that every worker answers.
+/// The distinct answers to `Env`, from every worker: streams again while fewer distinct
+/// answers than workers came (one still starting leaves a stream to the others).
 fn environments(pool: &Pool<Controlled>, names: &[&str]) -> BTreeSet<String> {
+    let workers = pool.raw().worker_pids().len().max(1);
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let asks = (0..60).map(|_| Ask::Env(names.clone()));
-    let mut seen = BTreeSet::new();
-    // Each Env task is instant: interleave short sleeps so both workers take part.
-    for outcome in pool.map(asks.flat_map(|a| [a, Ask::Pid(5)])).unwrap() {
-        let text = outcome.unwrap();
-        if text.starts_with("slot=") {
-            seen.insert(text);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let asks = (0..60).map(|_| Ask::Env(names.clone()));
+        let mut seen = BTreeSet::new();
+        // Each Env task is instant: interleave short sleeps so every worker takes part.
+        for outcome in pool.map(asks.flat_map(|a| [a, Ask::Pid(5)])).unwrap() {
+            let text = outcome.unwrap();
+            if text.starts_with("slot=") {
+                seen.insert(text);
+            }
+        }
+        if seen.len() >= workers || std::time::Instant::now() > until {
+            return seen;
         }
     }
-    seen
 }
 
 #[test]
@@ -198,7 +205,14 @@ fn each_worker_keeps_its_slot_variables_and_device_across_a_kill() {
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
     let after = within(Duration::from_secs(60), {
         let pool = pool.clone();
-        move || environments(&pool, &names)
+        move || {
+            // Its replacement first.
+            while pool.raw().worker_pids().len() != 2 || pool.raw().worker_pids().contains(&victim)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            environments(&pool, &names)
+        }
     });
     assert_eq!(after, expected, "the restarted worker took its slot");
     assert!(!pool.raw().worker_pids().contains(&victim));
