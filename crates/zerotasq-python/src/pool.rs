@@ -14,7 +14,7 @@ use pyo3::types::PyDict;
 use zerotasq::server_security;
 use zerotasq::BrokerConfig;
 use zerotasq::WorkerCommand;
-use zerotasq::{PoolSpec, RawPool, RemoteBroker, Security, TcpListen};
+use zerotasq::{HttpListen, PoolSpec, RawPool, RemoteBroker, Security, TcpListen};
 
 use crate::access::Access;
 use crate::codec::Codec;
@@ -83,13 +83,14 @@ fn tcp_listen(
 impl NativePool {
     /// Starts the pool: `n_workers` copies of `program args…`, each given `stdin`; on TCP
     /// too when `listen_workers`/`listen_clients` are given (remote workers get `welcome`).
-    /// `controls`: the workers' limits, batching and per-slot environment.
+    /// `controls`: the workers' limits, batching and per-slot environment; `http`: where to
+    /// serve metrics and a dashboard (`HOST:PORT`, loopback).
     #[new]
     #[pyo3(signature = (program, args, env, stdin, n_workers, max_retries=3, prefetch=2,
                         heartbeat_ms=500, liveness=6, max_message=256 << 20, *,
                         listen_workers=None, listen_clients=None, key=None, allow=Vec::new(),
                         insecure=false, allow_insecure_remote=false, welcome=Vec::new(),
-                        controls=None))]
+                        controls=None, http=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -111,6 +112,7 @@ impl NativePool {
         allow_insecure_remote: bool,
         welcome: Vec<u8>,
         controls: Option<Controls>,
+        http: Option<String>,
     ) -> PyResult<Self> {
         if n_workers == 0 && listen_workers.is_none() {
             return Err(pool_error(
@@ -169,6 +171,7 @@ impl NativePool {
             recycling,
             batching,
             worker_env,
+            http: http.map(HttpListen::local),
             ..defaults
         };
         let raw = py.detach(|| RawPool::start(spec)).map_err(pool_error)?;
@@ -209,6 +212,14 @@ impl NativePool {
             d.set_item("clients", e.clients.clone())?;
         }
         Ok(d)
+    }
+
+    /// `http://HOST:PORT` where the pool serves its metrics and dashboard, if it does.
+    fn http_address(&self) -> PyResult<Option<String>> {
+        Ok(self
+            .local()?
+            .and_then(|pool| pool.http_address())
+            .map(|addr| format!("http://{addr}")))
     }
 
     /// A lazy iterator over the outcomes of `iterable`'s items; tiny items travel in packs

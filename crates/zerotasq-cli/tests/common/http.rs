@@ -72,10 +72,11 @@ pub fn workers(workers: &str, n: u32, script: &str) -> Guard {
     Guard(child)
 }
 
-/// `zerotasq map --insecure --connect clients`, ready for [`super::run`].
+/// `zerotasq map --insecure --connect clients --no-pack` (one line per task, so the broker's
+/// counts are the lines'), ready for [`super::run`].
 pub fn client(clients: &str) -> Command {
     let mut command = super::zerotasq();
-    command.args(["--insecure", "--connect", clients]);
+    command.args(["--insecure", "--connect", clients, "--no-pack"]);
     command
 }
 

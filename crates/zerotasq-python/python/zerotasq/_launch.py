@@ -41,7 +41,7 @@ def start_pool(definitions: Sequence[object], n_workers: Optional[int] = None, *
                tcp: Optional[Dict[str, Any]] = None, controls: Optional[Controls] = None) -> _native.NativePool:
     """Starts ``n_workers`` worker processes; worker ``i`` runs ``definitions[i % len]``.
     ``tcp`` holds ``NativePool``'s TCP arguments (``listen_workers``, ``listen_clients``,
-    ``key``, ``allow``, ``insecure``, ``allow_insecure_remote``); ``controls`` the workers'
+    ``key``, ``allow``, ``insecure``, ``allow_insecure_remote``) and ``http``; ``controls`` the workers'
     limits and per-slot environment."""
     if not definitions:
         raise ValueError("a pool needs at least one worker")

@@ -189,6 +189,9 @@ class Pool(Client[In, Out]):
     fuller batch, never once the input is exhausted — and returns a list of as many results;
     the stream still yields one result per request, in order. ``task_timeout`` applies to
     each call of ``process_batch``.
+
+    ``http="127.0.0.1:9100"`` (loopback; port 0: any free port) serves Prometheus metrics at
+    ``/metrics`` and a live dashboard at ``/``; ``http_address`` tells where.
     """
 
     @overload
@@ -206,7 +209,7 @@ class Pool(Client[In, Out]):
                  max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
                  devices: Optional[Sequence[Union[str, int]]] = None,
                  threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
-                 batch_wait: float = 0.0, batched: Literal[True]) -> None: ...
+                 batch_wait: float = 0.0, batched: Literal[True], http: Optional[str] = None) -> None: ...
 
     @overload
     def __init__(self, worker: Type[Worker[In, Out]], n_workers: Optional[int] = None,
@@ -222,7 +225,7 @@ class Pool(Client[In, Out]):
                  max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
                  devices: Optional[Sequence[Union[str, int]]] = None,
                  threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
-                 batch_wait: float = 0.0, batched: bool = False) -> None: ...
+                 batch_wait: float = 0.0, batched: bool = False, http: Optional[str] = None) -> None: ...
 
     @overload
     def __init__(self, worker: Union[Worker[In, Out], Sequence[Worker[In, Out]], Callable[[In], Out]],
@@ -239,7 +242,7 @@ class Pool(Client[In, Out]):
                  max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
                  devices: Optional[Sequence[Union[str, int]]] = None,
                  threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
-                 batch_wait: float = 0.0, batched: bool = False) -> None: ...
+                 batch_wait: float = 0.0, batched: bool = False, http: Optional[str] = None) -> None: ...
 
     def __init__(self, worker: Union[Type[Worker[In, Out]], Worker[In, Out], Sequence[Worker[In, Out]],
                                      Callable[[In], Out], Callable[[List[In]], Sequence[Out]]],
@@ -256,14 +259,14 @@ class Pool(Client[In, Out]):
                  max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
                  devices: Optional[Sequence[Union[str, int]]] = None,
                  threads_per_worker: Optional[int] = None, max_batch_size: Optional[int] = None,
-                 batch_wait: float = 0.0, batched: bool = False) -> None:
+                 batch_wait: float = 0.0, batched: bool = False, http: Optional[str] = None) -> None:
         definitions = worker_definitions(worker, n_workers, init_kwargs, initializer, initargs, loglevel, batched)
         if n_workers is None:
             n_workers = len(definitions) if len(definitions) > 1 else default_workers()
         self.n_workers = int(n_workers)
         allowed = [allow] if isinstance(allow, (str, bytes)) or hasattr(allow, "__fspath__") else list(allow or [])
         tcp = dict(listen_workers=listen_workers, listen_clients=listen_clients, key=key, allow=allowed,
-                   insecure=insecure, allow_insecure_remote=allow_insecure_remote)
+                   insecure=insecure, allow_insecure_remote=allow_insecure_remote, http=http)
         controls = Controls(task_timeout=task_timeout, max_tasks_per_worker=max_tasks_per_worker,
                             max_worker_memory=max_worker_memory, max_worker_age=max_worker_age,
                             worker_env=worker_env, devices=devices, threads_per_worker=threads_per_worker,
@@ -280,6 +283,11 @@ class Pool(Client[In, Out]):
     def endpoints(self) -> Dict[str, Optional[str]]:
         """The TCP endpoints this pool listens on, ports resolved: ``{"workers": …, "clients": …}``."""
         return self._native.tcp_endpoints()
+
+    @property
+    def http_address(self) -> Optional[str]:
+        """``http://HOST:PORT`` where the pool serves its metrics and dashboard (``http=``), else None."""
+        return self._native.http_address()
 
     def worker_pids(self) -> List[int]:
         """The pids of the live local worker processes. Until every worker has been started
