@@ -75,6 +75,41 @@ impl BrokerAccess for Access {
     }
 }
 
+/// The run's own pool: `jobs` adapters around the command, with the run's controls.
+fn pool_spec(
+    args: &MapArgs,
+    separator: u8,
+    jobs: usize,
+    events_fd: i32,
+    settings: crate::controls::Settings,
+) -> PoolSpec {
+    let adapter = AdapterArgs {
+        separator,
+        grace: START_GRACE,
+        command: args.command.clone(),
+    };
+    PoolSpec {
+        broker: BrokerConfig {
+            max_retries: args.retries,
+            ..BrokerConfig::default()
+        },
+        processes: Some((
+            jobs,
+            WorkerCommand {
+                program: "/proc/self/exe".into(),
+                args: adapter.to_args(),
+                env: vec![(ENV_EVENTS_FD.into(), events_fd.to_string().into())],
+                stdin: Vec::new(),
+            },
+        )),
+        max_message: settings.max_message,
+        task_timeout: settings.task_timeout,
+        recycling: settings.recycling,
+        worker_env: settings.worker_env,
+        ..PoolSpec::default()
+    }
+}
+
 /// Connects to a standalone broker (`--connect`).
 fn connect(args: &MapArgs, endpoint: &str) -> Result<Access, String> {
     let security = crate::keys::client_security(endpoint, &args.remote)?;
@@ -127,33 +162,8 @@ pub fn map(args: MapArgs) -> i32 {
         }
     };
     let monitor = Monitor::start(pipe, progress.clone());
-    let adapter = AdapterArgs {
-        separator,
-        grace: START_GRACE,
-        command: args.command.clone(),
-    };
-    let broker = BrokerConfig {
-        max_retries: args.retries,
-        ..BrokerConfig::default()
-    };
-    let max_init_failures = broker.max_init_failures as u64;
-    let spec = PoolSpec {
-        broker,
-        processes: Some((
-            jobs,
-            WorkerCommand {
-                program: "/proc/self/exe".into(),
-                args: adapter.to_args(),
-                env: vec![(ENV_EVENTS_FD.into(), events_fd.to_string().into())],
-                stdin: Vec::new(),
-            },
-        )),
-        max_message: settings.max_message,
-        task_timeout: settings.task_timeout,
-        recycling: settings.recycling,
-        worker_env: settings.worker_env,
-        ..PoolSpec::default()
-    };
+    let spec = pool_spec(&args, separator, jobs, events_fd, settings);
+    let max_init_failures = spec.broker.max_init_failures as u64;
     let access = match &args.connect {
         Some(endpoint) => connect(&args, endpoint),
         None => RawPool::start(spec)

@@ -48,7 +48,8 @@
 //! - [`child`] — the child side: [`serve_if_worker`] and the environment contract;
 //!   [`slot_env`] — what each local worker finds in its environment for its slot.
 //! - `ipc_dir` — the pool's private 0700 directory for its ipc endpoint.
-//! - `pool` — [`RawPool`] (bytes, any worker command) and the typed [`Pool`].
+//! - `pool` — [`RawPool`] (bytes, any worker command); `typed_pool` — the typed [`Pool`]
+//!   and its [`PoolBuilder`].
 //! - `http` — a pool's read-only HTTP endpoint ([`HttpListen`]): Prometheus `/metrics` and
 //!   a live dashboard.
 //! - [`pack`] — the adaptive size of packs of tiny items; [`reorder`] — outcomes waiting to
@@ -83,6 +84,7 @@ pub mod slot_env;
 pub mod status;
 mod supervisor;
 mod transport;
+mod typed_pool;
 mod worker;
 mod worker_io;
 pub mod worker_limits;
@@ -96,7 +98,7 @@ pub use connector::Connector;
 pub use error::{Error, ErrorKind, TaskError, TimedOut};
 pub use http::HttpListen;
 pub use link::{BrokerAccess, Link, RemoteBroker};
-pub use pool::{Pool, PoolBuilder, PoolSpec, RawPool, TcpEndpoints, TcpListen};
+pub use pool::{PoolSpec, RawPool, TcpEndpoints, TcpListen};
 pub use status::BrokerStatus;
 pub use supervisor::{SupervisorConfig, WorkerCommand, WorkerExit, WorkerProcesses};
 pub use transport::curve::{
@@ -104,5 +106,6 @@ pub use transport::curve::{
     Security,
 };
 pub use transport::Context;
+pub use typed_pool::{Pool, PoolBuilder};
 pub use worker::{serve_remote_worker, Worker};
 pub use worker_runtime::fetch_welcome;

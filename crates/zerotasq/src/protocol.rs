@@ -385,6 +385,18 @@ impl<'a> Message<'a> {
             }
         };
         let frame = |i: usize| body[i].as_ref();
+        // Commands without a body.
+        let bare = match command {
+            Command::Heartbeat => Some(Message::Heartbeat),
+            Command::Goodbye => Some(Message::Goodbye),
+            Command::Recycling => Some(Message::Recycling),
+            Command::Forgotten => Some(Message::Forgotten),
+            Command::Shutdown => Some(Message::Shutdown),
+            Command::Cancel => Some(Message::Cancel),
+            Command::Hello => Some(Message::Hello),
+            Command::StatusRequest => Some(Message::StatusRequest),
+            _ => None,
+        };
         Ok(match command {
             Command::Ready => {
                 expect(1)?;
@@ -458,41 +470,13 @@ impl<'a> Message<'a> {
                 expect(1)?;
                 Message::ChildStarted { identity: frame(0) }
             }
-            Command::Heartbeat => {
-                expect(0)?;
-                Message::Heartbeat
-            }
-            Command::Goodbye => {
-                expect(0)?;
-                Message::Goodbye
-            }
-            Command::Recycling => {
-                expect(0)?;
-                Message::Recycling
-            }
-            Command::Forgotten => {
-                expect(0)?;
-                Message::Forgotten
-            }
-            Command::Shutdown => {
-                expect(0)?;
-                Message::Shutdown
-            }
-            Command::Cancel => {
-                expect(0)?;
-                Message::Cancel
-            }
             Command::ChildReady => {
                 expect(1)?;
                 Message::ChildReady { identity: frame(0) }
             }
-            Command::Hello => {
+            _ => {
                 expect(0)?;
-                Message::Hello
-            }
-            Command::StatusRequest => {
-                expect(0)?;
-                Message::StatusRequest
+                bare.ok_or(ProtocolError::UnknownCommand(head[3]))?
             }
         })
     }
