@@ -35,10 +35,15 @@ def keys(tmp_path):
     return paths
 
 
+# Marks the remote workers this test run starts (they inherit it), so the check that none
+# is left sees only ours, not another run's on the same machine.
+RUN_MARKER = "%d-%d" % (os.getpid(), time.monotonic_ns())
+
+
 def remote_workers(endpoint, keys, who="worker", n=1, extra=(), cwd=None):
     """``python -m zerotasq worker`` in another directory, with only the package importable:
     it cannot import this test module."""
-    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT, ZT_TEST_RUN=RUN_MARKER)
     cmd = [sys.executable, "-m", "zerotasq", "worker", "--connect", endpoint, "-n", str(n),
            "--server-key", keys["pool"] + ".key", "--key", keys[who] + ".key_secret", *extra]
     return subprocess.Popen(cmd, cwd=cwd or "/", env=env, stderr=subprocess.PIPE, text=True)
@@ -63,8 +68,11 @@ def no_remote_worker_left():
         for pid in os.listdir("/proc"):
             try:
                 with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    if b"zerotasq._remote" in f.read():
-                        left.append(pid)
+                    remote = b"zerotasq._remote" in f.read()
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    ours = ("ZT_TEST_RUN=" + RUN_MARKER).encode() in f.read().split(b"\0")
+                if remote and ours:
+                    left.append(pid)
             except OSError:
                 pass
         if not left:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import zerotasq
-from test_remote import keys, no_remote_worker_left, remote_workers, stop  # noqa: F401 - fixture
+from test_remote import RUN_MARKER, keys, no_remote_worker_left, remote_workers, stop  # noqa: F401 - fixture
 from zerotasq import Pool
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(zerotasq.__file__)))
@@ -65,7 +65,8 @@ def test_a_python_worker_on_another_host_serves_and_survives_a_cut(keys, host): 
         worker = subprocess.Popen(
             ["ip", "netns", "exec", host["netns"], sys.executable, "-m", "zerotasq", "worker", "--connect", endpoint,
              "-n", "1", "--server-key", keys["pool"] + ".key", "--key", keys["worker"] + ".key_secret"],
-            cwd="/", env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT), stderr=subprocess.PIPE, text=True)
+            cwd="/", env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT, ZT_TEST_RUN=RUN_MARKER), stderr=subprocess.PIPE,
+            text=True)
         try:
             results = pool.imap(range(3000), window=64)
             got = [next(results) for _ in range(1500)]
