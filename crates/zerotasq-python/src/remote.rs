@@ -5,13 +5,13 @@
 //! recycling.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use zerotasq::child::EXIT_RECYCLED;
 use zerotasq::client_security;
-use zerotasq::worker_runtime::{serve, ServeEnd, WorkerOptions};
+use zerotasq::worker_runtime::{serve_remote_checked, WorkerOptions};
 use zerotasq::Context;
 use zerotasq::{Error, KeyPair, Security};
 
@@ -170,34 +170,14 @@ pub fn serve_remote_worker(
         .map_err(pool_error)
 }
 
-/// The engine's `serve_remote_checked`, except that a worker due for recycling ends (with
-/// its exit status) instead of joining again: only a fresh process sheds what it holds.
+/// Serves the broker (the engine's `serve_remote_checked`) until the worker is due for
+/// recycling: then it ends with its exit status, since only a fresh process sheds what it
+/// holds.
 fn serve_until_recycled(
     ctx: &Context,
     opts: &WorkerOptions,
     handler: &mut PyHandler,
-    mut may_join: impl FnMut() -> Result<(), Error>,
+    may_join: impl FnMut() -> Result<(), Error>,
 ) -> Result<i32, Error> {
-    const BACKOFF_MIN: Duration = Duration::from_millis(100);
-    const BACKOFF_MAX: Duration = Duration::from_secs(5);
-    const HEALTHY: Duration = Duration::from_secs(10);
-    let mut backoff = BACKOFF_MIN;
-    for session in 0u64.. {
-        let mut session_opts = opts.clone();
-        session_opts.identity = [&opts.identity[..], format!("-{session}").as_bytes()].concat();
-        may_join()?;
-        let started = Instant::now();
-        match serve(ctx, &session_opts, handler) {
-            Ok(ServeEnd::Recycled) => return Ok(EXIT_RECYCLED),
-            Err(Error::Refused(why)) => return Err(Error::Refused(why)),
-            Ok(end) => tracing::info!("left the broker ({end:?}); joining again"),
-            Err(e) => tracing::warn!("worker session failed: {e}; joining again"),
-        }
-        if started.elapsed() >= HEALTHY {
-            backoff = BACKOFF_MIN;
-        }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-    unreachable!("the session loop only ends by returning")
+    serve_remote_checked(ctx, opts, handler, may_join).map(|_| EXIT_RECYCLED)
 }

@@ -188,7 +188,7 @@ fn worker(endpoint: &str) -> ! {
             Ok(())
         },
     );
-    eprintln!("bench worker: {err}");
+    eprintln!("bench worker: {err:?}");
     std::process::exit(1)
 }
 

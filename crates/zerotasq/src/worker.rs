@@ -121,7 +121,8 @@ pub(crate) fn init_worker<W: Worker>(config: W::Config) -> Result<W, String> {
 
 /// Runs a [`Worker`] for a pool on another machine (or a standalone broker) until the broker
 /// refuses it: `init` once, then serve, joining again whenever the broker restarts or the
-/// network fails. `security` is [`Security::Client`] for a CURVE endpoint.
+/// network fails. `security` is [`Security::Client`] for a CURVE endpoint. Returns `Ok` when
+/// the worker is due for recycling (its process should then end, to be started afresh).
 pub fn serve_remote_worker<W: Worker>(
     endpoint: &str,
     security: Security,
@@ -129,5 +130,6 @@ pub fn serve_remote_worker<W: Worker>(
 ) -> Result<(), Error> {
     let worker = init_worker::<W>(config).map_err(Error::InitFailed)?;
     let opts = WorkerOptions::remote(endpoint, security);
-    Err(serve_remote(&Context::new(), &opts, WorkerHandler(worker)))
+    // Only a refusal is an error; a worker due for recycling returns, for its process to end.
+    serve_remote(&Context::new(), &opts, WorkerHandler(worker)).map(|_| ())
 }

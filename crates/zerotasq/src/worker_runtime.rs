@@ -349,9 +349,15 @@ impl TaskThread<'_> {
 /// Serves a broker on another machine for as long as this process lives: when the broker
 /// restarts, the network fails, or the broker forgets us (declared dead while cut off), it
 /// joins again under a new routing id after a back-off, keeping the initialised handler.
-/// Returns only when the broker refuses us for good (another protocol version).
-pub fn serve_remote(ctx: &Context, opts: &WorkerOptions, handler: impl Handler) -> Error {
-    serve_remote_checked(ctx, opts, handler, || Ok(()))
+/// Returns when the broker refuses us for good (another protocol version: an error), or
+/// when the worker is due for recycling (`Ok(ServeEnd::Recycled)`: its process should end,
+/// so that a fresh one takes its place).
+pub fn serve_remote(
+    ctx: &Context,
+    opts: &WorkerOptions,
+    mut handler: impl Handler,
+) -> Result<ServeEnd, Error> {
+    serve_remote_checked(ctx, opts, &mut handler, || Ok(()))
 }
 
 /// [`serve_remote`], asking `may_join` before every join, the first included; its error
@@ -360,9 +366,9 @@ pub fn serve_remote(ctx: &Context, opts: &WorkerOptions, handler: impl Handler) 
 pub fn serve_remote_checked(
     ctx: &Context,
     opts: &WorkerOptions,
-    mut handler: impl Handler,
+    handler: &mut impl Handler,
     mut may_join: impl FnMut() -> Result<(), Error>,
-) -> Error {
+) -> Result<ServeEnd, Error> {
     const BACKOFF_MIN: Duration = Duration::from_millis(100);
     const BACKOFF_MAX: Duration = Duration::from_secs(5);
     const HEALTHY: Duration = Duration::from_secs(10);
@@ -370,12 +376,11 @@ pub fn serve_remote_checked(
     for session in 0u64.. {
         let mut session_opts = opts.clone();
         session_opts.identity = [&opts.identity[..], format!("-{session}").as_bytes()].concat();
-        if let Err(e) = may_join() {
-            return e;
-        }
+        may_join()?;
         let started = Instant::now();
-        match serve(ctx, &session_opts, &mut handler) {
-            Err(Error::Refused(why)) => return Error::Refused(why),
+        match serve(ctx, &session_opts, handler) {
+            Ok(ServeEnd::Recycled) => return Ok(ServeEnd::Recycled),
+            Err(Error::Refused(why)) => return Err(Error::Refused(why)),
             Ok(end) => tracing::info!("left the broker ({end:?}); joining again"),
             Err(e) => tracing::warn!("worker session failed: {e}; joining again"),
         }
