@@ -289,8 +289,8 @@ impl Codec {
     }
 }
 
-/// `PyMemoryView_FromMemory`'s flag for a writable view (object.h; pyo3 exports it only for
-/// builds with the buffer protocol).
+/// `PyMemoryView_FromMemory`'s flag for a writable view (CPython's `PyBUF_WRITE`, which pyo3
+/// exports only for builds that have the buffer protocol).
 const PYBUF_WRITE: std::ffi::c_int = 0x200;
 
 /// Appends the `len` bytes of the byte view `raw` to `out`, copied once, by assigning it to a
