@@ -19,7 +19,9 @@ wall time includes starting the workers and loading the model, and ends when the
 is consumed and the pool is closed; time to first result is when the first embedding
 reached the consumer. Runs are interleaved (rep 1 of every contestant, then rep 2, …), each
 after the machine has been quiet (other processes' CPU under 25 % for 2 s, waiting at most
---quiet-wait s), and each records the CPU that processes other than its own used meanwhile.
+--quiet-wait s), and each records the CPU that processes other than its own used meanwhile:
+a run during which they used more than --busy cores is set aside and run again (at most
+--retry-busy times; the last is kept whatever it saw).
 Then ZeroTasQ's throughput against max_batch_size (--sweep), and a plot.
 
     python3 bench/ml/bench_batching.py setup    # once: .venv-ml with the model (bench/ml/setup)
@@ -259,8 +261,16 @@ def cmd_run(args):
                 print("machine still busy after %.0f s (%.2f cores): running anyway" % (args.quiet_wait, quiet),
                       file=sys.stderr)
             tag = "%s-%s-b%d-r%d" % (kind, name, batch, rep)
-            rec = run_one(name, args.n, batch, args.timeout, args.logdir, tag)
-            rec.update(kind=kind, name=name, batch=batch, rep=rep, n=args.n, busy_before=quiet)
+            for attempt in range(args.retry_busy + 1):
+                rec = run_one(name, args.n, batch, args.timeout, args.logdir, "%s-a%d" % (tag, attempt))
+                rec.update(kind=kind, name=name, batch=batch, rep=rep, n=args.n, busy_before=quiet)
+                if rec["status"] != "ok" or rec["foreign_cores"] <= args.busy or attempt == args.retry_busy:
+                    break
+                # other processes took CPU meanwhile: keep the figure aside and run it again
+                emit(dict(rec, status="busy"))
+                print("[%d/%d] %s: others used %.2f cores meanwhile, again" % (
+                    i + 1, len(plan), tag, rec["foreign_cores"]), file=sys.stderr)
+                quiet = wait_quiet(args.quiet_wait)
             emit(rec)
             print("[%d/%d] %-6s %-10s b=%-3d rep %d: %s" % (
                 i + 1, len(plan), kind, name, batch, rep,
@@ -429,6 +439,9 @@ def main():
     r.add_argument("--sweep", default="1,2,4,8,16,32,64", help="max_batch_size values ('' for none)")
     r.add_argument("--sweep-reps", type=int, default=1)
     r.add_argument("--quiet-wait", type=float, default=300.0, help="at most this long to wait for a quiet machine")
+    r.add_argument("--busy", type=float, default=0.15,
+                   help="a run during which other processes used more cores than this is run again")
+    r.add_argument("--retry-busy", type=int, default=2, help="at most this many times")
     r.add_argument("--timeout", type=float, default=900.0, help="per run")
     r.add_argument("--out", default="/tmp/zerotasq-batching.jsonl")
     r.add_argument("--png", default=os.path.join(ROOT, "docs", "batching.png"))
