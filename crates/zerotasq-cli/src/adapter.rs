@@ -14,6 +14,8 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -45,6 +47,11 @@ const STDERR_GRACE: Duration = Duration::from_millis(300);
 
 /// How often a starting command is looked at during the start-up grace.
 const START_POLL: Duration = Duration::from_millis(1);
+/// The error for a task that is not a `zerotasq map` pack of lines (say, a Python client's
+/// pickle sent through a broker whose workers are command-line workers).
+const MALFORMED_TASK: &str = "malformed task payload: this worker is a zerotasq command-line \
+     worker (lines in, lines out); the task did not come from `zerotasq map` — a Python or \
+     Rust client needs workers of its own face on this broker";
 /// Why an adapter gave up when its command's stdout ended.
 const STDOUT_CLOSED: &str = "closed its stdout";
 
@@ -106,7 +113,7 @@ pub fn main(args: &[OsString]) -> i32 {
         let _ = report_init_failure(&ctx, &opts, &reason);
         EXIT_INIT_FAILED
     };
-    let (mut process, stdin, stdout) =
+    let (mut process, stdin, mut stdout) =
         match WorkerProcess::spawn(&args.command, worker, events.clone()) {
             Ok(started) => started,
             Err(reason) => return start_failed(reason),
@@ -117,7 +124,13 @@ pub fn main(args: &[OsString]) -> i32 {
     // or, if that cannot be told, when it is still running after the grace.
     let until = Instant::now() + args.grace;
     loop {
-        if process.try_wait().is_some() {
+        if let Some(status) = process.try_wait() {
+            if status.signal() == Some(libc::SIGKILL) {
+                // Killed from outside (a user, the OOM killer): not a failure of the
+                // command's start-up. The adapter dies the same way, so the pool sees a kill.
+                // SAFETY: signals this very process.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
             let how = process.finish(STDERR_GRACE);
             return start_failed(format!("{} {how} at start", process.display()));
         }
@@ -125,6 +138,16 @@ pub fn main(args: &[OsString]) -> i32 {
             break;
         }
         std::thread::sleep(START_POLL);
+    }
+    // Output before any line was given (a banner on stdout) would be taken for the first
+    // answer, and shift every answer after it: the command does not speak the protocol.
+    if let Some(banner) = early_output(&mut stdout) {
+        process.kill();
+        return start_failed(format!(
+            "{} wrote to its stdout before it was given a line ({banner:?}): a worker writes \
+             one line per line it reads, and nothing else (write messages to stderr)",
+            process.display()
+        ));
     }
     let code = match Adapter::new(&ctx, &opts, args, worker, events, process, stdin, stdout) {
         Ok(mut adapter) => adapter.run(),
@@ -135,6 +158,27 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     drop(ctx); // waits (bounded by the socket linger) for the last answers to leave
     code
+}
+
+/// What the command wrote to its stdout already, if anything (a short excerpt).
+fn early_output(stdout: &mut std::process::ChildStdout) -> Option<String> {
+    let mut ready = libc::pollfd {
+        fd: stdout.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut ready, 1, 0) };
+    if n <= 0 || ready.revents & libc::POLLIN == 0 {
+        return None;
+    }
+    let mut start = [0u8; 80];
+    let got = stdout.read(&mut start).ok().filter(|&n| n > 0)?;
+    Some(
+        String::from_utf8_lossy(&start[..got])
+            .trim_end()
+            .to_string(),
+    )
 }
 
 /// The command with `{slot}` replaced in its arguments (other braces are the command's own:
@@ -188,6 +232,8 @@ struct Adapter {
     retiring: Option<RecycleReason>,
     /// Records written to the command so far.
     written: u64,
+    /// The largest answer the broker takes.
+    max_payload: usize,
     /// Tasks received and never written to the command (while retiring): handed back.
     held_back: Vec<u64>,
     /// Tasks, concatenated per batch, for the thread that writes the child's stdin.
@@ -257,6 +303,7 @@ impl Adapter {
             retiring: None,
             written: 0,
             held_back: Vec::new(),
+            max_payload: usize::try_from(opts.max_message).map_or(usize::MAX, |m| m - m.min(64)),
             to_child,
             from_child,
             wake,
@@ -350,8 +397,18 @@ impl Adapter {
     fn submit<'a>(&mut self, tasks: impl Iterator<Item = (u64, &'a [u8])>) {
         let mut bytes = Vec::new();
         for (id, payload) in tasks {
-            let Some(task) = decode_task(payload) else {
-                let error = TaskError::new(ErrorKind::Codec, "malformed task payload");
+            let task = decode_task(payload).filter(|t| {
+                // Every count is checked before use: a pack that says 5 records and holds
+                // 1 would wait for 4 answers that never come.
+                let records = t
+                    .records
+                    .iter()
+                    .filter(|&&b| b == self.args.separator)
+                    .count();
+                records == t.count as usize && t.records.last() == Some(&self.args.separator)
+            });
+            let Some(task) = task else {
+                let error = TaskError::new(ErrorKind::Codec, MALFORMED_TASK);
                 self.results.push_err(id, &error);
                 continue;
             };
@@ -401,7 +458,21 @@ impl Adapter {
         while let Some(offset) = buf[self.scanned..].iter().position(|&b| b == sep) {
             let end = self.scanned + offset;
             let Some(pack) = self.pending.front_mut() else {
+                // More lines out than in: answers were matched to the wrong lines.
                 self.process.kill();
+                let reason = format!(
+                    "{} wrote more lines than it was given: a worker writes exactly one line \
+                     per line it reads",
+                    self.process.display()
+                );
+                self.events.send(&Event::Desync {
+                    worker: self.worker,
+                    reason,
+                });
+                // The answers not sent yet are as suspect as the rest: they go unanswered,
+                // and the broker runs their tasks again.
+                self.results = Results::default();
+                self.stdout_buf.clear();
                 return Err(self.die("wrote output no task asked for (one line per task)"));
             };
             let from = *begin.get_or_insert(start);
@@ -454,6 +525,19 @@ impl Adapter {
             &[][..]
         };
         let id = pack.id;
+        let len = pack.answers.len() + fresh.len() + rest.len();
+        if len > self.max_payload {
+            // Over the broker's limit, it would be dropped with our connection.
+            let error = TaskError::new(
+                ErrorKind::Codec,
+                format!(
+                    "the answer is {len} bytes, over the limit of {} bytes (--max-message)",
+                    self.max_payload
+                ),
+            );
+            self.results.push_err(id, &error);
+            return;
+        }
         self.results
             .push_ok_with(id, |buf| {
                 encode_result(head, &[&pack.answers, fresh, rest], buf);

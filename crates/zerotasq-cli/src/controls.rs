@@ -37,6 +37,10 @@ pub struct WorkerControls {
     #[arg(long, value_name = "LIST", value_delimiter = ',', num_args = 1..)]
     pub devices: Option<Vec<String>>,
 
+    /// The largest line or answer, as a size (e.g. 64MiB); a bigger one fails at its place.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256MiB")]
+    pub max_message: u64,
+
     /// Threads each worker's math libraries may start (OMP_NUM_THREADS, …)
     /// [default: cores / workers; variables you set win].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -46,6 +50,7 @@ pub struct WorkerControls {
 /// The controls as the engine takes them.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
+    pub max_message: i64,
     pub task_timeout: Option<Duration>,
     pub recycling: Recycling,
     pub worker_env: WorkerEnv,
@@ -80,6 +85,7 @@ impl WorkerControls {
                 .map_err(|e| format!("--threads-per-worker: {e}"))?;
         }
         Ok(Settings {
+            max_message: i64::try_from(self.max_message).unwrap_or(i64::MAX),
             task_timeout: self.timeout,
             recycling: Recycling {
                 max_tasks: self.max_tasks_per_worker,

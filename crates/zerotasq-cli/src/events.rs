@@ -33,6 +33,9 @@ pub enum Event {
     StartFailed { worker: u32, reason: String },
     /// The worker left to be replaced by a fresh one (recycling), and why.
     Recycled { worker: u32, reason: String },
+    /// The command broke the line protocol (more lines out than in): answers cannot be
+    /// matched to lines, so the run must stop.
+    Desync { worker: u32, reason: String },
 }
 
 impl Event {
@@ -52,6 +55,7 @@ impl Event {
             } => (b'D', *worker, *record, reason.as_bytes()),
             Event::StartFailed { worker, reason } => (b'F', *worker, 0, reason.as_bytes()),
             Event::Recycled { worker, reason } => (b'R', *worker, 0, reason.as_bytes()),
+            Event::Desync { worker, reason } => (b'X', *worker, 0, reason.as_bytes()),
         };
         let mut buf = format!("{}\t{worker}\t{record}\t", kind as char).into_bytes();
         let room = MAX_EVENT - buf.len() - 1;
@@ -90,6 +94,7 @@ impl Event {
             Event::Recycled { worker, reason } => {
                 Some(format!("zerotasq: [w{worker}] recycled: it {reason}"))
             }
+            Event::Desync { worker, reason } => Some(format!("zerotasq: [w{worker}] {reason}")),
         }
     }
 
@@ -121,6 +126,10 @@ impl Event {
                 reason: lossy(),
             },
             b"R" => Event::Recycled {
+                worker,
+                reason: lossy(),
+            },
+            b"X" => Event::Desync {
                 worker,
                 reason: lossy(),
             },

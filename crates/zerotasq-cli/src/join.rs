@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use zerotasq::child::{worker_env, ENV_KEY_FILE, ENV_SERVER_KEY};
 use zerotasq::worker_runtime::{hostname, WorkerOptions};
-use zerotasq::Security;
+use zerotasq::{fetch_welcome, Security};
 use zerotasq::{SupervisorConfig, WorkerCommand, WorkerExit, WorkerProcesses};
 
 use crate::adapter::AdapterArgs;
@@ -65,6 +65,7 @@ pub fn worker(args: WorkerArgs) -> i32 {
         "zerotasq worker: {jobs} workers joining {}",
         args.connect
     ));
+    check_the_broker(&args.connect, security.clone());
     let config = adapters(&args, &security, jobs, events_fd, settings);
     let adapters = match WorkerProcesses::start(config, report) {
         Ok(adapters) => adapters,
@@ -93,6 +94,7 @@ fn adapters(
         identity: Vec::new(),
         task_timeout: settings.task_timeout,
         recycling: settings.recycling,
+        max_message: settings.max_message,
         ..WorkerOptions::remote(&args.connect, Security::Insecure)
     };
     let mut env: Vec<(String, String)> = worker_env(&opts, None);
@@ -126,6 +128,21 @@ fn adapters(
         backoff_max: BACKOFF_MAX,
         pids: Arc::new(Mutex::new(Vec::new())),
     }
+}
+
+/// Says so, once, when the broker does not answer within a few seconds (it is down, or it
+/// refused our key — CURVE gives no other sign): the adapters would only go on retrying in
+/// silence.
+fn check_the_broker(endpoint: &str, security: Security) {
+    const PATIENCE: Duration = Duration::from_secs(5);
+    let opts = WorkerOptions::remote(endpoint, security);
+    let _ = std::thread::Builder::new()
+        .name("check".into())
+        .spawn(move || {
+            if let Err(e) = fetch_welcome(&zerotasq::Context::new(), &opts, PATIENCE) {
+                say(&format!("zerotasq worker: {e}; still trying"));
+            }
+        });
 }
 
 fn report(exit: &WorkerExit) {

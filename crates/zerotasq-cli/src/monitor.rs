@@ -40,6 +40,8 @@ struct State {
     slots: HashMap<u32, Slot>,
     deaths: HashMap<u64, Death>,
     start_failure: Option<(u32, String)>,
+    /// The first command that broke the line protocol, and how.
+    desync: Option<(u32, String)>,
 }
 
 #[derive(Clone)]
@@ -112,6 +114,9 @@ impl Monitor {
             }
             // Planned: the broker's figures count it; a run's output stays quiet.
             Event::Recycled { .. } => {}
+            Event::Desync { worker, reason } => {
+                state.desync.get_or_insert((worker, reason));
+            }
         }
         changed.notify_all();
     }
@@ -162,6 +167,12 @@ impl Monitor {
     pub fn start_failure(&self) -> Option<(u32, String)> {
         let (lock, _) = &*self.state;
         lock.lock().expect("monitor lock").start_failure.clone()
+    }
+
+    /// The first worker command that broke the line protocol, and how, if one did.
+    pub fn desync(&self) -> Option<(u32, String)> {
+        let (lock, _) = &*self.state;
+        lock.lock().expect("monitor lock").desync.clone()
     }
 
     /// Per-slot figures, by worker number.

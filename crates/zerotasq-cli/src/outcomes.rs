@@ -107,6 +107,8 @@ struct Answer {
 /// What ended a run before its input did.
 enum Stop {
     Write(std::io::Error),
+    /// A command broke the line protocol: its answers cannot be matched to lines.
+    Desync(u32, String),
     BrokerLost(TaskError),
     FailFast,
     Interrupted,
@@ -209,6 +211,9 @@ impl Run {
                     Err(why) => stop = Some(why),
                 }
             }
+            if let (None, Some((worker, reason))) = (&stop, self.monitor.desync()) {
+                stop = Some(Stop::Desync(worker, reason));
+            }
             if stop.is_none() && (flush_each || last_flush.elapsed() >= FLUSH_EVERY) {
                 stop = out.flush().err().map(Stop::Write);
                 last_flush = Instant::now();
@@ -234,6 +239,11 @@ impl Run {
             }
         }
         self.progress.finish();
+        if let (None | Some(Stop::FailFast), Some((worker, reason))) =
+            (&stop, self.monitor.desync())
+        {
+            stop = Some(Stop::Desync(worker, reason));
+        }
         let input_error = input_error.lock().expect("input error lock").take();
         self.conclude(stop, tally, input_error, started)
     }
@@ -416,6 +426,13 @@ impl Run {
             }
             Some(Stop::BrokerLost(error)) => {
                 say(&format!("zerotasq: {error}"));
+                return EXIT_USAGE;
+            }
+            Some(Stop::Desync(worker, reason)) => {
+                say(&format!(
+                    "zerotasq: [w{worker}] {reason}; stopping: its answers cannot be matched \
+                     to lines, and the output so far may hold some in the wrong place"
+                ));
                 return EXIT_USAGE;
             }
             Some(Stop::FailFast | Stop::Interrupted) | None => {}

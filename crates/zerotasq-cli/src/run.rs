@@ -134,6 +134,7 @@ pub fn map(args: MapArgs) -> i32 {
                 stdin: Vec::new(),
             },
         )),
+        max_message: settings.max_message,
         task_timeout: settings.task_timeout,
         recycling: settings.recycling,
         worker_env: settings.worker_env,

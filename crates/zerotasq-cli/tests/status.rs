@@ -97,7 +97,7 @@ fn status_shows_a_waiting_client_then_the_worker_that_served_it() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(worker_rows.len(), 1, "{table}");
-    assert_eq!(worker_rows[0][1..], ["ready", "0", "30", "0"], "{table}");
+    assert_eq!(worker_rows[0][1..5], ["ready", "0", "30", "0"], "{table}");
     let client_row = table
         .lines()
         .skip_while(|l| !l.starts_with("CLIENT"))

@@ -196,30 +196,23 @@ impl Codec {
         buffers.call_method0(pyo3::intern!(py, "clear"))?;
         let mut views = Vec::with_capacity(taken.len());
         for b in &taken {
-            // PickleBuffer.raw(): a contiguous, one-dimensional byte view of the memory.
+            // PickleBuffer.raw(): a contiguous, one-dimensional byte view of the memory (a
+            // BufferError for memory that is not contiguous).
             let raw = b.call_method0(pyo3::intern!(py, "raw"))?;
-            views.push(pyo3::buffer::PyBuffer::<u8>::get(&raw)?);
+            let len: usize = raw.getattr(pyo3::intern!(py, "nbytes"))?.extract()?;
+            views.push((raw, len));
         }
-        let total: usize = views.iter().map(|v| v.len_bytes()).sum();
+        let total: usize = views.iter().map(|(_, len)| len).sum();
         out.reserve(1 + 4 + 8 * (views.len() + 1) + pickled.len() + total);
         out.push(OUT_OF_BAND);
         out.extend_from_slice(&(views.len() as u32).to_le_bytes());
         out.extend_from_slice(&(pickled.len() as u64).to_le_bytes());
-        for v in &views {
-            out.extend_from_slice(&(v.len_bytes() as u64).to_le_bytes());
+        for (_, len) in &views {
+            out.extend_from_slice(&(*len as u64).to_le_bytes());
         }
         out.extend_from_slice(pickled);
-        for v in &views {
-            if !v.is_c_contiguous() {
-                return Err(pyo3::exceptions::PyBufferError::new_err(
-                    "an out-of-band pickle buffer is not contiguous",
-                ));
-            }
-            // SAFETY: a C-contiguous buffer of `len_bytes` bytes, held by `v` and only read
-            // here while the GIL is held.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(v.buf_ptr() as *const u8, v.len_bytes()) };
-            out.extend_from_slice(bytes);
+        for (raw, len) in &views {
+            append_view(out, raw, *len)?;
         }
         Ok(())
     }
@@ -294,4 +287,30 @@ impl Codec {
         kwargs.set_item("buffers", PyTuple::new(py, buffers)?)?;
         self.loads.bind(py).call((pickle,), Some(&kwargs))
     }
+}
+
+/// `PyMemoryView_FromMemory`'s flag for a writable view (object.h; pyo3 exports it only for
+/// builds with the buffer protocol).
+const PYBUF_WRITE: std::ffi::c_int = 0x200;
+
+/// Appends the `len` bytes of the byte view `raw` to `out`, copied once, by assigning it to a
+/// memoryview of `out`'s spare room: the stable ABI has no buffer protocol before Python 3.11
+/// (the wheel is abi3 for 3.9+), but it has memoryviews of given memory.
+fn append_view(out: &mut Vec<u8>, raw: &Bound<'_, PyAny>, len: usize) -> PyResult<()> {
+    let py = raw.py();
+    out.reserve(len);
+    let start = out.len();
+    // SAFETY: `len` writable bytes of `out`'s spare capacity; the view is released below,
+    // before `out` is touched again, and nothing else holds it.
+    let room = unsafe {
+        let mem = out.as_mut_ptr().add(start).cast::<std::ffi::c_char>();
+        let view = pyo3::ffi::PyMemoryView_FromMemory(mem, len as isize, PYBUF_WRITE);
+        Bound::from_owned_ptr_or_err(py, view)?
+    };
+    let copied = room.set_item(PySlice::full(py), raw);
+    room.call_method0(pyo3::intern!(py, "release"))?;
+    copied?;
+    // SAFETY: the assignment wrote all `len` bytes (a view of another length is an error).
+    unsafe { out.set_len(start + len) };
+    Ok(())
 }

@@ -10,6 +10,10 @@
 //!
 //! Items in flight (pulled and not yet yielded) never exceed the stream's window: the
 //! caller sets the engine's task window before each wait to the packs that still fit.
+//!
+//! Some pools send every item alone: a worker that batches (`process_batch`: the broker
+//! groups tasks for it, so packs would only hide them), and workers with a time limit or a
+//! task count (both are per engine task: a pack would share one limit, count as one task).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,10 +85,11 @@ impl Packing {
         }
     }
 
-    /// Sizes the window and the packs by the first item's pickled size.
-    pub fn configure(&self, window: usize, first_item_bytes: usize) {
+    /// Sizes the window and the packs by the first item's pickled size; `pack: false` keeps
+    /// one item per engine task.
+    pub fn configure(&self, window: usize, first_item_bytes: usize, pack: bool) {
         self.sizer.set_window(window as u64);
-        if first_item_bytes <= MAX_PACKED_ITEM {
+        if pack && first_item_bytes <= MAX_PACKED_ITEM {
             let by_bytes = (MAX_PACK_BYTES / first_item_bytes.max(1)).clamp(1, MAX_PACK);
             self.sizer.set_max(by_bytes);
         }

@@ -19,6 +19,7 @@ use zerotasq::{PoolSpec, RawPool, RemoteBroker, Security, TcpListen};
 use crate::access::Access;
 use crate::codec::Codec;
 use crate::connector::NativeConnector;
+use crate::controls::Controls;
 use crate::pool_error;
 use crate::remote;
 use crate::results::NativeResults;
@@ -82,11 +83,13 @@ fn tcp_listen(
 impl NativePool {
     /// Starts the pool: `n_workers` copies of `program args…`, each given `stdin`; on TCP
     /// too when `listen_workers`/`listen_clients` are given (remote workers get `welcome`).
+    /// `controls`: the workers' limits, batching and per-slot environment.
     #[new]
     #[pyo3(signature = (program, args, env, stdin, n_workers, max_retries=3, prefetch=2,
                         heartbeat_ms=500, liveness=6, max_message=256 << 20, *,
                         listen_workers=None, listen_clients=None, key=None, allow=Vec::new(),
-                        insecure=false, allow_insecure_remote=false, welcome=Vec::new()))]
+                        insecure=false, allow_insecure_remote=false, welcome=Vec::new(),
+                        controls=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -107,6 +110,7 @@ impl NativePool {
         insecure: bool,
         allow_insecure_remote: bool,
         welcome: Vec<u8>,
+        controls: Option<Controls>,
     ) -> PyResult<Self> {
         if n_workers == 0 && listen_workers.is_none() {
             return Err(pool_error(
@@ -121,6 +125,21 @@ impl NativePool {
             insecure,
             allow_insecure_remote,
         )?;
+        let defaults = PoolSpec::default();
+        let (task_timeout, recycling, batching, worker_env) = match &controls {
+            Some(c) => (
+                c.task_timeout()?,
+                c.recycling()?,
+                c.batching()?,
+                c.worker_env()?,
+            ),
+            None => (
+                defaults.task_timeout,
+                defaults.recycling,
+                defaults.batching,
+                defaults.worker_env.clone(),
+            ),
+        };
         let spec = PoolSpec {
             broker: BrokerConfig {
                 heartbeat_interval: Duration::from_millis(heartbeat_ms.max(10)),
@@ -146,7 +165,11 @@ impl NativePool {
             max_message,
             tcp,
             welcome,
-            ..PoolSpec::default()
+            task_timeout,
+            recycling,
+            batching,
+            worker_env,
+            ..defaults
         };
         let raw = py.detach(|| RawPool::start(spec)).map_err(pool_error)?;
         Ok(NativePool {
@@ -188,9 +211,10 @@ impl NativePool {
         Ok(d)
     }
 
-    /// A lazy iterator over the outcomes of `iterable`'s items.
+    /// A lazy iterator over the outcomes of `iterable`'s items; tiny items travel in packs
+    /// unless `pack` is false.
     #[pyo3(signature = (iterable, window, ordered, dumps, loads, make_error, return_exceptions,
-                        window_bytes=0))]
+                        window_bytes=0, pack=true))]
     #[allow(clippy::too_many_arguments)]
     fn results(
         &self,
@@ -203,6 +227,7 @@ impl NativePool {
         make_error: Py<PyAny>,
         return_exceptions: bool,
         window_bytes: usize,
+        pack: bool,
     ) -> PyResult<NativeResults> {
         let access = self.access()?;
         Ok(NativeResults::new(
@@ -214,6 +239,7 @@ impl NativePool {
             Codec::for_caller(py, dumps, loads)?,
             make_error,
             return_exceptions,
+            pack,
         ))
     }
 
@@ -263,6 +289,8 @@ impl NativePool {
         d.set_item("malformed", s.malformed)?;
         d.set_item("workers_ready", s.workers_ready)?;
         d.set_item("workers_lost", s.workers_lost)?;
+        d.set_item("recycled", s.recycled)?;
+        d.set_item("timed_out", s.timed_out)?;
         d.set_item("init_failures", s.init_failures)?;
         d.set_item("workers_alive", s.workers_alive)?;
         d.set_item("queued", s.queued)?;

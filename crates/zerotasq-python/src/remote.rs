@@ -1,20 +1,23 @@
 //! The Python face across machines, worker side and keys: `keygen`; a remote worker
 //! (`python -m zerotasq worker --connect …`) first fetches the pool's worker definition —
 //! its welcome bytes, over the authenticated channel — then serves through the engine's
-//! `serve_remote`, which joins again after a broker restart or a network cut.
+//! `serve`, joining again after a broker restart or a network cut, until it is due for
+//! recycling.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use zerotasq::child::EXIT_RECYCLED;
 use zerotasq::client_security;
-use zerotasq::worker_runtime::{serve_remote_checked, WorkerOptions};
+use zerotasq::worker_runtime::{serve, ServeEnd, WorkerOptions};
 use zerotasq::Context;
 use zerotasq::{Error, KeyPair, Security};
 
+use crate::controls::Controls;
 use crate::pool_error;
-use crate::worker::PyHandler;
+use crate::worker::{batch_size, PyHandler};
 
 /// How long a joining worker waits for the pool's welcome before it joins anyway.
 const WELCOME_PATIENCE: Duration = Duration::from_secs(5);
@@ -115,15 +118,18 @@ pub fn fetch_welcome<'py>(
     Ok(PyBytes::new(py, &welcome))
 }
 
-/// Serves the broker at `endpoint` with `process` for as long as this process lives,
+/// Serves the broker at `endpoint` with `process` (a worker's `process_batch` when
+/// `batched`) for as long as this process lives,
 /// joining again after broker restarts and network cuts. When the worker was built from the
 /// pool's `welcome` bytes, each join first checks that the broker still hands out the same
-/// ones: a different pool (an edited script run again) must not get the old code. Raises
-/// `PoolError` when that changed — the caller starts afresh — or when the broker refuses us
-/// for good (another protocol version).
+/// ones: a different pool (an edited script run again) must not get the old code. Returns
+/// the process's exit status when the worker is due for recycling (`controls`: its
+/// limits and batching); raises `PoolError` when the pool's definition changed — the caller starts
+/// afresh — or when the broker refuses us for good (another protocol version).
 #[pyfunction]
 #[pyo3(signature = (endpoint, process, describe, dumps, loads, server_key=None, key=None,
-                    insecure=false, allow_insecure_remote=false, welcome=None))]
+                    insecure=false, allow_insecure_remote=false, welcome=None, controls=None,
+                    batched=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_remote_worker(
     py: Python<'_>,
@@ -137,9 +143,15 @@ pub fn serve_remote_worker(
     insecure: bool,
     allow_insecure_remote: bool,
     welcome: Option<Vec<u8>>,
-) -> PyResult<()> {
-    let opts = options(endpoint, server_key, key, insecure, allow_insecure_remote)?;
-    let handler = PyHandler::new(py, process, describe, dumps, loads)?;
+    controls: Option<Controls>,
+    batched: bool,
+) -> PyResult<i32> {
+    let mut opts = options(endpoint, server_key, key, insecure, allow_insecure_remote)?;
+    if let Some(controls) = &controls {
+        controls.apply(&mut opts)?;
+    }
+    let batch_size = batch_size(&mut opts, batched).map_err(pool_error)?;
+    let mut handler = PyHandler::new(py, process, describe, dumps, loads, batch_size)?;
     let ctx = Context::new();
     let same_pool = || -> Result<(), Error> {
         let Some(ours) = &welcome else {
@@ -154,21 +166,38 @@ pub fn serve_remote_worker(
             Err(e) => Err(e),
         }
     };
-    let ended = py.detach(|| serve_remote_checked(&ctx, &opts, handler, same_pool));
-    Err(pool_error(ended))
+    py.detach(|| serve_until_recycled(&ctx, &opts, &mut handler, same_pool))
+        .map_err(pool_error)
 }
 
-/// Makes this process die (SIGKILL) with its parent `parent`; exits at once if that parent
-/// is already gone.
-#[pyfunction]
-pub fn die_with_parent(parent: i32) -> PyResult<()> {
-    // SAFETY: prctl with integer arguments, and getppid; no memory is passed.
-    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-    if set != 0 {
-        return Err(std::io::Error::last_os_error().into());
+/// The engine's `serve_remote_checked`, except that a worker due for recycling ends (with
+/// its exit status) instead of joining again: only a fresh process sheds what it holds.
+fn serve_until_recycled(
+    ctx: &Context,
+    opts: &WorkerOptions,
+    handler: &mut PyHandler,
+    mut may_join: impl FnMut() -> Result<(), Error>,
+) -> Result<i32, Error> {
+    const BACKOFF_MIN: Duration = Duration::from_millis(100);
+    const BACKOFF_MAX: Duration = Duration::from_secs(5);
+    const HEALTHY: Duration = Duration::from_secs(10);
+    let mut backoff = BACKOFF_MIN;
+    for session in 0u64.. {
+        let mut session_opts = opts.clone();
+        session_opts.identity = [&opts.identity[..], format!("-{session}").as_bytes()].concat();
+        may_join()?;
+        let started = Instant::now();
+        match serve(ctx, &session_opts, handler) {
+            Ok(ServeEnd::Recycled) => return Ok(EXIT_RECYCLED),
+            Err(Error::Refused(why)) => return Err(Error::Refused(why)),
+            Ok(end) => tracing::info!("left the broker ({end:?}); joining again"),
+            Err(e) => tracing::warn!("worker session failed: {e}; joining again"),
+        }
+        if started.elapsed() >= HEALTHY {
+            backoff = BACKOFF_MIN;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-    if unsafe { libc::getppid() } != parent {
-        std::process::exit(1);
-    }
-    Ok(())
+    unreachable!("the session loop only ends by returning")
 }

@@ -57,6 +57,7 @@ struct Pending {
     packer: Packer,
     window: usize,
     window_bytes: usize,
+    pack: bool,
 }
 
 #[pyclass(module = "zerotasq._native")]
@@ -83,6 +84,7 @@ impl NativeResults {
         codec: Codec,
         make_error: Py<PyAny>,
         return_exceptions: bool,
+        pack: bool,
     ) -> Self {
         let packing = Arc::new(Packing::new(window));
         let input_error = Arc::new(Mutex::new(None));
@@ -99,6 +101,7 @@ impl NativeResults {
                 packer,
                 window: window.max(1),
                 window_bytes,
+                pack,
             }),
             stream: Mutex::new(None),
             ready: Reorder::new(ordered),
@@ -117,6 +120,7 @@ impl NativeResults {
             mut packer,
             mut window,
             window_bytes,
+            pack,
         } = pending;
         let pool = pool
             .upgrade()
@@ -129,7 +133,7 @@ impl NativeResults {
                         let fits = window_bytes / bytes.len().max(1);
                         window = window.min(fits.max(MIN_WINDOW));
                     }
-                    self.packing.configure(window, bytes.len());
+                    self.packing.configure(window, bytes.len(), pack);
                     packer.put_first(index, bytes);
                 }
                 // Sent alone, it fails again at its own place.

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import zerotasq
 
 
 def _children():
@@ -29,6 +30,8 @@ def _children():
 def no_orphans():
     before = _children()
     yield
+    # The workers zerotasq.map keeps warm belong to the test that started them.
+    zerotasq.stop_warm_workers()
     import time
 
     deadline = time.monotonic() + 5

@@ -96,7 +96,7 @@ impl Default for BrokerConfig {
 
 /// Where an outgoing message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Route {
+pub enum Route {
     Worker(Vec<u8>),
     Client(Vec<u8>),
     Supervisor,
@@ -241,7 +241,11 @@ impl Broker {
                 if self.workers.contains(identity) {
                     self.worker_dead(identity, "registered twice");
                 }
-                self.startup.worker_ready(identity);
+                if self.startup.worker_ready(identity) {
+                    // A child that got this far ran its init: its slot's back-off starts over.
+                    let news = Message::ChildReady { identity }.encode();
+                    self.outbox.push((Route::Supervisor, news));
+                }
                 self.stats.workers_ready += 1;
                 tracing::debug!(pid = ready.pid, host = ready.host, "worker ready");
                 let batching = (ready.max_batch > 0).then(|| {
@@ -315,7 +319,14 @@ impl Broker {
                     .submit(identity, batch, &mut self.tasks, failed.as_ref(), now);
             }
             Message::Cancel => self.cancel_client(identity),
-            Message::Heartbeat => {}
+            // A client that waits and hears nothing asks; a broker that holds none of its
+            // tasks (it restarted) says so, and the client submits them again.
+            Message::Heartbeat => {
+                if !self.clients.is_open(identity) {
+                    let frames = Message::Forgotten.encode();
+                    self.outbox.push((Route::Client(identity.to_vec()), frames));
+                }
+            }
             // Asking is not submitting: the asker is not counted as a client.
             Message::StatusRequest => {
                 let body = self.status(now).to_json();
@@ -559,11 +570,10 @@ impl Broker {
         self.fail_if_hopeless();
     }
 
-    /// The pool has just failed: the supervisor stops restarting, and the tasks fail if no
-    /// worker is left to run them.
+    /// The pool has just failed: the tasks fail if no worker is left to run them. The
+    /// supervisor goes on restarting children with back-off, and the first to be ready
+    /// ends the failure.
     fn pool_failed(&mut self) {
-        self.outbox
-            .push((Route::Supervisor, Message::StopRestarting.encode()));
         self.fail_if_hopeless();
     }
 
@@ -589,9 +599,10 @@ impl Broker {
     }
 
     fn cancel_client(&mut self, identity: &[u8]) {
-        for id in self.clients.cancel(identity) {
-            self.tasks.remove(id);
-        }
+        self.clients.cancel(identity);
+        // Queued and in flight alike: an in-flight task of a cancelled client must not come
+        // back to the queue of a new stream under the same routing id when its worker dies.
+        self.tasks.forget_client(identity);
     }
 
     /// Tells a peer that speaks another protocol version why nothing will work, in our

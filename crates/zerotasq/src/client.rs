@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, TaskError, TimedOut};
-use crate::link::{Link, Watch};
+use crate::link::{too_big, Link, Unanswered, Watch};
 use crate::protocol::{header, Command, Message, Outcome, ProtocolError, TaskBatchWriter, VERSION};
 use crate::reorder::Reorder;
 use crate::transport::{Frame, SendError, Socket};
@@ -37,9 +37,9 @@ pub type Indexed<O> = (u64, Result<O, TaskError>);
 pub(crate) fn read_reply<O>(
     frames: &[Frame],
     decode: &mut DecodeFn<O>,
-) -> Result<Option<Vec<Indexed<O>>>, String> {
+) -> Result<Reply<O>, String> {
     match Message::decode(frames) {
-        Ok(Message::Results(batch)) => Ok(Some(
+        Ok(Message::Results(batch)) => Ok(Reply::Outcomes(
             batch
                 .iter()
                 .map(|(id, outcome)| {
@@ -51,20 +51,30 @@ pub(crate) fn read_reply<O>(
                 })
                 .collect(),
         )),
-        Ok(Message::Heartbeat) => Ok(None),
+        Ok(Message::Heartbeat) => Ok(Reply::Nothing),
+        Ok(Message::Forgotten) => Ok(Reply::Forgotten),
         Ok(Message::Fatal(why)) => Err(why.to_string()),
         Err(ProtocolError::VersionMismatch { got }) => Err(format!(
             "the broker speaks protocol version {got}; this client speaks version {VERSION}"
         )),
         Ok(other) => {
             tracing::warn!("client ignored {:?}", other.command());
-            Ok(None)
+            Ok(Reply::Nothing)
         }
         Err(e) => {
             tracing::warn!("client dropped a malformed message: {e}");
-            Ok(None)
+            Ok(Reply::Nothing)
         }
     }
+}
+
+/// What a message from the broker means to a client.
+pub(crate) enum Reply<O> {
+    /// Outcomes, by task id.
+    Outcomes(Vec<Indexed<O>>),
+    /// The broker holds none of our tasks: submit the unanswered ones again.
+    Forgotten,
+    Nothing,
 }
 
 /// The lazy iterator behind `map` and `map_unordered`: one outcome per input item.
@@ -82,6 +92,10 @@ pub struct Stream<I: Iterator, O> {
     watch: Watch,
     /// The broker was told we have nothing more for now (since our last tasks).
     said_all: bool,
+    /// Unanswered tasks' payloads, to submit again to a broker that restarted.
+    unanswered: Unanswered,
+    /// The largest task payload the link carries.
+    max_payload: usize,
 }
 
 impl<I: Iterator, O> Stream<I, O> {
@@ -105,6 +119,8 @@ impl<I: Iterator, O> Stream<I, O> {
             delivery: Reorder::new(ordered),
             watch: link.watch(),
             said_all: false,
+            unanswered: Unanswered::new(link),
+            max_payload: link.max_payload(),
         })
     }
 
@@ -150,8 +166,15 @@ impl<I: Iterator, O> Stream<I, O> {
             self.in_flight += 1;
             let encode = &mut self.encode;
             match writer.push_with(id, |buf| encode(item, buf)) {
+                Ok(()) if writer.last_payload().len() > self.max_payload => {
+                    let len = writer.last_payload().len();
+                    writer.pop_last();
+                    self.delivery
+                        .store(id, Err(too_big("task", len, self.max_payload)));
+                }
                 Ok(()) => {
                     self.outstanding.insert(id);
+                    self.unanswered.keep(id, writer.last_payload());
                 }
                 Err(e) => self.delivery.store(id, Err(e)),
             }
@@ -225,16 +248,25 @@ impl<I: Iterator, O> Stream<I, O> {
                 if let Some(why) = self.watch.gone() {
                     return Err(TaskError::new(ErrorKind::Cancelled, why));
                 }
+                self.unanswered.ask_if_silent(&self.socket, &self.watch);
                 continue;
             };
             self.watch.heard();
             let reply = read_reply(&frames, &mut self.decode)
                 .map_err(|why| TaskError::new(ErrorKind::Cancelled, why))?;
-            let Some(outcomes) = reply else {
-                continue;
+            let outcomes = match reply {
+                Reply::Outcomes(outcomes) => outcomes,
+                Reply::Forgotten => {
+                    self.unanswered
+                        .resubmit(&self.socket)
+                        .map_err(|why| TaskError::new(ErrorKind::Cancelled, why))?;
+                    continue;
+                }
+                Reply::Nothing => continue,
             };
             for (id, value) in outcomes {
                 if self.outstanding.remove(&id) {
+                    self.unanswered.answered(id);
                     self.delivery.store(id, value);
                 }
             }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::client::{read_reply, DecodeFn, EncodeFn};
+use crate::client::{read_reply, DecodeFn, EncodeFn, Reply};
 use crate::error::{Error, ErrorKind, TaskError, TimedOut};
-use crate::link::{Link, Watch};
+use crate::link::{too_big, Link, Unanswered, Watch};
 use crate::protocol::{header, Command, TaskBatchWriter};
 use crate::reorder::Reorder;
 use crate::transport::{poll, Frame, Pollable, Socket};
@@ -62,6 +62,8 @@ impl<T, O: Send + 'static> Connector<T, O> {
         feed.connect(&endpoint)?;
         let (tx, rx) = channel();
         let mut watch = link.watch();
+        let unanswered = Unanswered::new(link);
+        let max_payload = link.max_payload();
         let stop = Arc::new(AtomicBool::new(false));
         let io_stop = stop.clone();
         let io = std::thread::Builder::new()
@@ -75,6 +77,8 @@ impl<T, O: Send + 'static> Connector<T, O> {
                     next_id: 0,
                     outstanding: HashSet::new(),
                     delivery: Reorder::new(ordered),
+                    unanswered,
+                    max_payload,
                     finished: false,
                 };
                 if let Err(why) = io.run(&mut watch, &io_stop) {
@@ -190,6 +194,10 @@ struct ConnectorIo<O> {
     /// Outcomes not yet handed over: in order of the task ids, or as they came.
     delivery: Reorder<Result<O, TaskError>>,
     finished: bool,
+    /// Unanswered tasks' payloads, to submit again to a broker that restarted.
+    unanswered: Unanswered,
+    /// The largest task payload the link carries.
+    max_payload: usize,
 }
 
 impl<O> ConnectorIo<O> {
@@ -217,8 +225,14 @@ impl<O> ConnectorIo<O> {
                 let mut batch = TaskBatchWriter::new();
                 while let Some(frames) = self.inner.recv(false).map_err(|e| e.to_string())? {
                     match frames.first().map(|f| &f[..]) {
+                        Some(TASK) if frames.len() == 2 && frames[1].len() > self.max_payload => {
+                            let error = too_big("task", frames[1].len(), self.max_payload);
+                            self.deliver(self.next_id, Err(error));
+                            self.next_id += 1;
+                        }
                         Some(TASK) if frames.len() == 2 => {
                             self.outstanding.insert(self.next_id);
+                            self.unanswered.keep(self.next_id, &frames[1]);
                             batch.push(self.next_id, &frames[1]);
                             self.next_id += 1;
                         }
@@ -258,15 +272,23 @@ impl<O> ConnectorIo<O> {
                 if let Some(why) = watch.gone() {
                     return Err(why);
                 }
+                self.unanswered.ask_if_silent(&self.client, watch);
             }
         }
     }
 
     fn on_message(&mut self, frames: &[Frame]) -> Result<(), String> {
-        for (id, value) in read_reply(frames, &mut self.decode)?.unwrap_or_default() {
-            if self.outstanding.remove(&id) {
-                self.deliver(id, value);
+        match read_reply(frames, &mut self.decode)? {
+            Reply::Outcomes(outcomes) => {
+                for (id, value) in outcomes {
+                    if self.outstanding.remove(&id) {
+                        self.unanswered.answered(id);
+                        self.deliver(id, value);
+                    }
+                }
             }
+            Reply::Forgotten => self.unanswered.resubmit(&self.client)?,
+            Reply::Nothing => {}
         }
         Ok(())
     }

@@ -30,7 +30,8 @@
 //! The public surface is what the three faces (this crate's [`Pool`], the command line,
 //! the Python package) build on; the rest is private.
 //! - `protocol` — frames ⇄ typed messages; pure, versioned, checked (public only with the
-//!   `wire` feature, for tests, fuzzing and peers written elsewhere).
+//!   `wire` feature, for tests, fuzzing and peers written elsewhere; so is `broker`, for
+//!   fuzzing).
 //! - `transport` — the only module touching ZeroMQ: sockets, options, polling, CURVE.
 //! - `broker` — the broker's state machine (LRU with credit, batching, retries), no I/O;
 //!   [`status`] — what it reports when asked ([`BrokerStatus`], JSON), and its rates.
@@ -53,6 +54,11 @@
 //! - [`codec`] — serde (postcard) for the Rust face.
 //! - `error` — [`TaskError`] (one task's failure, as data) and [`Error`] (the pool's).
 
+// The broker's state machine is public only with the `wire` feature, for fuzzing.
+#[cfg(feature = "wire")]
+#[allow(missing_docs)]
+pub mod broker;
+#[cfg(not(feature = "wire"))]
 mod broker;
 mod broker_loop;
 pub mod child;

@@ -2,6 +2,7 @@
 //! standalone broker, [`RemoteBroker`]) — and how it tells that the broker is gone, so a
 //! waiting client ends with a clear error instead of hanging.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,10 +10,10 @@ use std::time::{Duration, Instant};
 use crate::client::{DecodeFn, EncodeFn, Stream};
 use crate::connector::Connector;
 use crate::error::Error;
-use crate::protocol::{Message, ProtocolError, VERSION};
+use crate::protocol::{header, Command, Message, ProtocolError, TaskBatchWriter, VERSION};
 use crate::status::BrokerStatus;
 use crate::transport::curve::{check_insecure, Security};
-use crate::transport::{Context, Kind, SendError, Socket};
+use crate::transport::{Context, Frame, Kind, SendError, Socket};
 
 /// How long the broker of this process may take to answer a status request.
 const LOCAL_STATUS_PATIENCE: Duration = Duration::from_secs(5);
@@ -130,6 +131,12 @@ impl Link {
                 Err(e) => tracing::warn!("dropped a malformed message from the broker: {e}"),
             }
         }
+    }
+
+    /// The largest payload a task or a result may have on this link (a message over the
+    /// sockets' limit would be dropped with its connection, not delivered).
+    pub(crate) fn max_payload(&self) -> usize {
+        max_payload(self.max_message)
     }
 
     pub(crate) fn watch(&self) -> Watch {
@@ -268,4 +275,111 @@ impl BrokerAccess for RemoteBroker {
     fn link(&self) -> &Link {
         &self.link
     }
+}
+
+/// What a client of a broker elsewhere keeps so that a restart of that broker costs it
+/// nothing: the payloads of its tasks not yet answered. While it waits and hears nothing it
+/// asks (a `Heartbeat`); a broker that holds none of its tasks answers `Forgotten`, and the
+/// client submits them again under the same ids — an outcome that still comes from before
+/// is dropped by id, so each task has one. A local pool's broker cannot restart alone:
+/// nothing is kept.
+pub(crate) struct Unanswered {
+    payloads: Option<HashMap<u64, Vec<u8>>>,
+    /// Silence after which the client asks.
+    ask_after: Duration,
+    last_asked: Instant,
+}
+
+impl Unanswered {
+    pub(crate) fn new(link: &Link) -> Unanswered {
+        let (payloads, ask_after) = match &link.kind {
+            LinkKind::Remote { silence, .. } => (Some(HashMap::new()), *silence / 4),
+            LinkKind::Local(_) => (None, Duration::MAX),
+        };
+        Unanswered {
+            payloads,
+            ask_after,
+            last_asked: Instant::now(),
+        }
+    }
+
+    /// Task `id` was submitted with `payload`.
+    pub(crate) fn keep(&mut self, id: u64, payload: &[u8]) {
+        if let Some(payloads) = &mut self.payloads {
+            payloads.insert(id, payload.to_vec());
+        }
+    }
+
+    /// Task `id` has its outcome.
+    pub(crate) fn answered(&mut self, id: u64) {
+        if let Some(payloads) = &mut self.payloads {
+            payloads.remove(&id);
+        }
+    }
+
+    /// Asks the broker whether it still holds our tasks, when we have waited `ask_after`
+    /// in silence (and not asked since).
+    pub(crate) fn ask_if_silent(&mut self, socket: &Socket, watch: &Watch) {
+        let Some(payloads) = &self.payloads else {
+            return;
+        };
+        let now = Instant::now();
+        let silent = now.duration_since(watch.last_heard) >= self.ask_after;
+        if !payloads.is_empty() && silent && now.duration_since(self.last_asked) >= self.ask_after {
+            self.last_asked = now;
+            let _ = socket.send([header(Command::Heartbeat)], false);
+        }
+    }
+
+    /// Submits every unanswered task again, oldest first, in batches far below a peer's
+    /// size limit.
+    pub(crate) fn resubmit(&self, socket: &Socket) -> Result<(), String> {
+        let Some(payloads) = &self.payloads else {
+            return Ok(());
+        };
+        let mut ids: Vec<u64> = payloads.keys().copied().collect();
+        ids.sort_unstable();
+        tracing::warn!(
+            "the broker holds none of our {} open tasks (it restarted?); submitting them again",
+            ids.len()
+        );
+        let mut writer = TaskBatchWriter::new();
+        for id in ids {
+            writer.push(id, &payloads[&id]);
+            if writer.byte_len() >= RESUBMIT_BYTES {
+                send_submit(socket, std::mem::take(&mut writer))?;
+            }
+        }
+        if !writer.is_empty() {
+            send_submit(socket, writer)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes per batch when tasks are submitted again.
+const RESUBMIT_BYTES: usize = 4 << 20;
+
+fn send_submit(socket: &Socket, writer: TaskBatchWriter) -> Result<(), String> {
+    let frames: [Frame; 2] = [header(Command::Submit).into(), writer.finish().into()];
+    socket
+        .send(frames, true)
+        .map_err(|_| "cannot submit tasks again to the restarted broker".to_string())
+}
+
+/// The largest payload under a message limit of `max_message` bytes (-1: none): room is
+/// left for the batch's own framing.
+pub(crate) fn max_payload(max_message: i64) -> usize {
+    usize::try_from(max_message).map_or(usize::MAX, |m| m.saturating_sub(64))
+}
+
+/// The error for a task or result of `len` bytes, over the limit of `max` bytes.
+pub(crate) fn too_big(what: &str, len: usize, max: usize) -> crate::error::TaskError {
+    crate::error::TaskError::new(
+        crate::error::ErrorKind::Codec,
+        format!(
+            "the {what} is {len} bytes, over the limit of {max} bytes (the pool's max_message; \
+             raise it, or send a reference such as a file path instead)"
+        ),
+    )
 }

@@ -31,6 +31,9 @@ use crate::worker_limits::Recycling;
 use crate::worker_runtime::{serve, Batching, ServeEnd, WorkerOptions};
 use crate::worker_session::report_init_failure;
 
+/// How long a peer of a TCP endpoint may take over its handshake.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(3);
+
 /// How long dropping a pool waits for thread workers still inside a task.
 const THREAD_WORKER_GRACE: Duration = Duration::from_secs(2);
 
@@ -78,11 +81,9 @@ pub struct PoolSpec {
 /// Where a pool listens on TCP, and how it authenticates peers there.
 #[derive(Debug, Clone)]
 pub struct TcpListen {
-    /// For remote workers, e.g. `tcp://0.0.0.0:5555` (port 0: any free port).
-    /// Where remote workers join (`tcp://HOST:PORT`; port 0 picks a free one).
+    /// Where remote workers join, e.g. `tcp://0.0.0.0:5555` (port 0: any free port).
     pub workers: Option<String>,
-    /// For remote clients (a standalone broker).
-    /// Where clients of other programs connect.
+    /// Where clients of other programs connect (a standalone broker).
     pub clients: Option<String>,
     /// [`Security::Server`] (CURVE, the default of every face) or [`Security::Insecure`].
     pub security: Security,
@@ -714,6 +715,9 @@ fn listen_tcp(
     client_sockets: &mut Vec<Socket>,
     worker_sockets: &mut Vec<Socket>,
 ) -> Result<(TcpEndpoints, Option<ZapHandler>), Error> {
+    // Each peer holds a descriptor: a broker open to a network must not run out of them at
+    // the common soft limit of 1024 while the hard limit allows more.
+    raise_descriptor_limit();
     let mut tcp_endpoints = TcpEndpoints::default();
     let mut zap = None;
     match &tcp.security {
@@ -734,6 +738,7 @@ fn listen_tcp(
         socket.secure(&tcp.security)?;
         let interval = spec.broker.heartbeat_interval;
         socket.detect_dead_peers(interval, interval * spec.broker.liveness)?;
+        socket.set_handshake_limit(HANDSHAKE_LIMIT)?;
         socket.bind(endpoint)?;
         let bound = socket.last_endpoint()?;
         Ok((socket, bound))
@@ -775,4 +780,25 @@ fn start_thread_workers(
         started.push((handle, done_rx));
     }
     Ok(started)
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                ..limit
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                tracing::warn!("cannot raise the limit on open descriptors");
+            }
+        }
+    }
 }

@@ -88,12 +88,15 @@ pub enum Command {
     /// worker → broker: leaving to be replaced by a fresh worker (recycling: task count,
     /// memory or age reached). Nothing is charged; what it still holds is re-queued.
     Recycling = 17,
+    /// broker → client: the answer to a client's `Heartbeat` when the broker holds no task of
+    /// it — it restarted, or all is answered: send again what you still wait for.
+    Forgotten = 18,
     /// supervisor → broker (in-process): a local child exited.
     ChildExited = 20,
     /// broker → supervisor (in-process): kill this worker (it missed its heartbeats).
     KillWorker = 21,
-    /// broker → supervisor (in-process): stop restarting workers (the pool failed).
-    StopRestarting = 22,
+    /// broker → supervisor (in-process): this child registered (its init succeeded).
+    ChildReady = 22,
     /// supervisor → broker (in-process): a local child was started and is initialising.
     ChildStarted = 24,
 }
@@ -119,9 +122,10 @@ impl Command {
             15 => Status,
             16 => TimedOut,
             17 => Recycling,
+            18 => Forgotten,
             20 => ChildExited,
             21 => KillWorker,
-            22 => StopRestarting,
+            22 => ChildReady,
             24 => ChildStarted,
             _ => return None,
         })
@@ -304,6 +308,7 @@ pub enum Message<'a> {
         limit: std::time::Duration,
     },
     Recycling,
+    Forgotten,
     Hello,
     Welcome(&'a [u8]),
     StatusRequest,
@@ -319,7 +324,9 @@ pub enum Message<'a> {
     KillWorker {
         identity: &'a [u8],
     },
-    StopRestarting,
+    ChildReady {
+        identity: &'a [u8],
+    },
 }
 
 /// The header frame for `command`.
@@ -343,6 +350,7 @@ impl<'a> Message<'a> {
             Message::Release(_) => Command::Release,
             Message::TimedOut { .. } => Command::TimedOut,
             Message::Recycling => Command::Recycling,
+            Message::Forgotten => Command::Forgotten,
             Message::Hello => Command::Hello,
             Message::Welcome(_) => Command::Welcome,
             Message::StatusRequest => Command::StatusRequest,
@@ -350,7 +358,7 @@ impl<'a> Message<'a> {
             Message::ChildStarted { .. } => Command::ChildStarted,
             Message::ChildExited { .. } => Command::ChildExited,
             Message::KillWorker { .. } => Command::KillWorker,
-            Message::StopRestarting => Command::StopRestarting,
+            Message::ChildReady { .. } => Command::ChildReady,
         }
     }
 
@@ -462,6 +470,10 @@ impl<'a> Message<'a> {
                 expect(0)?;
                 Message::Recycling
             }
+            Command::Forgotten => {
+                expect(0)?;
+                Message::Forgotten
+            }
             Command::Shutdown => {
                 expect(0)?;
                 Message::Shutdown
@@ -470,9 +482,9 @@ impl<'a> Message<'a> {
                 expect(0)?;
                 Message::Cancel
             }
-            Command::StopRestarting => {
-                expect(0)?;
-                Message::StopRestarting
+            Command::ChildReady => {
+                expect(1)?;
+                Message::ChildReady { identity: frame(0) }
             }
             Command::Hello => {
                 expect(0)?;
@@ -519,15 +531,15 @@ impl<'a> Message<'a> {
                 frames.push(identity.to_vec());
                 frames.push(status.as_bytes().to_vec());
             }
-            Message::KillWorker { identity } | Message::ChildStarted { identity } => {
-                frames.push(identity.to_vec())
-            }
+            Message::KillWorker { identity }
+            | Message::ChildStarted { identity }
+            | Message::ChildReady { identity } => frames.push(identity.to_vec()),
             Message::Heartbeat
             | Message::Goodbye
             | Message::Recycling
+            | Message::Forgotten
             | Message::Shutdown
             | Message::Cancel
-            | Message::StopRestarting
             | Message::Hello
             | Message::StatusRequest => {}
         }

@@ -56,14 +56,25 @@ impl SlotTemplate {
         Ok(SlotTemplate(text.to_string()))
     }
 
-    /// The text with `{slot}` replaced by `slot`.
+    /// The text with `{slot}` replaced by `slot`, read left to right as [`SlotTemplate::parse`]
+    /// checked it (so `{{{slot}}}` is a slot in braces).
     pub fn expand(&self, slot: usize) -> String {
-        self.0
-            .replace("{{", "\u{0}")
-            .replace("}}", "\u{1}")
-            .replace("{slot}", &slot.to_string())
-            .replace('\u{0}', "{")
-            .replace('\u{1}', "}")
+        let mut out = String::with_capacity(self.0.len());
+        let mut rest = self.0.as_str();
+        while let Some(at) = rest.find(['{', '}']) {
+            out.push_str(&rest[..at]);
+            let brace = rest.as_bytes()[at] as char;
+            let after = &rest[at + 1..];
+            if after.starts_with(brace) {
+                out.push(brace);
+                rest = &after[1..];
+            } else {
+                out.push_str(&slot.to_string());
+                rest = &after["slot}".len()..];
+            }
+        }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -71,6 +82,8 @@ impl SlotTemplate {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerEnv {
     vars: Vec<(String, SlotTemplate)>,
+    /// Variables given slot by slot, as they are (`per_slot[slot]`).
+    per_slot: Vec<Vec<(String, String)>>,
     devices: Vec<String>,
     threads_per_worker: Option<usize>,
 }
@@ -78,14 +91,21 @@ pub struct WorkerEnv {
 impl WorkerEnv {
     /// Sets `name` to `value` in every worker, `{slot}` replaced by its slot.
     pub fn var(mut self, name: &str, value: &str) -> Result<WorkerEnv, Error> {
-        if name.is_empty() || name.contains(['=', '\0']) {
-            return Err(Error::Config(format!(
-                "{name:?} is not an environment variable's name"
-            )));
-        }
+        check_name(name)?;
         let template = SlotTemplate::parse(value)?;
         self.vars.retain(|(n, _)| n != name);
         self.vars.push((name.to_string(), template));
+        Ok(self)
+    }
+
+    /// Sets `per_slot[slot]` in worker `slot` as they are (no `{slot}` fields): for a face
+    /// that computes each slot's variables itself (Python's `worker_env=` callable). Slots
+    /// past the list get none.
+    pub fn slot_vars(mut self, per_slot: Vec<Vec<(String, String)>>) -> Result<WorkerEnv, Error> {
+        for (name, _) in per_slot.iter().flatten() {
+            check_name(name)?;
+        }
+        self.per_slot = per_slot;
         Ok(self)
     }
 
@@ -118,9 +138,11 @@ impl WorkerEnv {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             (cores / workers.max(1)).max(1)
         });
+        let own = self.per_slot.get(slot).map_or(&[][..], Vec::as_slice);
         for name in THREAD_VARS {
-            let set_by_user =
-                std::env::var_os(name).is_some() || self.vars.iter().any(|(n, _)| n == name);
+            let set_by_user = std::env::var_os(name).is_some()
+                || self.vars.iter().any(|(n, _)| n == name)
+                || own.iter().any(|(n, _)| n == name);
             if !set_by_user {
                 env.push((name.to_string(), threads.to_string()));
             }
@@ -134,8 +156,18 @@ impl WorkerEnv {
                 .iter()
                 .map(|(name, value)| (name.clone(), value.expand(slot))),
         );
+        env.extend(own.iter().cloned());
         env
     }
+}
+
+fn check_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(Error::Config(format!(
+            "{name:?} is not an environment variable's name"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -146,6 +178,8 @@ mod tests {
     fn slot_fields_are_replaced_and_braces_escaped() {
         let t = SlotTemplate::parse("cuda:{slot} {{x}} {slot}").unwrap();
         assert_eq!(t.expand(3), "cuda:3 {x} 3");
+        let braced = SlotTemplate::parse("{{{slot}}}-}}{{slot}}").unwrap();
+        assert_eq!(braced.expand(7), "{7}-}{slot}");
         assert_eq!(SlotTemplate::parse("plain").unwrap().expand(9), "plain");
     }
 
@@ -186,6 +220,32 @@ mod tests {
             .filter(|(n, _)| n == "OMP_NUM_THREADS")
             .collect();
         assert_eq!(omp, [&("OMP_NUM_THREADS".to_string(), "8".to_string())]);
+    }
+
+    #[test]
+    fn variables_given_slot_by_slot_reach_their_slot_only_and_win_over_thread_limits() {
+        let per_slot = vec![
+            vec![("SHARD".to_string(), "{a}".to_string())],
+            vec![("OMP_NUM_THREADS".to_string(), "7".to_string())],
+        ];
+        let env = WorkerEnv::default().slot_vars(per_slot).unwrap();
+        let vars = |slot| -> Vec<(String, String)> { env.for_slot(slot, 2) };
+        assert!(
+            vars(0).contains(&("SHARD".into(), "{a}".into())),
+            "as given"
+        );
+        assert!(!vars(1).iter().any(|(n, _)| n == "SHARD"));
+        let omp: Vec<_> = vars(1)
+            .into_iter()
+            .filter(|(n, _)| n == "OMP_NUM_THREADS")
+            .collect();
+        assert_eq!(omp, [("OMP_NUM_THREADS".to_string(), "7".to_string())]);
+        assert!(
+            vars(2).iter().all(|(n, _)| n != "SHARD"),
+            "past the list: none"
+        );
+        let bad = vec![vec![("A=B".to_string(), String::new())]];
+        assert!(WorkerEnv::default().slot_vars(bad).is_err());
     }
 
     #[test]

@@ -108,8 +108,11 @@ impl WorkerProcesses {
     }
 
     fn stop_now(&mut self) {
-        // Closing the write end wakes the supervisor.
-        drop(self.stop.take());
+        // A byte, not only the close: a pipe whose writer is gone polls as hung up, not
+        // readable, and the supervisor would spin instead of stopping.
+        if let Some(mut stop) = self.stop.take() {
+            let _ = stop.write_all(b"x");
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -151,22 +154,18 @@ pub(crate) fn run(
             restart_at: Some(Instant::now()),
         })
         .collect();
-    let mut restarting = true;
     loop {
         let now = Instant::now();
-        if restarting {
-            for (index, slot) in slots.iter_mut().enumerate() {
-                if slot.child.is_none() && slot.restart_at.is_some_and(|at| at <= now) {
-                    slot.restart_at = None;
-                    spawn(&cfg, index, slot, broker)?;
-                }
+        for (index, slot) in slots.iter_mut().enumerate() {
+            if slot.child.is_none() && slot.restart_at.is_some_and(|at| at <= now) {
+                slot.restart_at = None;
+                spawn(&cfg, index, slot, broker)?;
             }
-            publish_pids(&cfg, &slots);
         }
+        publish_pids(&cfg, &slots);
         let mut timeout = slots
             .iter()
             .filter_map(|s| s.restart_at)
-            .filter(|_| restarting)
             .min()
             .map(|at| at.saturating_duration_since(now));
         let mut items = vec![Pollable::Fd(stop.as_raw_fd())];
@@ -200,7 +199,16 @@ pub(crate) fn run(
                             kill_group(child.id());
                         }
                     }
-                    Ok(Message::StopRestarting) => restarting = false,
+                    // It ran its init: its slot's back-off starts over, so workers killed
+                    // after they started are replaced quickly however often it happens.
+                    Ok(Message::ChildReady { identity }) => {
+                        if let Some(slot) = slots
+                            .iter_mut()
+                            .find(|s| s.child.as_ref().is_some_and(|(_, _, id, _)| id == identity))
+                        {
+                            slot.backoff = cfg.backoff_initial;
+                        }
+                    }
                     _ => tracing::error!("supervisor: unexpected control message"),
                 }
             }

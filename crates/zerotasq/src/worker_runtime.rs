@@ -13,6 +13,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, TaskError};
+use crate::link::{max_payload, too_big};
 use crate::protocol::{Message, ProtocolError, TaskBatch, VERSION};
 use crate::transport::curve::Security;
 use crate::transport::{Context, Frame, Kind, SendError, Socket};
@@ -21,6 +22,8 @@ use crate::worker_limits::Recycling;
 use crate::worker_limits::{RecycleCheck, RecycleReason};
 use crate::worker_session::{Results, WorkerSession};
 
+/// Results waiting beyond this many bytes are sent at once.
+const FLUSH_BYTES: usize = 1 << 20;
 /// Results are sent at least this often while a batch is being worked through.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
 
@@ -162,6 +165,8 @@ pub fn serve(
             .is_set()
             .then(|| RecycleCheck::new(opts.recycling, std::process::id(), &opts.identity)),
         max_batch: opts.batching.max_size as usize,
+        max_payload: max_payload(opts.max_message),
+        timed: opts.task_timeout.is_some(),
     };
     let end = tasks.serve(handler);
     // The I/O thread has left its loop (it sent us the message we ended on), or will once
@@ -178,6 +183,10 @@ struct TaskThread<'a> {
     recycle: Option<RecycleCheck>,
     /// Tasks per call of [`Handler::handle_batch`]; 0: one task per [`Handler::handle`].
     max_batch: usize,
+    /// The largest result the broker takes.
+    max_payload: usize,
+    /// Whether tasks have a time limit.
+    timed: bool,
 }
 
 impl TaskThread<'_> {
@@ -251,12 +260,21 @@ impl TaskThread<'_> {
         let mut flush_at = Instant::now() + FLUSH_EVERY;
         let mut due = None;
         for (id, task) in batch.iter() {
+            if self.timed && !writer.is_empty() {
+                // A task past its limit ends the process with the results not yet sent, and
+                // their tasks would be charged a try: what is done goes out first.
+                send_results(self.pair, std::mem::take(&mut writer), busy)?;
+                busy = Duration::ZERO;
+            }
             let started = Instant::now();
             if let Some(progress) = self.progress {
                 progress.started(started);
             }
             self.out.clear();
             match run_one(handler, task, &mut self.out) {
+                Ok(()) if self.out.len() > self.max_payload => {
+                    writer.push_err(id, &too_big("result", self.out.len(), self.max_payload))
+                }
                 Ok(()) => writer.push_ok(id, &self.out),
                 Err(e) => writer.push_err(id, &e),
             }
@@ -266,7 +284,9 @@ impl TaskThread<'_> {
             }
             busy += finished - started;
             due = self.recycle.as_mut().and_then(|check| check.tasks_done(1));
-            if finished >= flush_at || due.is_some() {
+            // Results go out every few milliseconds, and before they add up to a message
+            // too big for the broker to take.
+            if finished >= flush_at || due.is_some() || writer.byte_len() >= FLUSH_BYTES {
                 send_results(self.pair, std::mem::take(&mut writer), busy)?;
                 busy = Duration::ZERO;
                 flush_at = finished + FLUSH_EVERY;
@@ -304,11 +324,19 @@ impl TaskThread<'_> {
             let mut writer = Results::default();
             for (&(id, _), outcome) in group.iter().zip(&outcomes) {
                 match outcome {
+                    Ok(out) if out.len() > self.max_payload => {
+                        writer.push_err(id, &too_big("result", out.len(), self.max_payload))
+                    }
                     Ok(out) => writer.push_ok(id, out),
                     Err(e) => writer.push_err(id, e),
                 }
+                if writer.byte_len() >= FLUSH_BYTES {
+                    send_results(self.pair, std::mem::take(&mut writer), busy)?;
+                }
             }
-            send_results(self.pair, writer, busy)?;
+            if !writer.is_empty() {
+                send_results(self.pair, writer, busy)?;
+            }
             let done = group.len() as u64;
             if let Some(reason) = self.recycle.as_mut().and_then(|c| c.tasks_done(done)) {
                 return Ok(Some(reason));

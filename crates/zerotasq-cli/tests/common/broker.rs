@@ -53,14 +53,25 @@ pub fn keygen(dir: &TempDir, name: &str) {
 /// endpoints.
 pub fn broker(dir: &TempDir, allowed: &[&str]) -> (Guard, String, String) {
     keygen(dir, "broker");
+    broker_at(dir, allowed, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
+}
+
+/// Starts `zerotasq broker` on the given endpoints with the key pair `broker` already in
+/// `dir` (a restart keeps its keys and addresses); its client and worker endpoints.
+pub fn broker_at(
+    dir: &TempDir,
+    allowed: &[&str],
+    clients: &str,
+    workers: &str,
+) -> (Guard, String, String) {
     let mut list = String::from("# allowed keys\n");
     for name in allowed {
         list.push_str(&std::fs::read_to_string(dir.path(&format!("{name}.key"))).unwrap());
     }
     std::fs::write(dir.path("allowed"), list).unwrap();
     let mut child = bin()
-        .args(["broker", "--clients", "tcp://127.0.0.1:0"])
-        .args(["--workers", "tcp://127.0.0.1:0", "--key"])
+        .args(["broker", "--clients", clients])
+        .args(["--workers", workers, "--key"])
         .arg(dir.path("broker.key_secret"))
         .arg("--allow")
         .arg(dir.path("allowed"))

@@ -25,20 +25,28 @@ The modern API: ``Pool``, ``zerotasq.map``, ``Executor``; across machines ``Pool
 # `typing` costs a worker ~10 ms of start-up: not imported at run time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from zerotasq._errors import InitFailed, PoolError, RemoteTraceback, TaskCancelled, TaskError, WorkerLost
+    from zerotasq._errors import (
+        InitFailed,
+        PoolError,
+        RemoteTraceback,
+        TaskCancelled,
+        TaskError,
+        TaskTimeout,
+        WorkerLost,
+    )
     from zerotasq._native import keygen
     from zerotasq.balancer import Connector, LoadBalancer
     from zerotasq.executor import Executor
-    from zerotasq.pool import Client, Pool, connect, map
+    from zerotasq.pool import Client, Pool, connect, map, stop_warm_workers
     from zerotasq.results import Results
-    from zerotasq.worker import FunctionWorker, Worker
+    from zerotasq.worker import FunctionWorker, Worker, worker_slot
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Worker", "FunctionWorker", "LoadBalancer", "Connector", "Pool", "Client", "connect", "keygen", "map",
-    "Executor", "Results",
-    "TaskError", "WorkerLost", "InitFailed", "TaskCancelled", "PoolError", "RemoteTraceback",
+    "stop_warm_workers", "worker_slot", "Executor", "Results",
+    "TaskError", "WorkerLost", "TaskTimeout", "InitFailed", "TaskCancelled", "PoolError", "RemoteTraceback",
 ]
 
 
@@ -47,9 +55,9 @@ __all__ = [
 _WHERE = {
     "Worker": "worker", "FunctionWorker": "worker", "LoadBalancer": "balancer", "Connector": "balancer",
     "Pool": "pool", "Client": "pool", "connect": "pool", "map": "pool", "keygen": "_native",
-    "Executor": "executor", "Results": "results",
-    "TaskError": "_errors", "WorkerLost": "_errors", "InitFailed": "_errors", "TaskCancelled": "_errors",
-    "PoolError": "_errors", "RemoteTraceback": "_errors",
+    "stop_warm_workers": "pool", "worker_slot": "worker", "Executor": "executor", "Results": "results",
+    "TaskError": "_errors", "WorkerLost": "_errors", "TaskTimeout": "_errors", "InitFailed": "_errors",
+    "TaskCancelled": "_errors", "PoolError": "_errors", "RemoteTraceback": "_errors",
 }
 
 

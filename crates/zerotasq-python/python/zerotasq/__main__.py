@@ -2,7 +2,7 @@
 
     python -m zerotasq keygen NAME            # NAME.key (public) and NAME.key_secret
     python -m zerotasq worker --connect tcp://HOST:PORT -n 4 \\
-        --server-key broker.key --key worker.key_secret
+        --server-key broker.key --key worker.key_secret [--devices 0,1] [--env NAME=VALUE]
 
 ``worker`` joins a ``Pool(listen_workers=…)`` on another machine, which sends it the worker
 definition; with ``--worker module:attr`` it runs that one instead (for a standalone
@@ -41,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="keyword arguments of the --worker class's init, as JSON")
     worker.add_argument("--patience", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for the pool's definition before trying again")
+    worker.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set NAME=VALUE in each worker's environment; {slot} is its slot (0..N-1). "
+                             "Repeatable")
+    worker.add_argument("--devices", metavar="LIST",
+                        help="devices to give the workers, one each in turn (CUDA_VISIBLE_DEVICES), e.g. 0,1")
+    worker.add_argument("--threads-per-worker", type=int, metavar="N",
+                        help="threads each worker's math libraries may start (OMP_NUM_THREADS, ...) "
+                             "[default: cores / workers; variables you set win]")
     return parser
 
 
@@ -58,9 +66,21 @@ def main(argv: Optional[List[str]] = None) -> int:
               % (args.name, public, args.name), file=sys.stderr)
         return 0
     from zerotasq import _remote
+    from zerotasq._controls import Controls
     from zerotasq._launch import default_workers
 
     _remote.log_to_stderr()
+    try:
+        env = {}
+        for assignment in args.env:
+            name, eq, value = assignment.partition("=")
+            if not eq:
+                raise ValueError("--env expects NAME=VALUE, not %r" % assignment)
+            env[name] = value
+        controls = Controls(worker_env=env or None, devices=args.devices, threads_per_worker=args.threads_per_worker)
+    except (TypeError, ValueError) as exc:
+        print("zerotasq: %s" % exc, file=sys.stderr)
+        return 2
     if not args.insecure and not (args.server_key and args.key):
         print("zerotasq: connecting to %s needs --server-key (the pool's NAME.key) and --key (our "
               "NAME.key_secret), or --insecure for plain TCP" % args.connect, file=sys.stderr)
@@ -80,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     insecure=args.insecure, allow_insecure_remote=args.allow_insecure_remote,
                     worker=args.worker, init_kwargs=json.loads(args.init_kwargs) if args.init_kwargs else None,
                     patience=args.patience)
-    return _remote.supervise(settings, args.workers or default_workers())
+    return _remote.supervise(settings, args.workers or default_workers(), controls)
 
 
 if __name__ == "__main__":

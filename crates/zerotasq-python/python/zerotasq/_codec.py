@@ -13,7 +13,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - `typing` is not imported in worker processes
     from types import CodeType, ModuleType
-    from typing import Any, Callable, List, Optional, Set, Tuple, Type
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
 __all__ = ["dumps", "loads", "dumps_definitions", "dumps_for_remote"]
 
@@ -96,16 +96,17 @@ def _own_modules(definitions: List[Any]) -> List[ModuleType]:
     return own
 
 
-def dumps_for_remote(definitions: List[Any]) -> bytes:
-    """Pickles worker definitions for workers on other machines, which have the same
-    environment but not the user's script or modules: code from those goes by value."""
+def dumps_for_remote(definitions: List[Any], limits: Dict[str, Any]) -> bytes:
+    """Pickles worker definitions, with the limits the workers apply to themselves, for
+    workers on other machines, which have the same environment but not the user's script or
+    modules: code from those goes by value."""
     import cloudpickle
 
     own = [m for m in _own_modules(definitions) if m.__name__ not in cloudpickle.list_registry_pickle_by_value()]
     for module in own:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return dumps(definitions)
+        return dumps((definitions, limits))
     finally:
         for module in own:
             cloudpickle.unregister_pickle_by_value(module)

@@ -13,7 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - `typing` is not imported in worker processes
     from typing import Any, Callable, Dict, Optional, Tuple, Type
 
-__all__ = ["TaskError", "WorkerLost", "InitFailed", "TaskCancelled", "PoolError", "RemoteTraceback"]
+__all__ = ["TaskError", "WorkerLost", "TaskTimeout", "InitFailed", "TaskCancelled", "PoolError", "RemoteTraceback"]
 
 _EXC_MARK = "\n\x00zerotasq-exc:"
 
@@ -61,6 +61,13 @@ class WorkerLost(TaskError):
     kind = "worker_lost"
 
 
+class TaskTimeout(TaskError):
+    """The task ran past ``task_timeout`` on ``max_retries`` workers (each was killed and
+    replaced); the message names the limit."""
+
+    kind = "timeout"
+
+
 class InitFailed(TaskError):
     """No worker could run ``init``, so the task never ran."""
 
@@ -73,7 +80,7 @@ class TaskCancelled(TaskError):
     kind = "cancelled"
 
 
-_KINDS = {cls.kind: cls for cls in (TaskError, WorkerLost, InitFailed, TaskCancelled)}
+_KINDS = {cls.kind: cls for cls in (TaskError, WorkerLost, TaskTimeout, InitFailed, TaskCancelled)}
 
 
 def _rebuild(cls: Type[TaskError], message: str, remote_traceback: str, index: Optional[int]) -> TaskError:

@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from zerotasq import _logging, _native
 from zerotasq._codec import dumps_definitions, dumps_for_remote
+from zerotasq._controls import Controls
 
 #: Where the ``zerotasq`` package lives, so the worker interpreter can import it.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,20 +38,22 @@ def worker_stdin(definitions: Sequence[object]) -> bytes:
 
 def start_pool(definitions: Sequence[object], n_workers: Optional[int] = None, *, max_retries: int = 3,
                prefetch: int = 2, heartbeat_ms: int = 500, liveness: int = 6,
-               tcp: Optional[Dict[str, Any]] = None) -> _native.NativePool:
+               tcp: Optional[Dict[str, Any]] = None, controls: Optional[Controls] = None) -> _native.NativePool:
     """Starts ``n_workers`` worker processes; worker ``i`` runs ``definitions[i % len]``.
     ``tcp`` holds ``NativePool``'s TCP arguments (``listen_workers``, ``listen_clients``,
-    ``key``, ``allow``, ``insecure``, ``allow_insecure_remote``)."""
+    ``key``, ``allow``, ``insecure``, ``allow_insecure_remote``); ``controls`` the workers'
+    limits and per-slot environment."""
     if not definitions:
         raise ValueError("a pool needs at least one worker")
     n = len(definitions) if n_workers is None else int(n_workers)
+    controls = controls or Controls()
     stdin = worker_stdin(definitions)
     pythonpath = os.environ.get("PYTHONPATH")
     env = [("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + pythonpath if pythonpath else ""))]
     tcp = dict(tcp or {})
     if tcp.get("listen_workers"):
         try:
-            tcp["welcome"] = dumps_for_remote(list(definitions))
+            tcp["welcome"] = dumps_for_remote(list(definitions), controls.limits())
         except Exception as exc:
             raise TypeError("the worker definition cannot be pickled for remote workers (cloudpickle): %s"
                             % exc) from exc
@@ -59,7 +62,7 @@ def start_pool(definitions: Sequence[object], n_workers: Optional[int] = None, *
     _logging.start()
     pool = _native.NativePool(sys.executable, ["-S", "-c", "import zerotasq._worker as w; w.run()"], env,
                               stdin, n, max_retries=max_retries, prefetch=prefetch,
-                              heartbeat_ms=heartbeat_ms, liveness=liveness, **tcp)
+                              heartbeat_ms=heartbeat_ms, liveness=liveness, controls=controls.native(n), **tcp)
     if "logging" in sys.modules:  # not imported for this alone: it costs start-up time
         sys.modules["logging"].getLogger("zerotasq").debug("started a pool of %d worker processes", n)
     return pool

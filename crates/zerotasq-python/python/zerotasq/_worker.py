@@ -2,8 +2,8 @@
 (no ``site``, no ``runpy``: the caller's ``sys.path`` comes in the header, and start-up time
 matters; ``-m zerotasq._worker`` works too). A fresh interpreter reads from stdin a header
 (the caller's ``sys.path`` and ``sys.argv``) and its worker definitions, picks its own by
-the index in its routing id, runs ``init`` and then the engine's worker loop, calling
-``process`` for each task."""
+its slot, runs ``init`` and then the engine's worker loop, calling
+``process`` for each task (or ``process_batch`` for each batch)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ import sys
 
 
 def _index() -> int:
-    # The supervisor names children "<pool tag>-p-<index>-<generation>".
-    try:
-        return int(os.environ["ZEROTASQ_WORKER_ID"].rsplit("-", 2)[1])
-    except (KeyError, IndexError, ValueError):
-        return 0
+    slot = os.environ.get("ZEROTASQ_SLOT", "")
+    return int(slot) if slot.isdigit() else 0
 
 
 def main() -> int:
@@ -32,7 +29,7 @@ def main() -> int:
 
     from zerotasq._codec import dumps, loads
     from zerotasq._errors import describe
-    from zerotasq.worker import log_level
+    from zerotasq.worker import is_batched, log_level
 
     try:
         definitions = loads(payload)
@@ -56,6 +53,8 @@ def main() -> int:
     from zerotasq import _logging
 
     _logging.start()  # after init: it may have configured `logging`
+    if is_batched(worker):
+        return _native.serve_worker(worker.process_batch, describe, dumps, loads, True)
     return _native.serve_worker(worker.process, describe, dumps, loads)
 
 

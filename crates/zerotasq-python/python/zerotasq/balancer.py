@@ -8,14 +8,15 @@ giving a ``Connector`` with ``send``, ``receive`` and ``iter``.
 """
 
 import threading
-from typing import Generic, Iterable, List, Optional, TypeVar, Union
+from typing import Generic, Iterable, List, Optional, Sequence, TypeVar, Union
 
 from zerotasq import _native
 from zerotasq._codec import dumps, loads
+from zerotasq._controls import Controls, WorkerEnv
 from zerotasq._errors import make_error
 from zerotasq._launch import start_pool
 from zerotasq.results import Results
-from zerotasq.worker import Worker
+from zerotasq.worker import Worker, is_batched
 
 __all__ = ["LoadBalancer", "Connector"]
 
@@ -29,8 +30,9 @@ class Connector(Generic[In, Out]):
     there (in send order when ``reply_sync``). Both may be used from two threads."""
 
     def __init__(self, native_pool: _native.NativePool, reply_sync: bool, cache_size: int,
-                 return_exceptions: bool):
+                 return_exceptions: bool, pack: bool = True):
         self._pool = native_pool
+        self._pack = pack
         self.reply_sync = reply_sync
         self.cache_size = cache_size
         self.return_exceptions = return_exceptions
@@ -65,7 +67,7 @@ class Connector(Generic[In, Out]):
         from zerotasq.pool import DEFAULT_WINDOW_BYTES
 
         native = self._pool.results(iterable, cache_size, self.reply_sync, dumps, loads, make_error,
-                                    self.return_exceptions, DEFAULT_WINDOW_BYTES)
+                                    self.return_exceptions, DEFAULT_WINDOW_BYTES, self._pack)
         return Results(native)
 
     def close(self) -> None:
@@ -77,11 +79,18 @@ class Connector(Generic[In, Out]):
 
 class LoadBalancer(Generic[In, Out]):
     """Starts one worker process per ``Worker`` instance in ``workers`` (each a fresh
-    interpreter running that instance's ``init``) and a broker thread; stops them all on exit."""
+    interpreter running that instance's ``init``) and a broker thread; stops them all on exit.
+    The controls (``task_timeout``, ``max_tasks_per_worker``, ``max_worker_memory``,
+    ``max_worker_age``, ``worker_env``, ``devices``, ``threads_per_worker``) and batching for
+    workers that define ``process_batch`` (``max_batch_size``, ``batch_wait``) are ``Pool``'s."""
 
     def __init__(self, workers: List[Worker[In, Out]], reply_sync: bool = False,
                  loglevel: Union[None, int, str] = None, cache_size: int = 100, max_retries: int = 3,
-                 return_exceptions: bool = False):
+                 return_exceptions: bool = False, *, task_timeout: Optional[float] = None,
+                 max_tasks_per_worker: Optional[int] = None, max_worker_memory: Optional[int] = None,
+                 max_worker_age: Optional[float] = None, worker_env: WorkerEnv = None,
+                 devices: Optional[Sequence[Union[str, int]]] = None, threads_per_worker: Optional[int] = None,
+                 max_batch_size: Optional[int] = None, batch_wait: float = 0.0):
         workers = list(workers)
         if not workers or not all(isinstance(w, Worker) for w in workers):
             raise TypeError("LoadBalancer needs a non-empty list of Worker instances")
@@ -94,12 +103,19 @@ class LoadBalancer(Generic[In, Out]):
         self.cache_size = cache_size
         self.max_retries = max_retries
         self.return_exceptions = return_exceptions
+        self.controls = Controls(task_timeout=task_timeout, max_tasks_per_worker=max_tasks_per_worker,
+                                 max_worker_memory=max_worker_memory, max_worker_age=max_worker_age,
+                                 worker_env=worker_env, devices=devices, threads_per_worker=threads_per_worker,
+                                 max_batch_size=max_batch_size, batch_wait=batch_wait,
+                                 batched=any(is_batched(w) for w in workers))
         self._pool: Optional[_native.NativePool] = None
         self._conn: Optional[Connector[In, Out]] = None
 
     def __enter__(self) -> Connector[In, Out]:
-        self._pool = start_pool(self.workers, len(self.workers), max_retries=self.max_retries)
-        self._conn = Connector(self._pool, self.reply_sync, self.cache_size, self.return_exceptions)
+        self._pool = start_pool(self.workers, len(self.workers), max_retries=self.max_retries,
+                                controls=self.controls)
+        self._conn = Connector(self._pool, self.reply_sync, self.cache_size, self.return_exceptions,
+                               self.controls.packs)
         return self._conn
 
     def __exit__(self, *exc: object) -> None:

@@ -5,11 +5,12 @@ from typing import Any, Callable, Generic, Iterable, Optional, TypeVar, Union
 _In = TypeVar("_In", contravariant=True)
 _Out = TypeVar("_Out", covariant=True)
 
-__all__ = ["Worker", "FunctionWorker", "log_level"]
+__all__ = ["Worker", "FunctionWorker", "BatchFunctionWorker", "log_level", "worker_slot", "is_batched"]
 
 LOG_LEVELS: tuple[str, ...]
 
 def log_level(loglevel: Union[int, str]) -> int: ...
+def worker_slot() -> Optional[int]: ...
 
 class Worker(Generic[_In, _Out]):
     init_kwargs: dict[str, Any]
@@ -19,6 +20,7 @@ class Worker(Generic[_In, _Out]):
     # Any parameters: a subclass's `def init(self, path: str)` is no incompatible override.
     def init(self, *args: Any, **init_kwargs: Any) -> None: ...
     def process(self, request: _In) -> _Out: ...
+    def process_batch(self, requests: list[_In]) -> list[_Out]: ...
 
 class FunctionWorker(Worker[_In, _Out]):
     func: Callable[[_In], _Out]
@@ -27,3 +29,8 @@ class FunctionWorker(Worker[_In, _Out]):
     def __init__(self, func: Callable[[_In], _Out], initializer: Optional[Callable[..., object]] = None,
                  initargs: Iterable[Any] = (), loglevel: Union[None, int, str] = None) -> None: ...
     def init(self) -> None: ...
+
+class BatchFunctionWorker(FunctionWorker[Any, Any]):
+    def process_batch(self, requests: list[Any]) -> list[Any]: ...
+
+def is_batched(worker: Worker[Any, Any]) -> bool: ...

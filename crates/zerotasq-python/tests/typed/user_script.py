@@ -42,6 +42,23 @@ def lazily(words: List[str]) -> Iterator[int]:
     return zerotasq.map(length, words, n_workers=1)
 
 
+class Lengths(Worker[str, int]):
+    """Batched: a list of requests in, a list of results out."""
+
+    def process_batch(self, requests: List[str]) -> List[int]:
+        return [len(r) for r in requests]
+
+
+def lengths_of(texts: List[str]) -> List[int]:
+    return [len(t) for t in texts]
+
+
+def batched(words: List[str]) -> List[int]:
+    with Pool(Lengths, n_workers=1, max_batch_size=8, task_timeout=30.0, worker_env={"A": "{slot}"}) as pool:
+        first = pool.map(words)
+    return first + list(zerotasq.map(lengths_of, words, n_workers=1, batched=True, max_batch_size=4))
+
+
 def submitted(word: str) -> int:
     with Executor(max_workers=1) as ex:
         future: "cf.Future[int]" = ex.submit(length, word)
@@ -79,6 +96,7 @@ if __name__ == "__main__":
     assert lengths(words) == [1, 2, 3]
     assert list(lazily(words)) == [1, 2, 3]
     assert submitted("four") == 4
+    assert batched(words) == [1, 2, 3] * 2
     assert seed_style(words) == 6.0
     assert asyncio.run(streamed(words)) == [3.0, 6.0, 9.0]
     assert caught(["a", "b"]) == "caught no b at task 1"

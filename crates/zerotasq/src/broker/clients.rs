@@ -219,6 +219,11 @@ impl Clients {
         }
     }
 
+    /// Whether the client has tasks here not yet answered.
+    pub(super) fn is_open(&self, identity: &[u8]) -> bool {
+        self.open.get(identity).is_some_and(|c| c.open > 0)
+    }
+
     /// Whether some client has tasks queued.
     pub(super) fn has_turns(&self) -> bool {
         !self.turns.is_empty()
@@ -297,19 +302,17 @@ impl Clients {
         true
     }
 
-    /// A client cancelled or vanished: it and its figures are forgotten. Its queued tasks,
-    /// for the caller to forget too.
-    pub(super) fn cancel(&mut self, identity: &[u8]) -> VecDeque<u64> {
+    /// A client cancelled or vanished: it, its queue and its figures are forgotten (the
+    /// caller forgets its tasks).
+    pub(super) fn cancel(&mut self, identity: &[u8]) {
         self.idle.remove(identity);
         let Some(client) = self.open.remove(identity) else {
-            return VecDeque::new();
+            return;
         };
         if !client.queue.is_empty() {
             self.turns.retain(|c| &c[..] != identity);
             self.queued -= client.queue.len();
         }
-        // Its in-flight tasks finish on their workers; their results are then dropped.
-        client.queue
     }
 
     /// Every queue emptied (the tasks were answered otherwise).

@@ -1,8 +1,13 @@
 //! The start-up policy: local children that have not registered yet, and when a pool whose
-//! workers keep failing `init` gives up.
+//! workers keep failing `init` fails its tasks.
 //!
 //! Past `max_init_failures` failures in a row, with no worker ready, the pool fails with the
-//! workers' own reason. A child's reason travels on the workers' socket and the news of its
+//! workers' own reason: open and new tasks end as `InitFailed` errors rather than wait. It
+//! is not dead for good: children are still restarted with back-off, and once one is ready
+//! the pool runs tasks again. A child killed by SIGKILL during init without a reason of its
+//! own was killed from outside (a user, the OOM killer), not failed by its code: such kills
+//! count only past a limit ten times larger (a model that never fits in memory still ends
+//! in a clear error rather than a wait without end). A child's reason travels on the workers' socket and the news of its
 //! exit on the supervisor's, so the exit may come first: the pool then waits up to
 //! [`REASON_GRACE`] for the reason before failing with what it knows. That wait is this
 //! part's deadline ([`Startup::next_deadline`]).
@@ -12,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// How long a pool about to fail waits for a worker's own reason for its failed init.
 pub(super) const REASON_GRACE: Duration = Duration::from_millis(500);
+/// SIGKILLs during init count as failures only this many times more often in a row.
+const KILLED_FACTOR: u32 = 10;
 /// Children remembered as having exited before their reason came; beyond it the list
 /// starts over (a reason arriving later is then counted as a failure of its own).
 const MAX_EXITED_IN_INIT: usize = 1_000;
@@ -33,6 +40,8 @@ pub(super) struct Startup {
     failed: Option<String>,
     /// Failed inits counted, for the figures.
     failures: u64,
+    /// Children killed by SIGKILL during init in a row, with none ready.
+    killed_in_a_row: u32,
 }
 
 impl Startup {
@@ -46,6 +55,7 @@ impl Startup {
             failure_due: None,
             failed: None,
             failures: 0,
+            killed_in_a_row: 0,
         }
     }
 
@@ -66,11 +76,16 @@ impl Startup {
         self.starting.insert(identity.to_vec(), None);
     }
 
-    /// A worker registered: the failures in a row are over.
-    pub(super) fn worker_ready(&mut self, identity: &[u8]) {
-        self.starting.remove(identity);
+    /// A worker registered: the failures in a row are over, and a pool that had failed runs
+    /// tasks again. True if it was one of our local children (it just became ready).
+    pub(super) fn worker_ready(&mut self, identity: &[u8]) -> bool {
         self.in_a_row = 0;
+        self.killed_in_a_row = 0;
         self.failure_due = None;
+        if self.failed.take().is_some() {
+            tracing::info!("a worker is ready: the pool runs tasks again");
+        }
+        self.starting.remove(identity).is_some()
     }
 
     /// A child that was starting exited. True if the pool failed just now.
@@ -84,6 +99,13 @@ impl Startup {
         let Some(init_error) = self.starting.remove(identity) else {
             return false;
         };
+        let killed = init_error.is_none() && status.ends_with("killed by signal 9");
+        if killed {
+            self.killed_in_a_row += 1;
+            if self.killed_in_a_row < self.max_in_a_row.saturating_mul(KILLED_FACTOR) || any_ready {
+                return false;
+            }
+        }
         if init_error.is_none() {
             if self.exited_in_init.len() > MAX_EXITED_IN_INIT {
                 self.exited_in_init.clear();

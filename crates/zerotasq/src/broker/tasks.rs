@@ -88,6 +88,12 @@ impl Tasks {
         }
     }
 
+    /// Forgets every task of a client (it cancelled): their results are dropped, and none
+    /// goes back to a queue.
+    pub(super) fn forget_client(&mut self, client: &[u8]) {
+        self.table.retain(|_, task| &task.client[..] != client);
+    }
+
     /// Every task, removed (the pool is closing or has failed).
     pub(super) fn drain(&mut self) -> impl Iterator<Item = Task> + '_ {
         self.table.drain().map(|(_, task)| task)

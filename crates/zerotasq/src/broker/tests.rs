@@ -815,3 +815,28 @@ fn a_recycled_worker_is_not_lost_and_what_it_held_goes_back_uncharged() {
     }
     assert_eq!(b.stats().poisoned, 0);
 }
+
+/// Found by fuzzing: a cancelled client's task still on a worker came back, when that
+/// worker died, into the queue of a new stream under the same routing id — which then
+/// had more tasks queued than open, and was forgotten with a task still in its turn.
+#[test]
+fn a_cancelled_clients_task_does_not_return_to_a_new_stream_of_the_same_client() {
+    let t = Instant::now();
+    let mut b = broker();
+    ready(&mut b, "w", 1, t);
+    submit(&mut b, "c", [1, 2], t);
+    assert_eq!(sent_tasks(&mut b, t).len(), 1, "task 1 is on the worker");
+    b.on_client(b"c", &[header(Command::Cancel)], t);
+    submit(&mut b, "c", [9], t);
+    b.worker_unreachable(b"w");
+    ready(&mut b, "v", 1, t);
+    let sent = sent_tasks(&mut b, t);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].2, vec![9], "only the new stream's task runs");
+    results(&mut b, "v", &sent[0].1, 10, t);
+    assert_eq!(
+        delivered(&mut b, t),
+        vec![("c".to_string(), 9, Ok(b"ok".to_vec()))]
+    );
+    assert!(sent_tasks(&mut b, t).is_empty(), "nothing left queued");
+}

@@ -157,6 +157,8 @@ impl<'a> IdList<'a> {
 pub struct TaskBatchWriter {
     buf: Vec<u8>,
     count: u32,
+    /// Where the last item's payload starts.
+    last: usize,
 }
 
 impl Default for TaskBatchWriter {
@@ -170,6 +172,7 @@ impl TaskBatchWriter {
         TaskBatchWriter {
             buf: vec![0; 4],
             count: 0,
+            last: 4,
         }
     }
 
@@ -177,6 +180,7 @@ impl TaskBatchWriter {
         self.buf.extend_from_slice(&id.to_le_bytes());
         put_bytes(&mut self.buf, payload);
         self.count += 1;
+        self.last = self.buf.len() - payload.len();
     }
 
     /// Appends an item whose payload `write` appends to the buffer it is given.
@@ -194,7 +198,22 @@ impl TaskBatchWriter {
         }
         patch_len(&mut self.buf, start + 8);
         self.count += 1;
+        self.last = start + 12;
         Ok(())
+    }
+
+    /// The payload of the item pushed last.
+    pub fn last_payload(&self) -> &[u8] {
+        &self.buf[self.last..]
+    }
+
+    /// Takes the item pushed last out again (one at most: the one before is not known).
+    pub fn pop_last(&mut self) {
+        if self.count > 0 && self.last >= 16 {
+            self.buf.truncate(self.last - 12);
+            self.count -= 1;
+            self.last = 4;
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -61,13 +61,13 @@ proptest! {
         let messages = [
             Message::Ready(Ready { capacity: cap, pid, host: &text, max_batch: cap / 3, batch_wait_us: pid / 5 }),
             Message::Heartbeat, Message::Goodbye, Message::Shutdown, Message::Cancel,
-            Message::StopRestarting, Message::Hello, Message::Welcome(&identity),
+            Message::ChildReady { identity: &identity }, Message::Hello, Message::Welcome(&identity),
             Message::StatusRequest, Message::Status(text.as_bytes()),
             Message::InitFailed(&text), Message::Fatal(&text),
             Message::ChildExited { identity: &identity, status: &text },
             Message::KillWorker { identity: &identity },
             Message::ChildStarted { identity: &identity },
-            Message::Recycling,
+            Message::Recycling, Message::Forgotten,
             Message::TimedOut { id: pid as u64 * 7, limit: std::time::Duration::from_millis(cap as u64) },
         ];
         let released = IdList::encode([cap as u64, pid as u64, 7]);

@@ -175,6 +175,16 @@ impl Socket {
             .map_err(zmq_err("set ZMTP heartbeats"))
     }
 
+    /// How long a peer may take over its handshake (greeting and CURVE) before its
+    /// connection is dropped: a stranger that connects and stalls holds a descriptor only
+    /// that long (libzmq's default is 30 s).
+    pub fn set_handshake_limit(&self, limit: Duration) -> Result<(), Error> {
+        let ms = limit.as_millis().min(i32::MAX as u128) as i32;
+        self.0
+            .set_handshake_ivl(ms)
+            .map_err(zmq_err("set the handshake interval"))
+    }
+
     /// How long closing may wait to deliver what is still queued (zero: drop it). Set it
     /// before `bind`/`connect`: each connection copies the options when it is made.
     pub fn set_linger(&self, linger: Duration) -> Result<(), Error> {

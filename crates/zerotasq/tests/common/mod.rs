@@ -45,6 +45,10 @@ pub enum Job {
 pub struct Config {
     /// `init` fails with this message.
     pub fail_init: Option<String>,
+    /// `init` takes this long (a model being loaded).
+    pub init_ms: u64,
+    /// `init` fails while this file exists (a model not yet in place).
+    pub fail_while: Option<std::path::PathBuf>,
 }
 
 pub struct TestWorker;
@@ -56,6 +60,10 @@ impl Worker for TestWorker {
     type Error = String;
 
     fn init(config: Config) -> Result<Self, String> {
+        std::thread::sleep(Duration::from_millis(config.init_ms));
+        if config.fail_while.as_ref().is_some_and(|f| f.exists()) {
+            return Err("the model is not in place yet".into());
+        }
         match config.fail_init {
             Some(message) => Err(message),
             None => Ok(TestWorker),
