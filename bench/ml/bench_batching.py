@@ -420,7 +420,7 @@ def plot(sweep, by, png, meta):
     ax.set_ylabel("texts/s (%d texts, %d workers)" % (sweep[0]["n"], N_WORKERS))
     ax.set_title("all-MiniLM-L6-v2 on CPU, 1 thread per worker (%s cores)" % meta.get("nproc", "?"), fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(png)
 
