@@ -221,7 +221,7 @@ def run_one(name, n, batch, timeout, logdir, tag):
             status, out = "timeout", ""
     elapsed = time.monotonic() - t0
     busy, ours = _busy_seconds() - b0, _children_cpu() - c0
-    rec = {"status": status, "log": log, "foreign_cores": max(0.0, busy - ours) / elapsed,
+    rec = {"status": status, "log": log, "foreign_cores": max(0.0, busy - ours) / elapsed, "own_cpu_s": ours,
            "own_cores": ours / elapsed, "load1": os.getloadavg()[0]}
     if status == "ok":
         try:
@@ -294,6 +294,11 @@ def _load(files):
     return meta or {}, runs
 
 
+def _cpu(r):
+    """CPU seconds the run's own processes used (the run's child and its workers)."""
+    return r["own_cpu_s"] if "own_cpu_s" in r else r["own_cores"] * r["wall_s"]  # older files: ≈
+
+
 def _span(xs, fmt):
     if not xs:
         return "–"
@@ -310,8 +315,8 @@ def report(files, png=None):
         meta.get("cpu", "?"), meta.get("nproc", "?"), meta.get("python", "?"), meta.get("torch", "?"),
         meta.get("sentence_transformers", "?"), meta.get("commit", "?"), meta.get("date", "?")), ""]
     lines += ["| contestant | runs | wall s (incl. load) | texts/s | first result s | texts/s after the first "
-              "| others' CPU (cores) | max abs diff vs alone |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| texts per CPU-s | others' CPU (cores) | max abs diff vs alone |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     by = {}
     for name in ORDER:
         rs = [r for r in main if r["name"] == name]
@@ -322,10 +327,10 @@ def report(files, png=None):
         diff = None
         if ref:
             diff = max(abs(a - b) for r in rs for k in ref for a, b in zip(r["probes"].get(k, []), ref[k]))
-        lines.append("| %s | %d | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
             LABELS[name], len(rs), _span([r["wall_s"] for r in rs], "%.1f"),
             _span([n / r["wall_s"] for r in rs], "%.0f"), _span([r["first_s"] for r in rs], "%.2f"),
-            _span([(n - 1) / (r["wall_s"] - r["first_s"]) for r in rs], "%.0f"),
+            _span([(n - 1) / (r["wall_s"] - r["first_s"]) for r in rs], "%.0f"), _span([n / _cpu(r) for r in rs], "%.0f"),
             _span([r["foreign_cores"] for r in rs], "%.2f"), "–" if diff is None else "%.1e" % diff))
 
     # the targets, as ratios within each rep (medians over the reps)
@@ -374,14 +379,16 @@ def report(files, png=None):
     if sweep:
         sizes = sorted({r["batch"] for r in sweep})
         lines += ["", "ZeroTasQ `process_batch` against max_batch_size (batch_wait 0):", "",
-                  "| max_batch_size | runs | texts/s (incl. load) | texts/s after the first | first result s |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "| max_batch_size | runs | texts/s (incl. load) | texts/s after the first | first result s "
+                  "| texts per CPU-s | others' CPU (cores) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
         for b in sizes:
             rs = [r for r in sweep if r["batch"] == b]
-            lines.append("| %d | %d | %s | %s | %s |" % (
+            lines.append("| %d | %d | %s | %s | %s | %s | %s |" % (
                 b, len(rs), _span([r["n"] / r["wall_s"] for r in rs], "%.0f"),
                 _span([(r["n"] - 1) / (r["wall_s"] - r["first_s"]) for r in rs], "%.0f"),
-                _span([r["first_s"] for r in rs], "%.2f")))
+                _span([r["first_s"] for r in rs], "%.2f"), _span([r["n"] / _cpu(r) for r in rs], "%.0f"),
+                _span([r["foreign_cores"] for r in rs], "%.2f")))
         if png:
             plot(sweep, by, png, meta)
             lines += ["", "Plot: %s" % png]
