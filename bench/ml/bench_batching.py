@@ -396,38 +396,49 @@ def report(files, png=None):
 
 
 def plot(sweep, by, png, meta):
+    """Left: texts/s against max_batch_size, the peers as lines. Right: texts per CPU-second
+    of the run's own processes, which other processes' load barely moves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sizes = sorted({r["batch"] for r in sweep})
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    for key, label, style in (
-            (lambda r: r["n"] / r["wall_s"], "ZeroTasQ process_batch: texts/s incl. start and model load", "o-"),
-            (lambda r: (r["n"] - 1) / (r["wall_s"] - r["first_s"]), "the same after the first result", "s--")):
-        ys = [statistics.median([key(r) for r in sweep if r["batch"] == b]) for b in sizes]
-        ax.plot(sizes, ys, style, label=label)
-    colors = iter(("tab:red", "tab:green", "tab:gray", "tab:purple"))
-    peers = [("mp_hand32", "Pool.imap, batches of 32 by hand")]
-    best = max(ONE_PER_CALL, key=lambda x: statistics.median([r["n"] / r["wall_s"] for r in by[x]]) if x in by
-               else 0)
-    if best in by:
-        peers.append((best, "best one-per-call peer (%s)" % best))
-    peers.append(("alone32", "the model alone, 1 process, batches of 32"))
-    for name, label in peers:
+
+    def med(rs, key):
+        return statistics.median([key(r) for r in rs])
+
+    rate = lambda r: r["n"] / r["wall_s"]  # noqa: E731
+    after = lambda r: (r["n"] - 1) / (r["wall_s"] - r["first_s"])  # noqa: E731
+    per_cpu = lambda r: r["n"] / _cpu(r)  # noqa: E731
+    best = max((x for x in ONE_PER_CALL if x in by), key=lambda x: med(by[x], rate), default=None)
+    peers = [("mp_hand32", "Pool.imap, batches of 32 by hand", "tab:red"),
+             (best, "best one-per-call peer (%s)" % best, "tab:gray"),
+             ("alone32", "the model alone, 1 process", "tab:green")]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
+    for key, label, style in ((rate, "ZeroTasQ process_batch, incl. start and model load", "o-"),
+                              (after, "the same, after the first result", "s--")):
+        ax.plot(sizes, [med([r for r in sweep if r["batch"] == b], key) for b in sizes], style, label=label)
+    bx.plot(sizes, [med([r for r in sweep if r["batch"] == b], per_cpu) for b in sizes], "o-",
+            label="ZeroTasQ process_batch")
+    for name, label, color in peers:
         if name in by:
-            y = statistics.median([r["n"] / r["wall_s"] for r in by[name]])
-            ax.axhline(y, linestyle=":", color=next(colors), label="%s: %.0f texts/s" % (label, y))
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes)
-    ax.set_xticklabels([str(b) for b in sizes])
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("max_batch_size")
-    ax.set_ylabel("texts/s (%d texts, %d workers)" % (sweep[0]["n"], N_WORKERS))
-    ax.set_title("all-MiniLM-L6-v2 on CPU, 1 thread per worker (%s cores)" % meta.get("nproc", "?"), fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+            y = med(by[name], rate)
+            ax.axhline(y, linestyle=":", color=color, label="%s: %.0f" % (label, y))
+            y = med(by[name], per_cpu)
+            bx.axhline(y, linestyle=":", color=color, label="%s: %.0f" % (label, y))
+    for a, ylabel in ((ax, "texts/s (%d texts, %d workers)" % (sweep[0]["n"], N_WORKERS)),
+                      (bx, "texts per CPU-second of the run's processes")):
+        a.set_xscale("log", base=2)
+        a.set_xticks(sizes)
+        a.set_xticklabels([str(b) for b in sizes])
+        a.set_ylim(bottom=0)
+        a.set_xlabel("max_batch_size")
+        a.set_ylabel(ylabel)
+        a.grid(True, alpha=0.3)
+        a.legend(fontsize=7, loc="best")
+    fig.suptitle("all-MiniLM-L6-v2 on CPU, 1 thread per worker, %s cores; medians (peers: of %d runs)"
+                 % (meta.get("nproc", "?"), max(len(v) for v in by.values()) if by else 0), fontsize=10)
     fig.tight_layout()
     fig.savefig(png)
 
