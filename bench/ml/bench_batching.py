@@ -326,11 +326,13 @@ def report(files, png=None):
         n = rs[0]["n"]
         diff = None
         if ref:
-            diff = max(abs(a - b) for r in rs for k in ref for a, b in zip(r["probes"].get(k, []), ref[k]))
+            diff = max(abs(a - b) for r in rs for k in ref
+                       for a, b in zip(r["probes"].get(k, []), ref[k], strict=False))
         lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
             LABELS[name], len(rs), _span([r["wall_s"] for r in rs], "%.1f"),
             _span([n / r["wall_s"] for r in rs], "%.0f"), _span([r["first_s"] for r in rs], "%.2f"),
-            _span([(n - 1) / (r["wall_s"] - r["first_s"]) for r in rs], "%.0f"), _span([n / _cpu(r) for r in rs], "%.0f"),
+            _span([(n - 1) / (r["wall_s"] - r["first_s"]) for r in rs], "%.0f"),
+            _span([n / _cpu(r) for r in rs], "%.0f"),
             _span([r["foreign_cores"] for r in rs], "%.2f"), "–" if diff is None else "%.1e" % diff))
 
     # the targets, as ratios within each rep (medians over the reps)
