@@ -1,6 +1,6 @@
 //! The adapter: a local worker process of the engine that owns one long-lived child running
 //! the user's command and speaks the line protocol to it. The CLI's pool starts it as
-//! `zerotasq __adapter SEP GRACE_MS -- COMMAND...`; `{slot}` in the command's arguments is
+//! `zerotasq __adapter …` ([`AdapterArgs`]); `{slot}` in the command's arguments is
 //! its slot. Its limits (time per task, recycling) come with the engine's worker options.
 //!
 //! It is one event loop over the broker socket and the child's stdout. Unlike the engine's
@@ -14,8 +14,6 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -29,24 +27,19 @@ use zerotasq::worker_session::{report_init_failure, Incoming, Results, WorkerSes
 use zerotasq::Context;
 use zerotasq::{ErrorKind, TaskError};
 
+use crate::adapter_args::{AdapterArgs, ADAPTER_ARG};
 use crate::events::{Event, Sender};
 use crate::payload::{after_records, decode_task, encode_result, ResultHeader, SPLIT_ON_DEATH};
 use crate::wake::Wake;
-use crate::worker_command::WorkerProcess;
+use crate::worker_command::{StartCheck, WorkerProcess, STDERR_GRACE};
 
-/// The first argument that makes `zerotasq` an adapter.
-pub const ADAPTER_ARG: &str = "__adapter";
 /// Exit status of an adapter whose worker command failed.
 const EXIT_WORKER_DIED: i32 = 1;
 /// Answers are sent at least this often while a batch is being worked through.
 const FLUSH_EVERY: Duration = Duration::from_millis(5);
 /// Answers waiting beyond this many bytes are sent at once.
 const FLUSH_BYTES: usize = 1 << 20;
-/// How long a dying worker command gets to finish writing its stderr.
-const STDERR_GRACE: Duration = Duration::from_millis(300);
 
-/// How often a starting command is looked at during the start-up grace.
-const START_POLL: Duration = Duration::from_millis(1);
 /// The error for a task that is not a `zerotasq map` pack of lines (say, a Python client's
 /// pickle sent through a broker whose workers are command-line workers).
 const MALFORMED_TASK: &str = "malformed task payload: this worker is a zerotasq command-line \
@@ -54,41 +47,6 @@ const MALFORMED_TASK: &str = "malformed task payload: this worker is a zerotasq 
      Rust client needs workers of its own face on this broker";
 /// Why an adapter gave up when its command's stdout ended.
 const STDOUT_CLOSED: &str = "closed its stdout";
-
-/// What the CLI tells each adapter, on its command line.
-pub struct AdapterArgs {
-    pub separator: u8,
-    /// A command still running after this long counts as started.
-    pub grace: Duration,
-    pub command: Vec<OsString>,
-}
-
-impl AdapterArgs {
-    /// The arguments after the program name.
-    pub fn to_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec![
-            ADAPTER_ARG.into(),
-            self.separator.to_string().into(),
-            self.grace.as_millis().to_string().into(),
-            "--".into(),
-        ];
-        args.extend(self.command.iter().cloned());
-        args
-    }
-
-    /// Parses what [`AdapterArgs::to_args`] wrote (after `__adapter`).
-    fn parse(args: &[OsString]) -> Option<AdapterArgs> {
-        let num = |i: usize| args.get(i)?.to_str()?.parse::<u64>().ok();
-        if args.get(2)?.to_str()? != "--" || args.len() < 4 {
-            return None;
-        }
-        Some(AdapterArgs {
-            separator: u8::try_from(num(0)?).ok()?,
-            grace: Duration::from_millis(num(1)?),
-            command: args[3..].to_vec(),
-        })
-    }
-}
 
 /// Runs an adapter; `args` are the arguments after `__adapter`. Returns the exit status.
 pub fn main(args: &[OsString]) -> i32 {
@@ -118,36 +76,15 @@ pub fn main(args: &[OsString]) -> i32 {
             Ok(started) => started,
             Err(reason) => return start_failed(reason),
         };
-    // A command that exits at once (not found by its interpreter, bad arguments) fails the
-    // start-up, so the CLI can stop before reading its input. It has started when it blocks
-    // reading its stdin (it waits for a line: what a line-protocol worker does once ready),
-    // or, if that cannot be told, when it is still running after the grace.
-    let until = Instant::now() + args.grace;
-    loop {
-        if let Some(status) = process.try_wait() {
-            if status.signal() == Some(libc::SIGKILL) {
-                // Killed from outside (a user, the OOM killer): not a failure of the
-                // command's start-up. The adapter dies the same way, so the pool sees a kill.
-                // SAFETY: signals this very process.
-                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-            }
-            let how = process.finish(STDERR_GRACE);
-            return start_failed(format!("{} {how} at start", process.display()));
+    match process.check_start(&mut stdout, args.grace) {
+        Ok(()) => {}
+        Err(StartCheck::Killed) => {
+            // Killed from outside (a user, the OOM killer): not a failure of the command's
+            // start-up. The adapter dies the same way, so the pool sees a kill.
+            // SAFETY: signals this very process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
-        if Instant::now() >= until || process.waits_for_input() {
-            break;
-        }
-        std::thread::sleep(START_POLL);
-    }
-    // Output before any line was given (a banner on stdout) would be taken for the first
-    // answer, and shift every answer after it: the command does not speak the protocol.
-    if let Some(banner) = early_output(&mut stdout) {
-        process.kill();
-        return start_failed(format!(
-            "{} wrote to its stdout before it was given a line ({banner:?}): a worker writes \
-             one line per line it reads, and nothing else (write messages to stderr)",
-            process.display()
-        ));
+        Err(StartCheck::Failed(reason)) => return start_failed(reason),
     }
     let code = match Adapter::new(&ctx, &opts, args, worker, events, process, stdin, stdout) {
         Ok(mut adapter) => adapter.run(),
@@ -158,27 +95,6 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     drop(ctx); // waits (bounded by the socket linger) for the last answers to leave
     code
-}
-
-/// What the command wrote to its stdout already, if anything (a short excerpt).
-fn early_output(stdout: &mut std::process::ChildStdout) -> Option<String> {
-    let mut ready = libc::pollfd {
-        fd: stdout.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no wait.
-    let n = unsafe { libc::poll(&mut ready, 1, 0) };
-    if n <= 0 || ready.revents & libc::POLLIN == 0 {
-        return None;
-    }
-    let mut start = [0u8; 80];
-    let got = stdout.read(&mut start).ok().filter(|&n| n > 0)?;
-    Some(
-        String::from_utf8_lossy(&start[..got])
-            .trim_end()
-            .to_string(),
-    )
 }
 
 /// The command with `{slot}` replaced in its arguments (other braces are the command's own:
@@ -232,8 +148,9 @@ struct Adapter {
     /// Due for recycling: nothing more goes to the command, and the worker leaves once
     /// everything it was given is answered.
     retiring: Option<RecycleReason>,
-    /// Records written to the command so far.
+    /// Records written to the command so far, and answered by it.
     written: u64,
+    answered: u64,
     /// The largest answer the broker takes.
     max_payload: usize,
     /// Tasks received and never written to the command (while retiring): handed back.
@@ -246,6 +163,10 @@ struct Adapter {
     pending: VecDeque<Pending>,
     /// When the task at the front of `pending` began to be awaited.
     front_since: Instant,
+    /// When the command last wrote to its stdout.
+    last_output: Instant,
+    /// The warning for a silent command was given (once per worker process).
+    warned_silent: bool,
     stdout_buf: Vec<u8>,
     scanned: usize,
     results: Results,
@@ -305,6 +226,7 @@ impl Adapter {
             recycle,
             retiring: None,
             written: 0,
+            answered: 0,
             held_back: Vec::new(),
             max_payload: usize::try_from(opts.max_message).map_or(usize::MAX, |m| m - m.min(64)),
             to_child,
@@ -312,6 +234,8 @@ impl Adapter {
             wake,
             pending: VecDeque::new(),
             front_since: Instant::now(),
+            last_output: Instant::now(),
+            warned_silent: false,
             stdout_buf: Vec::new(),
             scanned: 0,
             results: Results::default(),
@@ -350,6 +274,7 @@ impl Adapter {
             if ready.fd {
                 self.wake.clear();
                 while let Ok(chunk) = self.from_child.try_recv() {
+                    self.last_output = Instant::now();
                     if chunk.is_empty() {
                         return Ok(self.die(STDOUT_CLOSED));
                     }
@@ -363,6 +288,9 @@ impl Adapter {
                 if now.duration_since(self.front_since) >= limit {
                     return Ok(self.time_out(limit));
                 }
+            }
+            if self.silence_ends().is_some_and(|end| now >= end) {
+                self.warn_silent();
             }
             if let Some(reason) = self.due_for_recycling(now) {
                 return Ok(self.retire(reason));
@@ -393,7 +321,40 @@ impl Adapter {
         if let Some(since) = self.unflushed_since {
             wake_at = wake_at.min(since + FLUSH_EVERY);
         }
+        if let Some(end) = self.silence_ends() {
+            wake_at = wake_at.min(end);
+        }
         wake_at
+    }
+
+    /// When the command's silence becomes worth a warning: it holds records, has written
+    /// nothing since it was given the awaited one, and has not been warned about.
+    fn silence_ends(&self) -> Option<Instant> {
+        if self.warned_silent || self.pending.is_empty() {
+            return None;
+        }
+        Some(self.front_since.max(self.last_output) + self.args.warn_silent)
+    }
+
+    /// Says once what a silent command may be doing wrong: a worker that buffers its output
+    /// (a pipe is not a terminal) or never answers waits forever without `--timeout`.
+    fn warn_silent(&mut self) {
+        self.warned_silent = true;
+        let record = self
+            .pending
+            .front()
+            .map_or(0, |p| p.record + u64::from(p.answered));
+        self.events.send(&Event::Silent {
+            worker: self.worker,
+            record,
+            reason: format!(
+                "{} has written nothing for {} since it was given record {record}: a worker \
+                 writes one line for each line it reads, and flushes it (Python: \
+                 print(..., flush=True)); --timeout limits a record's time",
+                self.process.display(),
+                crate::duration::show(self.args.warn_silent)
+            ),
+        });
     }
 
     /// Writes a batch's packs of records to the child.
@@ -483,6 +444,7 @@ impl Adapter {
             pack.busy += now.duration_since(self.front_since);
             self.front_since = now;
             pack.answered += 1;
+            self.answered += 1;
             let mut current = pack.record + pack.answered as u64;
             if pack.answered == pack.count {
                 let pack = self.pending.pop_front().expect("front exists");
@@ -490,7 +452,7 @@ impl Adapter {
                 if let Some(reason) = self.recycle.as_mut().and_then(|r| r.tasks_done(records)) {
                     self.retiring.get_or_insert(reason);
                 }
-                self.push_pack(&pack, &buf[from..=end], false);
+                self.push_pack(&pack, &buf[from..=end], false, false);
                 begin = None;
                 current = self.pending.front().map_or(0, |p| p.record);
             }
@@ -512,7 +474,7 @@ impl Adapter {
 
     /// Adds a pack's result: all its answers (those kept in `pack.answers`, then `fresh`),
     /// or (split) those it got and the records it never answered.
-    fn push_pack(&mut self, pack: &Pending, fresh: &[u8], split: bool) {
+    fn push_pack(&mut self, pack: &Pending, fresh: &[u8], split: bool, blameless: bool) {
         self.busy += pack.busy;
         let head = ResultHeader {
             record: pack.record,
@@ -520,6 +482,7 @@ impl Adapter {
             busy_us: pack.busy.as_micros().min(u32::MAX as u128) as u32,
             count: pack.answered,
             split,
+            blameless,
         };
         let rest = if split {
             let skip = after_records(&pack.records, pack.answered, self.args.separator);
@@ -652,29 +615,49 @@ impl Adapter {
         // It goes out after the release (see `leave`): from then on the broker offers us
         // nothing more, so no task is sent to us, and charged, between it and the goodbye.
         let _ = self.flush_if_any();
+        let how = self.process.finish(STDERR_GRACE);
+        // A command that ends cleanly after answering lines (one written to answer a line
+        // and exit) did not die of the line after them: nothing is charged for it.
+        let stopped = self.answered > 0 && self.process.try_wait().is_some_and(|s| s.success());
+        let mut handed_back = Vec::new();
         if self.pending.front().is_some_and(|p| p.split_on_death) {
             let pack = self.pending.pop_front().expect("front exists");
-            self.push_pack(&pack, &[], true);
-        } else {
-            self.pending.pop_front();
+            self.push_pack(&pack, &[], true, stopped);
+        } else if let Some(pack) = self.pending.pop_front() {
+            if stopped {
+                handed_back.push(pack.id);
+            }
         }
-        let how = self.process.finish(STDERR_GRACE);
         // After the end of its stdout, how the command ended says more than that end.
-        let reason = match (what, how.as_str()) {
+        let mut reason = match (what, how.as_str()) {
             (STDOUT_CLOSED, "is still running") => format!("{} {what}", self.process.display()),
             (STDOUT_CLOSED, _) => format!("{} {how}", self.process.display()),
             _ => format!("{} {what}", self.process.display()),
         };
+        if stopped {
+            // Not a crash: a command written to answer one line and exit. It works, one
+            // start-up per line.
+            reason.push_str(
+                " before its stdin ended: a worker reads lines until its stdin ends (each \
+                 restart costs a start-up)",
+            );
+        }
         self.events.send(&Event::Died {
             worker: self.worker,
             record,
             reason,
         });
         // The tasks queued behind the awaited one were never started.
-        let unstarted = self.unstarted();
+        let mut unstarted = self.unstarted();
+        unstarted.append(&mut handed_back);
         let split = std::mem::take(&mut self.results);
-        self.session.leave(unstarted, Some((split, self.busy)));
         self.process.kill();
+        if stopped {
+            // Replaced at once, like a recycled worker: no back-off for a command that works.
+            self.session.retire(unstarted, Some((split, self.busy)));
+            return EXIT_RECYCLED;
+        }
+        self.session.leave(unstarted, Some((split, self.busy)));
         EXIT_WORKER_DIED
     }
 }
@@ -697,19 +680,6 @@ fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> zerotasq::E
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn args_round_trip() {
-        let args = AdapterArgs {
-            separator: 0,
-            grace: Duration::from_millis(100),
-            command: vec!["python3".into(), "-u".into()],
-        };
-        let parsed = AdapterArgs::parse(&args.to_args()[1..]).unwrap();
-        assert_eq!(parsed.separator, 0);
-        assert_eq!(parsed.grace, args.grace);
-        assert_eq!(parsed.command, args.command);
-    }
 
     /// The adapter in this process, with a real shell command behind it and a ROUTER
     /// socket on loopback TCP playing its broker.
@@ -768,6 +738,7 @@ mod tests {
             let args = AdapterArgs {
                 separator: b'\n',
                 grace: Duration::ZERO,
+                warn_silent: Duration::from_secs(60),
                 command: vec!["sh".into(), "-c".into(), script.into()],
             };
             let events = Arc::new(Sender::from_env());

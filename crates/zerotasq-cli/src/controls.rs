@@ -16,6 +16,11 @@ pub struct WorkerControls {
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub timeout: Option<Duration>,
 
+    /// Warn on stderr, once per worker, when it has written nothing for DURATION while
+    /// given lines (a worker that buffers its output, or never answers).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s")]
+    pub warn_silent: Duration,
+
     /// Replace each worker by a fresh one after N tasks (spread ±10 %). Nothing is lost.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tasks_per_worker: Option<u64>,

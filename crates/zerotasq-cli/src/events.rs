@@ -36,6 +36,14 @@ pub enum Event {
     /// The command broke the line protocol (more lines out than in): answers cannot be
     /// matched to lines, so the run must stop.
     Desync { worker: u32, reason: String },
+    /// The command has written nothing for a long while since it was given `record`: a
+    /// warning (it may be slow, or buffer its output, or not answer at all), once per
+    /// worker process.
+    Silent {
+        worker: u32,
+        record: u64,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -56,6 +64,11 @@ impl Event {
             Event::StartFailed { worker, reason } => (b'F', *worker, 0, reason.as_bytes()),
             Event::Recycled { worker, reason } => (b'R', *worker, 0, reason.as_bytes()),
             Event::Desync { worker, reason } => (b'X', *worker, 0, reason.as_bytes()),
+            Event::Silent {
+                worker,
+                record,
+                reason,
+            } => (b'W', *worker, *record, reason.as_bytes()),
         };
         let mut buf = format!("{}\t{worker}\t{record}\t", kind as char).into_bytes();
         let room = MAX_EVENT - buf.len() - 1;
@@ -95,6 +108,9 @@ impl Event {
                 Some(format!("zerotasq: [w{worker}] recycled: it {reason}"))
             }
             Event::Desync { worker, reason } => Some(format!("zerotasq: [w{worker}] {reason}")),
+            Event::Silent { worker, reason, .. } => {
+                Some(format!("zerotasq: [w{worker}] warning: {reason}"))
+            }
         }
     }
 
@@ -131,6 +147,11 @@ impl Event {
             },
             b"X" => Event::Desync {
                 worker,
+                reason: lossy(),
+            },
+            b"W" => Event::Silent {
+                worker,
+                record: number,
                 reason: lossy(),
             },
             _ => return None,
@@ -212,6 +233,11 @@ mod tests {
             Event::StartFailed {
                 worker: 1,
                 reason: "cannot run `x`".into(),
+            },
+            Event::Silent {
+                worker: 2,
+                record: 5,
+                reason: "no answer".into(),
             },
         ];
         for event in events {

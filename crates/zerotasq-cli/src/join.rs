@@ -13,7 +13,7 @@ use zerotasq::worker_runtime::{hostname, WorkerOptions};
 use zerotasq::{fetch_welcome, Security};
 use zerotasq::{SupervisorConfig, WorkerCommand, WorkerExit, WorkerProcesses};
 
-use crate::adapter::AdapterArgs;
+use crate::adapter_args::AdapterArgs;
 use crate::args::WorkerArgs;
 use crate::controls::Settings;
 use crate::events::{self, Event, ENV_EVENTS_FD};
@@ -107,6 +107,7 @@ fn adapters(
     let adapter = AdapterArgs {
         separator: if args.null { 0 } else { b'\n' },
         grace: START_GRACE,
+        warn_silent: args.controls.warn_silent,
         command: args.command.clone(),
     };
     let nanos = std::time::SystemTime::now()

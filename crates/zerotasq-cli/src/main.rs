@@ -21,6 +21,7 @@
 //! - `signals` — Ctrl-C as a message to the main thread; `wake` — an eventfd for poll loops.
 
 mod adapter;
+mod adapter_args;
 mod args;
 mod broker;
 mod controls;
@@ -46,7 +47,7 @@ use clap::Parser;
 
 fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|a| a == adapter::ADAPTER_ARG) {
+    if argv.get(1).is_some_and(|a| a == adapter_args::ADAPTER_ARG) {
         std::process::exit(adapter::main(&argv[2..]));
     }
     let cli = args::Cli::parse();

@@ -42,6 +42,11 @@ struct State {
     start_failure: Option<(u32, String)>,
     /// The first command that broke the line protocol, and how.
     desync: Option<(u32, String)>,
+    /// Deaths of worker commands in this run, and the last one's reason.
+    deaths_total: u64,
+    last_death: Option<(u32, String)>,
+    /// The warning for a silent worker was printed (once per run).
+    warned_silent: bool,
 }
 
 #[derive(Clone)]
@@ -94,6 +99,21 @@ impl Monitor {
                 record,
                 reason,
             } => {
+                // The first death is told when it happens (a command that exits after each
+                // line is slow for no reason the output shows); the rest go to the summary
+                // and to the failed records' reports.
+                if state.deaths_total == 0 {
+                    let event = Event::Died {
+                        worker,
+                        record,
+                        reason: reason.clone(),
+                    };
+                    if let Some(text) = event.human() {
+                        progress.println(&format!("{text}; restarted"));
+                    }
+                }
+                state.deaths_total += 1;
+                state.last_death = Some((worker, reason.clone()));
                 let slot = state.slots.entry(worker).or_default();
                 slot.deaths += 1;
                 let tail: Vec<String> = slot.tail.drain(..).collect();
@@ -117,6 +137,13 @@ impl Monitor {
             Event::Desync { worker, reason } => {
                 state.desync.get_or_insert((worker, reason));
             }
+            Event::Silent { .. } if !state.warned_silent => {
+                state.warned_silent = true;
+                if let Some(text) = event.human() {
+                    progress.println(&text);
+                }
+            }
+            Event::Silent { .. } => {}
         }
         changed.notify_all();
     }
@@ -173,6 +200,13 @@ impl Monitor {
     pub fn desync(&self) -> Option<(u32, String)> {
         let (lock, _) = &*self.state;
         lock.lock().expect("monitor lock").desync.clone()
+    }
+
+    /// How many worker commands died in this run, and the last one's worker and reason.
+    pub fn deaths(&self) -> (u64, Option<(u32, String)>) {
+        let (lock, _) = &*self.state;
+        let state = lock.lock().expect("monitor lock");
+        (state.deaths_total, state.last_death.clone())
     }
 
     /// Per-slot figures, by worker number.

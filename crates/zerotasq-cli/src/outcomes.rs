@@ -29,6 +29,9 @@ const DETAILED_FAILURES: u64 = 10;
 const DEATH_NEWS_WAIT: Duration = Duration::from_millis(500);
 /// Output written to a pipe or file is flushed at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Deaths of the command, with no line ever answered, after which a run gives up (at least
+/// two per worker).
+const GIVE_UP_DEATHS: u64 = 10;
 
 /// Which pack an outcome of a connector belongs to: in order, the packs as sent; as
 /// completed, the open packs by first record (an answer names its own).
@@ -113,6 +116,8 @@ enum Stop {
     Write(std::io::Error),
     /// A command broke the line protocol: its answers cannot be matched to lines.
     Desync(u32, String),
+    /// Commands died this many times and never answered a line: the last one, and why.
+    NeverAnswers(u64, u32, String),
     BrokerLost(TaskError),
     /// The joblog could not be written; why.
     JobLog(String),
@@ -221,6 +226,9 @@ impl Run {
                     Ok(again) => again.into_iter().rev().for_each(|o| now.push_front(o)),
                     Err(why) => stop = Some(why),
                 }
+                if stop.is_none() && tally.done == tally.failed {
+                    stop = self.never_answers();
+                }
             }
             if let (None, Some((worker, reason))) = (&stop, self.monitor.desync()) {
                 stop = Some(Stop::Desync(worker, reason));
@@ -265,6 +273,16 @@ impl Run {
         }
         let input_error = input_error.lock().expect("input error lock").take();
         self.conclude(stop, tally, input_error, started)
+    }
+
+    /// Stops a run whose commands keep dying without ever answering a line (the caller
+    /// asks only while none has been answered): every record would fail the same way, each
+    /// after its retries.
+    fn never_answers(&self) -> Option<Stop> {
+        let (deaths, last) = self.monitor.deaths();
+        let (worker, reason) = last?;
+        let enough = GIVE_UP_DEATHS.max(2 * self.jobs as u64);
+        (deaths >= enough).then_some(Stop::NeverAnswers(deaths, worker, reason))
     }
 
     /// Per-worker figures only for this run's own workers: with `--connect` the workers
@@ -389,6 +407,11 @@ impl Run {
             return Ok(Vec::new());
         }
         packing.done(head.count as u64);
+        let none_answered = tally.done == tally.failed;
+        if head.blameless {
+            let first = head.record + head.count as u64;
+            return Ok(self.run_alone(first, &answer.bytes[cut..], none_answered));
+        }
         // The command died on the first record it did not answer. The engine charged
         // nothing for it (a split pack is answered), so its tries are counted here.
         let guilty = head.record + head.count as u64;
@@ -408,7 +431,7 @@ impl Run {
             rest = &rest[skip..];
             first += 1;
         }
-        Ok(self.run_alone(first, rest))
+        Ok(self.run_alone(first, rest, none_answered))
     }
 
     /// Counts and reports a failed record; stops the run under `--fail-fast`.
@@ -464,6 +487,13 @@ impl Run {
             }
             Some(Stop::JobLog(why)) => {
                 say(&format!("zerotasq: {why}"));
+                return EXIT_USAGE;
+            }
+            Some(Stop::NeverAnswers(deaths, worker, reason)) => {
+                say(&format!(
+                    "zerotasq: giving up: the worker command died {deaths} times and never \
+                     answered a line; the last: [w{worker}] {reason}"
+                ));
                 return EXIT_USAGE;
             }
             Some(Stop::Desync(worker, reason)) => {
@@ -557,8 +587,9 @@ impl Run {
     }
 
     /// Runs the records of a split pack (`first` and on, each ended by the separator) one
-    /// per task, in order; their outcomes, each with its record.
-    fn run_alone(&self, first: u64, records: &[u8]) -> Vec<Outcome> {
+    /// per task, in order; their outcomes, each with its record. While no record has been
+    /// answered, it stops early once the run gives up (`never_answers`).
+    fn run_alone(&self, first: u64, records: &[u8], none_answered: bool) -> Vec<Outcome> {
         let sep = self.separator;
         let mut body = records;
         if body.last() == Some(&sep) {
@@ -596,6 +627,7 @@ impl Run {
             Ok(stream) => stream
                 .indexed()
                 .map(|(i, o)| (Some((numbers[i as usize], 1)), o))
+                .take_while(|(_, o)| o.is_ok() || !none_answered || self.never_answers().is_none())
                 .collect(),
             Err(e) => numbers
                 .iter()

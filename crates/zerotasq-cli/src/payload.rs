@@ -77,6 +77,9 @@ pub struct ResultHeader {
     pub count: u32,
     /// The command died on record `record + count`; the unanswered records follow.
     pub split: bool,
+    /// The split is no record's fault: the command ended cleanly (status 0) after it had
+    /// answered lines, so the record after them is not charged a try.
+    pub blameless: bool,
 }
 
 /// Appends a result to `buf`: the header, the worker's host (its first 255 bytes), then
@@ -89,7 +92,7 @@ pub fn encode_result(head: ResultHeader, host: &str, parts: &[&[u8]], buf: &mut 
     buf.extend_from_slice(&head.worker.to_le_bytes());
     buf.extend_from_slice(&head.busy_us.to_le_bytes());
     buf.extend_from_slice(&head.count.to_le_bytes());
-    buf.push(head.split as u8);
+    buf.push(head.split as u8 | (head.blameless as u8) << 1);
     buf.push(host.len() as u8);
     buf.extend_from_slice(host);
     for part in parts {
@@ -108,7 +111,8 @@ pub fn decode_result(bytes: &[u8]) -> Option<(ResultHeader, &str, &[u8])> {
         worker: u32::from_le_bytes(head[8..12].try_into().ok()?),
         busy_us: u32::from_le_bytes(head[12..16].try_into().ok()?),
         count: u32::from_le_bytes(head[16..20].try_into().ok()?),
-        split: head[20] != 0,
+        split: head[20] & 1 != 0,
+        blameless: head[20] & 2 != 0,
     };
     Some((head, std::str::from_utf8(host).unwrap_or("?"), body))
 }
@@ -155,6 +159,7 @@ mod tests {
             busy_us: 1234,
             count: 1,
             split: true,
+            blameless: true,
         };
         buf.clear();
         encode_result(head, "node-1", &[b"a\n", b"b\n", b"c\n"], &mut buf);

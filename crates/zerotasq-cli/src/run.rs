@@ -19,7 +19,7 @@ use zerotasq::Link;
 use zerotasq::WorkerCommand;
 use zerotasq::{BrokerAccess, PoolSpec, RawPool, RemoteBroker};
 
-use crate::adapter::AdapterArgs;
+use crate::adapter_args::AdapterArgs;
 use crate::args::MapArgs;
 use crate::events::{self, ENV_EVENTS_FD};
 use crate::input::Records;
@@ -86,6 +86,7 @@ fn pool_spec(
     let adapter = AdapterArgs {
         separator,
         grace: START_GRACE,
+        warn_silent: args.controls.warn_silent,
         command: args.command.clone(),
     };
     PoolSpec {

@@ -3,18 +3,31 @@
 //! line as [`Event::Stderr`], tagged with the record the worker is on.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::events::{Event, Sender};
 
 /// Environment variable telling the worker command its 1-based worker number.
 pub const ENV_WORKER_NUMBER: &str = "ZEROTASQ_WORKER";
+/// How long a dying worker command gets to finish writing its stderr.
+pub const STDERR_GRACE: Duration = Duration::from_millis(300);
+/// How often a starting command is looked at during the start-up grace.
+const START_POLL: Duration = Duration::from_millis(1);
+
+/// Why a command did not pass its start.
+pub enum StartCheck {
+    /// SIGKILLed from outside (a user, the OOM killer): not a failure of the command.
+    Killed,
+    /// It ended, or spoke before it was asked; why, for the user.
+    Failed(String),
+}
 
 pub struct WorkerProcess {
     child: Child,
@@ -104,6 +117,48 @@ impl WorkerProcess {
         ))
     }
 
+    /// Waits until the command has started. A command that exits at once (not found by its
+    /// interpreter, bad arguments) fails the start, so the CLI can stop before reading its
+    /// input. It has started when it blocks reading its stdin (it waits for a line: what a
+    /// line-protocol worker does once ready), or, if that cannot be told, when it is still
+    /// running after `grace`. Output before any line was given (a banner on stdout) would
+    /// be taken for the first answer and shift every answer after it: a failed start too.
+    pub fn check_start(
+        &mut self,
+        stdout: &mut ChildStdout,
+        grace: Duration,
+    ) -> Result<(), StartCheck> {
+        let until = Instant::now() + grace;
+        loop {
+            if let Some(status) = self.try_wait() {
+                if status.signal() == Some(libc::SIGKILL) {
+                    return Err(StartCheck::Killed);
+                }
+                let how = self.finish(STDERR_GRACE);
+                return Err(StartCheck::Failed(format!(
+                    "{} {how} at start",
+                    self.display
+                )));
+            }
+            if Instant::now() >= until || self.waits_for_input() {
+                break;
+            }
+            std::thread::sleep(START_POLL);
+        }
+        match early_output(stdout) {
+            None => Ok(()),
+            Some(banner) => {
+                self.kill();
+                Err(StartCheck::Failed(format!(
+                    "{} wrote to its stdout before it was given a line ({banner:?}): a worker \
+                     writes one line per line it reads, and nothing else (write messages to \
+                     stderr)",
+                    self.display
+                )))
+            }
+        }
+    }
+
     /// The command's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -142,17 +197,17 @@ impl WorkerProcess {
     /// Waits (bounded) for the command to end and its stderr to be forwarded, so that a
     /// death is reported with the lines that explain it; says how it ended.
     pub fn finish(&mut self, grace: Duration) -> String {
-        let deadline = std::time::Instant::now() + grace;
+        let deadline = Instant::now() + grace;
         let status = loop {
             if let Some(status) = self.try_wait() {
                 break Some(status);
             }
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 break None;
             }
             std::thread::sleep(Duration::from_millis(2));
         };
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         let _ = self
             .stderr_done
             .recv_timeout(left.max(Duration::from_millis(50)));
@@ -161,6 +216,27 @@ impl WorkerProcess {
             None => "is still running".to_string(),
         }
     }
+}
+
+/// What the command wrote to its stdout already, if anything (a short excerpt).
+fn early_output(stdout: &mut ChildStdout) -> Option<String> {
+    let mut ready = libc::pollfd {
+        fd: stdout.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut ready, 1, 0) };
+    if n <= 0 || ready.revents & libc::POLLIN == 0 {
+        return None;
+    }
+    let mut start = [0u8; 80];
+    let got = stdout.read(&mut start).ok().filter(|&n| n > 0)?;
+    Some(
+        String::from_utf8_lossy(&start[..got])
+            .trim_end()
+            .to_string(),
+    )
 }
 
 /// `exited with status 1` / `was killed by signal 9 (SIGKILL)`.

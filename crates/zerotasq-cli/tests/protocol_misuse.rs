@@ -1,7 +1,8 @@
 //! Worker commands and peers that break the line protocol get a clear error, never a wrong
 //! answer with a clean exit: a command that writes two lines per line, one that prints a
 //! banner first, a malformed pack or another face's task from a client of the broker, and a
-//! worker whose key the broker refuses.
+//! worker whose key the broker refuses. Commands that are slow to answer, exit after every
+//! line, or never answer are told about on stderr the first time, and the last is given up.
 
 mod common;
 use common::broker::{bin, keygen, Guard, TempDir};
@@ -41,6 +42,59 @@ fn a_command_printing_a_banner_first_fails_the_start_and_says_why() {
         out.stderr
     );
     assert!(out.stderr.contains("Loading model"), "{}", out.stderr);
+}
+
+#[test]
+fn a_command_silent_past_the_warning_is_warned_about_once() {
+    // Both workers hold their first line for a second (a model loading lazily, or output
+    // stuck in a buffer): one warning for the run, then the answers as usual.
+    let worker = sh(r#"read l; sleep 1; echo "$l"; while IFS= read -r l; do echo "$l"; done"#);
+    let mut command = zerotasq();
+    command
+        .args(["-j", "2", "--no-pack", "--warn-silent", "200ms", "--"])
+        .args(worker);
+    let out = run(command, numbers(20));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, numbers(20));
+    assert_eq!(
+        out.stderr.matches("has written nothing for 200ms").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("flush=True"), "{}", out.stderr);
+}
+
+#[test]
+fn a_command_that_exits_after_each_line_is_told_once_and_still_answers_all() {
+    let worker = sh(r#"IFS= read -r l && echo "$l""#);
+    let mut command = zerotasq();
+    command.args(["-j", "2", "--"]).args(worker);
+    let out = run(command, numbers(60));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, numbers(60));
+    assert_eq!(
+        out.stderr.matches("before its stdin ended").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_command_that_never_answers_is_given_up_after_a_few_deaths() {
+    // Without giving up, each of the 10,000 lines would cost its retries' worth of starts.
+    let worker = sh("IFS= read -r l; exit 3");
+    let mut command = zerotasq();
+    command.args(["-j", "2", "--"]).args(worker);
+    let out = run(command, numbers(10_000));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("never answered a line") && out.stderr.contains("status 3"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty(), "nothing answered, nothing written");
 }
 
 /// A broker on loopback (plain TCP) with one `zerotasq worker` echoing lines.
