@@ -204,6 +204,7 @@ impl<O> ConnectorIo<O> {
     /// Moves tasks out and outcomes in until finished or stopped; an error says why the
     /// broker is unusable.
     fn run(&mut self, watch: &mut Watch, stop: &AtomicBool) -> Result<(), String> {
+        let mut said_all = false;
         loop {
             if self.finished && self.outstanding.is_empty() {
                 return Ok(());
@@ -236,15 +237,7 @@ impl<O> ConnectorIo<O> {
                             batch.push(self.next_id, &frames[1]);
                             self.next_id += 1;
                         }
-                        Some(FINISH) => {
-                            self.finished = true;
-                            // No batch waits for more of our tasks (an empty batch).
-                            let end = [
-                                header(Command::Submit).to_vec(),
-                                TaskBatchWriter::new().finish(),
-                            ];
-                            let _ = self.client.send(end, true);
-                        }
+                        Some(FINISH) => self.finished = true,
                         Some(STOP) => {
                             let _ = self.client.send([header(Command::Cancel)], false);
                             return Ok(());
@@ -261,6 +254,16 @@ impl<O> ConnectorIo<O> {
                     if was_idle {
                         watch.heard();
                     }
+                }
+                if self.finished && !said_all {
+                    // After our last tasks, never before them: no batch waits for more of
+                    // them (an empty batch says so).
+                    said_all = true;
+                    let end = [
+                        header(Command::Submit).to_vec(),
+                        TaskBatchWriter::new().finish(),
+                    ];
+                    let _ = self.client.send(end, true);
                 }
             }
             if readable[1] {
@@ -306,5 +309,199 @@ impl<O> ConnectorIo<O> {
         for id in ids {
             self.deliver(id, Err(error.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connector against a broker the test plays: a ROUTER socket in process, driven
+    //! by hand, so each reply's order and kind is chosen.
+
+    use super::*;
+    use crate::link::{BrokerAccess, RemoteBroker};
+    use crate::protocol::{Message, ResultBatchWriter};
+    use crate::transport::{Context, Kind};
+
+    struct FakeBroker {
+        socket: Socket,
+        /// The connector's routing id, from its first message.
+        client: Option<Vec<u8>>,
+    }
+
+    impl FakeBroker {
+        /// The next message from the client (bounded wait), without its routing id.
+        fn expect(&mut self) -> Vec<Vec<u8>> {
+            let ready = poll(
+                &[Pollable::Socket(&self.socket)],
+                Some(Duration::from_secs(10)),
+            )
+            .expect("poll");
+            assert!(ready[0], "the connector sent nothing within 10 s");
+            let frames = self.socket.recv(true).expect("recv").expect("a message");
+            self.client = Some(frames[0].to_vec());
+            frames[1..].iter().map(|f| f.to_vec()).collect()
+        }
+
+        /// The (id, payload) pairs of the client's next `Submit`s, until `n` are in.
+        fn submitted(&mut self, n: usize) -> Vec<(u64, Vec<u8>)> {
+            let mut tasks = Vec::new();
+            while tasks.len() < n {
+                let frames = self.expect();
+                match Message::decode(&frames).expect("a message") {
+                    Message::Submit(batch) => {
+                        tasks.extend(batch.iter().map(|(id, p)| (id, p.to_vec())))
+                    }
+                    other => panic!("expected a Submit, got {:?}", other.command()),
+                }
+            }
+            tasks
+        }
+
+        fn reply(&self, frames: Vec<Vec<u8>>) {
+            let mut all = vec![self.client.clone().expect("the client spoke first")];
+            all.extend(frames);
+            self.socket.send(all, true).expect("send");
+        }
+
+        /// Answers `ids`, each with its payload reversed.
+        fn answer(&self, tasks: &[(u64, Vec<u8>)], ids: &[u64]) {
+            let mut batch = ResultBatchWriter::new();
+            for id in ids {
+                let (_, payload) = tasks.iter().find(|(t, _)| t == id).expect("a task");
+                let reversed: Vec<u8> = payload.iter().rev().copied().collect();
+                batch.push_ok(*id, &reversed);
+            }
+            self.reply(vec![header(Command::Results).to_vec(), batch.finish(0)]);
+        }
+    }
+
+    /// A connector to a fake broker: in process, or (`remote`) over TCP on loopback, as a
+    /// client of a standalone broker, which keeps its tasks' payloads.
+    fn connector_to(
+        window: usize,
+        ordered: bool,
+        remote: bool,
+    ) -> (Connector<String, String>, FakeBroker) {
+        static BROKERS: AtomicU64 = AtomicU64::new(0);
+        let ctx = Context::new();
+        let socket = ctx.socket(Kind::Router, -1).expect("router");
+        let link = if remote {
+            socket.bind("tcp://127.0.0.1:0").expect("bind");
+            let endpoint = socket.last_endpoint().expect("endpoint");
+            let broker = RemoteBroker::connect(&endpoint, crate::Security::Insecure, false);
+            broker.expect("remote link").link().clone()
+        } else {
+            let n = BROKERS.fetch_add(1, Ordering::Relaxed);
+            let endpoint = format!("inproc://connector-test-{n}");
+            socket.bind(&endpoint).expect("bind");
+            Link::local(ctx, endpoint, -1, Arc::new(AtomicBool::new(true)))
+        };
+        let encode: EncodeFn<String> = Box::new(|task: String, buf: &mut Vec<u8>| {
+            buf.extend_from_slice(task.as_bytes());
+            Ok(())
+        });
+        let decode: DecodeFn<String> =
+            Box::new(|bytes: &[u8]| Ok(String::from_utf8_lossy(bytes).into_owned()));
+        let conn = Connector::new(&link, window, ordered, encode, decode).expect("connector");
+        let broker = FakeBroker {
+            socket,
+            client: None,
+        };
+        (conn, broker)
+    }
+
+    fn connector(window: usize, ordered: bool) -> (Connector<String, String>, FakeBroker) {
+        connector_to(window, ordered, false)
+    }
+
+    #[test]
+    fn outcomes_come_in_send_order_whatever_order_the_broker_answers_in() {
+        let (conn, mut broker) = connector(8, true);
+        for word in ["ab", "cd", "ef"] {
+            conn.send(word.to_string()).unwrap();
+        }
+        let tasks = broker.submitted(3);
+        let ids: Vec<u64> = tasks.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [0, 1, 2], "ids in send order");
+        broker.answer(&tasks, &[2]);
+        broker.answer(&tasks, &[0, 1]);
+        let got: Vec<String> = (0..3).map(|_| conn.recv().unwrap().unwrap()).collect();
+        assert_eq!(got, ["ba", "dc", "fe"]);
+    }
+
+    #[test]
+    fn unordered_outcomes_come_as_answered() {
+        let (conn, mut broker) = connector(8, false);
+        for word in ["ab", "cd"] {
+            conn.send(word.to_string()).unwrap();
+        }
+        let tasks = broker.submitted(2);
+        broker.answer(&tasks, &[1]);
+        assert_eq!(conn.recv().unwrap().unwrap(), "dc");
+        broker.answer(&tasks, &[0]);
+        assert_eq!(conn.recv().unwrap().unwrap(), "ba");
+    }
+
+    #[test]
+    fn send_waits_while_the_window_is_full() {
+        let (conn, mut broker) = connector(1, true);
+        conn.send("ab".to_string()).unwrap();
+        let tasks = broker.submitted(1);
+        std::thread::scope(|s| {
+            let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+            let conn = &conn;
+            s.spawn(move || {
+                conn.send("cd".to_string()).unwrap();
+                sent_tx.send(()).unwrap();
+            });
+            // The second task waits for the first outcome to be received, not merely answered.
+            broker.answer(&tasks, &[0]);
+            assert!(
+                sent_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+                "sent past a full window"
+            );
+            assert_eq!(conn.recv().unwrap().unwrap(), "ba");
+            sent_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("sent once the window had room");
+        });
+        let tasks = broker.submitted(1);
+        assert_eq!(tasks, [(1, b"cd".to_vec())]);
+    }
+
+    #[test]
+    fn a_broker_that_forgot_gets_the_unanswered_tasks_again_under_their_ids() {
+        let (conn, mut broker) = connector_to(8, true, true);
+        for word in ["ab", "cd", "ef"] {
+            conn.send(word.to_string()).unwrap();
+        }
+        let tasks = broker.submitted(3);
+        broker.answer(&tasks, &[1]);
+        // A restarted broker: it knows nothing of tasks 0 and 2.
+        broker.reply(vec![header(Command::Forgotten).to_vec()]);
+        let mut again = broker.submitted(2);
+        again.sort();
+        assert_eq!(again, [(0, b"ab".to_vec()), (2, b"ef".to_vec())]);
+        broker.answer(&tasks, &[0, 2]);
+        let got: Vec<String> = (0..3).map(|_| conn.recv().unwrap().unwrap()).collect();
+        assert_eq!(got, ["ba", "dc", "fe"], "each task has exactly one outcome");
+    }
+
+    #[test]
+    fn finish_ends_the_outcomes_once_all_are_in_and_refuses_later_sends() {
+        let (conn, mut broker) = connector(8, true);
+        conn.send("ab".to_string()).unwrap();
+        conn.finish();
+        let tasks = broker.submitted(1);
+        // Then the empty Submit that says the client has sent all it has (after its tasks:
+        // the broker must not take it for done while tasks are on their way).
+        assert!(matches!(
+            Message::decode(&broker.expect()).unwrap(),
+            Message::Submit(batch) if batch.iter().next().is_none()
+        ));
+        broker.answer(&tasks, &[0]);
+        assert_eq!(conn.recv().unwrap().unwrap(), "ba");
+        assert!(conn.recv().is_none());
+        assert!(conn.send("cd".to_string()).is_err());
     }
 }
