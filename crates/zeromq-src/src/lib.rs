@@ -238,6 +238,8 @@ impl Build {
     /// against the compiled lib from rust code.
     pub fn build(&mut self) {
         let vendor = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor");
+        // zerotasq: the sources are patched in this tree: rebuild when they change.
+        println!("cargo:rerun-if-changed={}", vendor.display());
 
         let mut build = cc::Build::new();
         build

@@ -28,6 +28,10 @@ class i_decoder
     decode (const unsigned char *data_, size_t size_, size_t &processed_) = 0;
 
     virtual msg_t *msg () = 0;
+
+    //  zerotasq: the largest frame accepted from now on (the ZMTP 3.x decoder
+    //  takes small frames during the handshake, then the socket's limit).
+    virtual void set_max_msg_size (int64_t) {}
 };
 }
 

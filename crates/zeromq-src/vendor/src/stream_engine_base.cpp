@@ -505,6 +505,10 @@ const zmq::endpoint_uri_pair_t &zmq::stream_engine_base_t::get_endpoint () const
 
 void zmq::stream_engine_base_t::mechanism_ready ()
 {
+    //  zerotasq: the peer is admitted: from its next frame on, the socket's
+    //  ZMQ_MAXMSGSIZE applies instead of the handshake's (zmtp_engine.cpp).
+    _decoder->set_max_msg_size (_options.maxmsgsize);
+
     if (_options.heartbeat_interval > 0 && !_has_heartbeat_timer) {
         add_timer (_options.heartbeat_interval, heartbeat_ivl_timer_id);
         _has_heartbeat_timer = true;

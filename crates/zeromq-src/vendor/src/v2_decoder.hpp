@@ -21,6 +21,12 @@ class v2_decoder_t ZMQ_FINAL
     //  i_decoder interface.
     msg_t *msg () { return &_in_progress; }
 
+    //  zerotasq: see i_decoder.
+    void set_max_msg_size (int64_t maxmsgsize_) ZMQ_FINAL
+    {
+        _max_msg_size = maxmsgsize_;
+    }
+
   private:
     int flags_ready (unsigned char const *);
     int one_byte_size_ready (unsigned char const *);
@@ -34,7 +40,7 @@ class v2_decoder_t ZMQ_FINAL
     msg_t _in_progress;
 
     const bool _zero_copy;
-    const int64_t _max_msg_size;
+    int64_t _max_msg_size; //  zerotasq: not const, see set_max_msg_size
 
     ZMQ_NON_COPYABLE_NOR_MOVABLE (v2_decoder_t)
 };

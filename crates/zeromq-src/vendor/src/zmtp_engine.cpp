@@ -315,6 +315,19 @@ bool zmq::zmtp_engine_t::handshake_v2_0 ()
     return true;
 }
 
+//  zerotasq: a peer is a stranger until its mechanism is ready (CURVE: its
+//  key admitted by ZAP). Until then its frames are handshake commands of a
+//  few hundred bytes (HELLO 200, INITIATE 257 + metadata, READY 30 +
+//  metadata), so the decoder takes at most this much, not the socket's
+//  ZMQ_MAXMSGSIZE: a stranger declaring a huge frame is cut off at once
+//  instead of making us allocate it. mechanism_ready raises the limit.
+static int64_t handshake_maxmsgsize (int64_t maxmsgsize_)
+{
+    const int64_t handshake_max = 8192;
+    return maxmsgsize_ >= 0 && maxmsgsize_ < handshake_max ? maxmsgsize_
+                                                            : handshake_max;
+}
+
 bool zmq::zmtp_engine_t::handshake_v3_x (const bool downgrade_sub_)
 {
     if (_options.mechanism == ZMQ_NULL
@@ -386,7 +399,8 @@ bool zmq::zmtp_engine_t::handshake_v3_0 ()
     alloc_assert (_encoder);
 
     _decoder = new (std::nothrow) v2_decoder_t (
-      _options.in_batch_size, _options.maxmsgsize, _options.zero_copy);
+      _options.in_batch_size, handshake_maxmsgsize (_options.maxmsgsize),
+      _options.zero_copy); //  zerotasq: small frames until mechanism_ready
     alloc_assert (_decoder);
 
     return zmq::zmtp_engine_t::handshake_v3_x (true);
@@ -398,7 +412,8 @@ bool zmq::zmtp_engine_t::handshake_v3_1 ()
     alloc_assert (_encoder);
 
     _decoder = new (std::nothrow) v2_decoder_t (
-      _options.in_batch_size, _options.maxmsgsize, _options.zero_copy);
+      _options.in_batch_size, handshake_maxmsgsize (_options.maxmsgsize),
+      _options.zero_copy); //  zerotasq: small frames until mechanism_ready
     alloc_assert (_decoder);
 
     return zmq::zmtp_engine_t::handshake_v3_x (false);
