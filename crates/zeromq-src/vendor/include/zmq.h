@@ -348,6 +348,10 @@ ZMQ_EXPORT const char *zmq_msg_gets (const zmq_msg_t *msg_,
 #define ZMQ_USE_FD 89
 #define ZMQ_GSSAPI_PRINCIPAL_NAMETYPE 90
 #define ZMQ_GSSAPI_SERVICE_PRINCIPAL_NAMETYPE 91
+/*  zerotasq: the connections one peer address (an IPv4 address, or an IPv6  */
+/*  /64) may hold at once on each TCP endpoint the socket binds; over it, a   */
+/*  connection is closed as it is accepted. 0 (the default): no cap.          */
+#define ZMQ_PEER_CONNECTIONS_MAX 1601
 #define ZMQ_BINDTODEVICE 92
 
 /*  Message options                                                           */

@@ -210,6 +210,7 @@ zmq::options_t::options_t () :
     socket_id (0),
     conflate (false),
     handshake_ivl (30000),
+    peer_connections_max (0), //  zerotasq
     connected (false),
     heartbeat_ttl (0),
     heartbeat_interval (0),
@@ -683,6 +684,13 @@ int zmq::options_t::setsockopt (int option_,
         case ZMQ_HANDSHAKE_IVL:
             if (is_int && value >= 0) {
                 handshake_ivl = value;
+                return 0;
+            }
+            break;
+
+        case ZMQ_PEER_CONNECTIONS_MAX: //  zerotasq
+            if (is_int && value >= 0) {
+                peer_connections_max = value;
                 return 0;
             }
             break;

@@ -210,6 +210,9 @@ struct options_t
     //  close socket.  Default is 30 secs.  0 means no handshake timeout.
     int handshake_ivl;
 
+    //  zerotasq: ZMQ_PEER_CONNECTIONS_MAX, 0 for no cap.
+    int peer_connections_max;
+
     bool connected;
     //  If remote peer receives a PING message and doesn't receive another
     //  message within the ttl value, it should close the connection

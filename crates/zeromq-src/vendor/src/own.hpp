@@ -74,6 +74,10 @@ class own_t : public object_t
     //  is to be delayed.
     virtual void process_destroy ();
 
+    //  zerotasq: protected, not private, so that a listener can see its
+    //  sessions end (stream_listener_base_t counts them per peer address).
+    void process_term_req (own_t *object_) ZMQ_OVERRIDE;
+
     //  Socket options associated with this object.
     options_t options;
 
@@ -83,7 +87,6 @@ class own_t : public object_t
 
     //  Handlers for incoming commands.
     void process_own (own_t *object_) ZMQ_OVERRIDE;
-    void process_term_req (own_t *object_) ZMQ_OVERRIDE;
     void process_term_ack () ZMQ_OVERRIDE;
     void process_seqnum () ZMQ_OVERRIDE;
 

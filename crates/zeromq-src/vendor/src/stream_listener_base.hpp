@@ -3,6 +3,7 @@
 #ifndef __ZMQ_STREAM_LISTENER_BASE_HPP_INCLUDED__
 #define __ZMQ_STREAM_LISTENER_BASE_HPP_INCLUDED__
 
+#include <map>
 #include <string>
 
 #include "fd.hpp"
@@ -35,6 +36,13 @@ class stream_listener_base_t : public own_t, public io_object_t
     //  Handlers for incoming commands.
     void process_plug () ZMQ_FINAL;
     void process_term (int linger_) ZMQ_FINAL;
+    void process_term_req (own_t *object_) ZMQ_FINAL; //  zerotasq
+
+    //  zerotasq: for ZMQ_PEER_CONNECTIONS_MAX, the sessions launched for
+    //  each peer address (stream_listener_base.cpp's peer_key), counted
+    //  when they start and uncounted when they ask to end.
+    std::map<std::string, int> _peer_connections;
+    std::map<own_t *, std::string> _peer_of_session;
 
   protected:
     //  Close the listening socket.
