@@ -170,6 +170,11 @@ pub struct BrokerArgs {
     /// Tries per task: a task whose worker died R times is reported as failed.
     #[arg(long, value_name = "R", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub retries: u32,
+    /// Connections one address (IPv4, or an IPv6 /64) may hold at once on each endpoint; more
+    /// are closed as they are accepted. Raise it for more workers behind one address (a NAT);
+    /// 0: no cap.
+    #[arg(long, value_name = "N", default_value_t = zerotasq::PoolSpec::MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: u32,
     /// Serve Prometheus metrics (/metrics) and a live dashboard (/) over HTTP at HOST:PORT,
     /// e.g. 127.0.0.1:9100 (port 0: any free port). Loopback only unless
     /// --allow-remote-http. Read-only.

@@ -54,6 +54,7 @@ pub fn broker(args: BrokerArgs) -> i32 {
             security,
             allow_insecure_remote: args.allow_insecure_remote,
         }),
+        max_connections_per_address: args.max_connections_per_address,
         http: args.http.clone().map(|addr| HttpListen {
             addr,
             allow_remote: args.allow_remote_http,

@@ -57,6 +57,11 @@ pub struct PoolSpec {
     pub backoff_max: Duration,
     /// TCP endpoints for remote workers and clients.
     pub tcp: Option<TcpListen>,
+    /// How many connections one peer address (an IPv4 address, or an IPv6 /64) may hold at
+    /// once on each TCP endpoint; more are closed as they are accepted, so a stranger on one
+    /// address cannot take every descriptor. 0: no cap. Needs the built-in libzmq (not
+    /// `system-libzmq`). Default [`PoolSpec::MAX_CONNECTIONS_PER_ADDRESS`].
+    pub max_connections_per_address: u32,
     /// A task running longer than this on a worker is reported, its worker is killed and
     /// restarted, and the task is charged a try; past `max_retries` its outcome is a
     /// [`crate::ErrorKind::Timeout`] error naming the limit.
@@ -98,6 +103,10 @@ pub struct TcpEndpoints {
 }
 
 impl PoolSpec {
+    /// The default cap on one address's connections to a TCP endpoint: a host running
+    /// `zerotasq worker -j 64` holds 64 on the workers' endpoint, and a client holds one.
+    pub const MAX_CONNECTIONS_PER_ADDRESS: u32 = 256;
+
     /// The options of this pool's workers (their endpoint and identity left empty).
     fn worker_options(&self) -> WorkerOptions {
         WorkerOptions {
@@ -126,6 +135,7 @@ impl Default for PoolSpec {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             tcp: None,
+            max_connections_per_address: PoolSpec::MAX_CONNECTIONS_PER_ADDRESS,
             task_timeout: None,
             recycling: Recycling::default(),
             batching: Batching::default(),
@@ -397,11 +407,12 @@ fn listen_tcp(
         }
     }
     let listen = |endpoint: &str| -> Result<(Socket, String), Error> {
-        let socket = broker_socket(ctx, spec.max_message)?;
+        let mut socket = broker_socket(ctx, spec.max_message)?;
         socket.secure(&tcp.security)?;
         let interval = spec.broker.heartbeat_interval;
         socket.detect_dead_peers(interval, interval * spec.broker.liveness)?;
         socket.set_handshake_limit(HANDSHAKE_LIMIT)?;
+        socket.cap_connections_per_address(spec.max_connections_per_address)?;
         socket.bind(endpoint)?;
         let bound = socket.last_endpoint()?;
         Ok((socket, bound))

@@ -1,7 +1,8 @@
 //! A broker open to a network under the common soft limit of 1024 descriptors: 1,100 idle
-//! connections from a stranger must not lock out a legitimate client. The pool raises its
+//! connections from strangers must not lock out a legitimate client. The pool raises its
 //! soft limit to the hard one, and strangers that never finish their handshake are dropped
-//! after a few seconds.
+//! after a few seconds. (That one address cannot hold more than its share of connections is
+//! the command line's `tests/connections_per_address.rs`.)
 
 mod common;
 
@@ -54,11 +55,14 @@ fn a_thousand_idle_connections_do_not_lock_out_a_client() {
     let endpoint = pool.tcp_endpoints().clients.clone().unwrap();
     let port = endpoint.rsplit(':').next().unwrap().to_string();
 
-    // The stranger: 1,100 connections that never say a word.
+    // The stranger: 1,100 connections that never say a word, from five addresses (220 each,
+    // within the cap on one address's connections, which is not what this test is about).
     let script = "import resource, socket, sys, time\n\
         h = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n\
         resource.setrlimit(resource.RLIMIT_NOFILE, (h, h))\n\
-        socks = [socket.create_connection(('127.0.0.1', int(sys.argv[1]))) for _ in range(1100)]\n\
+        socks = [socket.create_connection(('127.0.0.1', int(sys.argv[1])),\n\
+                                          source_address=('127.0.0.%d' % (2 + i % 5), 0))\n\
+                 for i in range(1100)]\n\
         print(len(socks), flush=True)\n\
         time.sleep(60)\n";
     let mut stranger = Command::new("python3")

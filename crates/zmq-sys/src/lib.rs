@@ -1,8 +1,9 @@
 //! The C API of libzmq (`zmq.h`, 4.3) that the `zmq` crate calls, declared by hand for the
 //! library that build.rs links: the one built here with CURVE, or the system's.
 //!
-//! Only what `zmq` 0.10 uses is declared. Numeric `#define`s are `u32`, as `zmq` expects
-//! (it matches socket types against them and casts the rest).
+//! Only what `zmq` 0.10 uses is declared, and the socket option our patched libzmq adds.
+//! Numeric `#define`s are `u32`, as `zmq` expects (it matches socket types against them and
+//! casts the rest).
 
 #![allow(non_camel_case_types)]
 
@@ -121,6 +122,9 @@ pub const ZMQ_HEARTBEAT_IVL: u32 = 75;
 pub const ZMQ_HEARTBEAT_TTL: u32 = 76;
 pub const ZMQ_HEARTBEAT_TIMEOUT: u32 = 77;
 pub const ZMQ_CONNECT_TIMEOUT: u32 = 79;
+/// Only in the libzmq built here (crates/zeromq-src): the connections one peer address may
+/// hold at once on each TCP endpoint a socket binds; a system libzmq refuses it (`EINVAL`).
+pub const ZMQ_PEER_CONNECTIONS_MAX: u32 = 1601;
 
 // Send/recv flags.
 pub const ZMQ_DONTWAIT: u32 = 1;
@@ -263,6 +267,26 @@ mod tests {
         );
         let public = unsafe { CStr::from_ptr(public.as_ptr()) };
         assert_eq!(public.to_bytes().len(), 40);
+    }
+
+    /// The libzmq built here is the patched one: it knows our socket option.
+    #[cfg(not(feature = "system"))]
+    #[test]
+    fn has_the_peer_connection_cap() {
+        let cap: c_int = 8;
+        unsafe {
+            let ctx = zmq_ctx_new();
+            let socket = zmq_socket(ctx, ZMQ_ROUTER as c_int);
+            let rc = zmq_setsockopt(
+                socket,
+                ZMQ_PEER_CONNECTIONS_MAX as c_int,
+                (&cap as *const c_int).cast(),
+                std::mem::size_of::<c_int>(),
+            );
+            assert_eq!(rc, 0, "errno {}", zmq_errno());
+            zmq_close(socket);
+            zmq_ctx_term(ctx);
+        }
     }
 
     /// The message struct has zmq.h's size and alignment.

@@ -64,6 +64,17 @@ pub fn broker_at(
     clients: &str,
     workers: &str,
 ) -> (Guard, String, String) {
+    broker_with(dir, allowed, clients, workers, &[])
+}
+
+/// [`broker_at`] with more arguments for `zerotasq broker`.
+pub fn broker_with(
+    dir: &TempDir,
+    allowed: &[&str],
+    clients: &str,
+    workers: &str,
+    more: &[&str],
+) -> (Guard, String, String) {
     let mut list = String::from("# allowed keys\n");
     for name in allowed {
         list.push_str(&std::fs::read_to_string(dir.path(&format!("{name}.key"))).unwrap());
@@ -75,6 +86,7 @@ pub fn broker_at(
         .arg(dir.path("broker.key_secret"))
         .arg("--allow")
         .arg(dir.path("allowed"))
+        .args(more)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -1,11 +1,14 @@
-//! The only module that touches the `zmq` crate: sockets with explicit options, multipart
-//! send/receive of [`Frame`]s, and polling sockets together with plain file descriptors.
+//! The only module that touches the `zmq` crate (and `zmq-sys`, for an option only the
+//! built-in libzmq has): sockets with explicit options, multipart send/receive of
+//! [`Frame`]s, and polling sockets together with plain file descriptors.
 //!
 //! Every socket gets explicit high-water marks, a bounded `ZMQ_MAXMSGSIZE` and a short
 //! linger; ROUTER sockets get `ROUTER_MANDATORY`, so a message to a vanished peer is an
-//! error we see rather than a silent drop.
+//! error we see rather than a silent drop. TCP listeners also bound the handshake's time and
+//! each peer address's connections.
 
 use std::os::fd::RawFd;
+use std::os::raw::c_int;
 use std::time::Duration;
 
 use crate::error::Error;
@@ -183,6 +186,39 @@ impl Socket {
         self.0
             .set_handshake_ivl(ms)
             .map_err(zmq_err("set the handshake interval"))
+    }
+
+    /// Caps the connections one peer address (an IPv4 address, or an IPv6 /64) may hold at
+    /// once on each TCP endpoint this socket binds afterwards (0: no cap); over it, a
+    /// connection is closed as it is accepted, so a stranger on one address cannot take every
+    /// descriptor. An option of the libzmq built here (`crates/zeromq-src`): a system libzmq
+    /// has none, and then this only warns.
+    pub fn cap_connections_per_address(&mut self, cap: u32) -> Result<(), Error> {
+        let value = c_int::try_from(cap).unwrap_or(c_int::MAX);
+        // SAFETY: a live socket, and a pointer to an int with its size; libzmq copies it.
+        let rc = unsafe {
+            zmq_sys::zmq_setsockopt(
+                self.0.as_mut_ptr(),
+                zmq_sys::ZMQ_PEER_CONNECTIONS_MAX as c_int,
+                (&value as *const c_int).cast(),
+                std::mem::size_of::<c_int>(),
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        // SAFETY: reads this thread's libzmq error number.
+        match unsafe { zmq_sys::zmq_errno() } {
+            libc::EINVAL => {
+                tracing::warn!(
+                    "this libzmq (not the one built in) cannot cap connections per address"
+                );
+                Ok(())
+            }
+            errno => Err(zmq_err("cap connections per address")(
+                zmq::Error::from_raw(errno),
+            )),
+        }
     }
 
     /// How long closing may wait to deliver what is still queued (zero: drop it). Set it
