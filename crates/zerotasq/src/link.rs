@@ -182,7 +182,7 @@ impl Watch {
             LinkKind::Local(_) => "the pool's broker is not accepting tasks".to_string(),
             LinkKind::Remote { connect, .. } => format!(
                 "no connection to the broker at {} within {connect:?}: it is unreachable, \
-                 or it refused our key",
+                 or it refused our key (or this host's connections, over its cap per address)",
                 self.endpoint
             ),
         }

@@ -423,7 +423,7 @@ pub fn fetch_welcome(
         if now >= deadline {
             return Err(Error::Unreachable(format!(
                 "no answer from the broker at {} within {patience:?}: it is unreachable, or \
-                 it refused our key",
+                 it refused our key (or this host's connections, over its cap per address)",
                 opts.endpoint
             )));
         }
