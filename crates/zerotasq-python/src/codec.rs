@@ -109,7 +109,8 @@ fn bad_payload() -> PyErr {
 impl Codec {
     /// `dumps`/`loads` are the package's (cloudpickle-aware) functions.
     pub fn new(py: Python<'_>, fallback_dumps: Py<PyAny>, loads: Py<PyAny>) -> PyResult<Codec> {
-        let pickle = py.import("pickle")?;
+        // The C pickler alone: `pickle` imports re, enum and struct too (start-up).
+        let pickle = py.import("_pickle")?;
         let buffers = PyList::empty(py);
         let kwargs = PyDict::new(py);
         kwargs.set_item("protocol", 5)?;

@@ -5,9 +5,9 @@ Exact ``bytes`` payloads never reach this module: the native codec moves them as
 
 from __future__ import annotations
 
+import _pickle  # the C pickler alone: `pickle` imports re, enum and struct too (start-up)
 import io
 import marshal
-import pickle
 import sys
 
 TYPE_CHECKING = False
@@ -17,17 +17,17 @@ if TYPE_CHECKING:  # pragma: no cover - `typing` is not imported in worker proce
 
 __all__ = ["dumps", "loads", "dumps_definitions", "dumps_for_remote"]
 
-loads = pickle.loads
+loads = _pickle.loads
 
 
 def _reduce_code(code: CodeType) -> Tuple[Callable[[bytes], Any], Tuple[bytes]]:
     return marshal.loads, (marshal.dumps(code),)
 
 
-_Pickler: Optional[Type[pickle.Pickler]] = None
+_Pickler: Optional[Type[_pickle.Pickler]] = None
 
 
-def _pickler() -> Type[pickle.Pickler]:
+def _pickler() -> Type[_pickle.Pickler]:
     """cloudpickle's pickler, but code objects go whole (marshal): cloudpickle renames their
     file ``<dynamic-code>``, and a worker's traceback would then show neither the user's file
     nor its lines. Workers run the same Python, which marshal needs."""
@@ -63,7 +63,7 @@ def dumps_definitions(obj: object) -> bytes:
     cloudpickle = sys.modules.get("cloudpickle")
     if cloudpickle is None or not getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None):
         try:
-            data = pickle.dumps(obj, protocol=5)
+            data = _pickle.dumps(obj, protocol=5)
         except Exception:
             pass
         else:

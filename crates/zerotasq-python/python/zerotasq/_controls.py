@@ -3,16 +3,22 @@ what each worker finds in its environment for its slot — checked where they ar
 ``LoadBalancer``, ``zerotasq.map``), so that a mistake is an error at the call, and handed
 to the native pool as one dict (``native``). Caller side only: workers never import this."""
 
-import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from __future__ import annotations
 
+import math
+from collections.abc import Mapping as _Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs start-up (see _typing)
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 __all__ = ["Controls", "WorkerEnv", "DEFAULT_BATCH_SIZE"]
 
 #: Requests per call of ``process_batch`` unless ``max_batch_size`` says otherwise.
 DEFAULT_BATCH_SIZE = 32
 
-#: ``worker_env``: variables with ``{slot}`` fields, or a function from slot to variables.
-WorkerEnv = Union[None, Mapping[str, str], Callable[[int], Mapping[str, str]]]
+if TYPE_CHECKING:  # pragma: no cover
+    #: ``worker_env``: variables with ``{slot}`` fields, or a function from slot to variables.
+    WorkerEnv = Union[None, Mapping[str, str], Callable[[int], Mapping[str, str]]]
 
 
 def _seconds(name: str, value: Optional[float]) -> Optional[float]:
@@ -44,7 +50,7 @@ def _count(name: str, value: Optional[int], unit: str = "") -> Optional[int]:
 
 
 def _variables(where: str, env: Mapping[str, Any]) -> List[Tuple[str, str]]:
-    if not isinstance(env, Mapping):
+    if not isinstance(env, _Mapping):
         raise TypeError("%s must be a dict of variable names to values, not %r" % (where, env))
     pairs = []
     for name, value in env.items():

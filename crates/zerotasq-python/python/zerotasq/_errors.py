@@ -4,8 +4,8 @@ type cannot be rebuilt here), carrying the remote traceback; the stream goes on 
 
 from __future__ import annotations
 
+import _pickle  # the C pickler alone: `pickle` imports re, enum and struct too (start-up)
 import binascii
-import pickle
 
 from zerotasq._native import PoolError
 
@@ -176,7 +176,7 @@ def make_error(kind: str, message: str, detail: str, index: Optional[int]) -> Ta
     if _EXC_MARK in detail:
         detail, _, blob = detail.partition(_EXC_MARK)
         try:
-            original = pickle.loads(binascii.a2b_base64(blob))
+            original = _pickle.loads(binascii.a2b_base64(blob))
         except Exception:
             original = None
     remote = RemoteTraceback('\n"""\n%s"""' % detail) if detail else None
@@ -224,11 +224,11 @@ def _pickled(exc: BaseException) -> Optional[bytes]:
     from zerotasq._codec import dumps
 
     ways: Tuple[Callable[[], bytes], ...] = (
-        lambda: pickle.dumps(exc, protocol=5), lambda: dumps(exc), lambda: dumps(_Restored(exc)))
+        lambda: _pickle.dumps(exc, protocol=5), lambda: dumps(exc), lambda: dumps(_Restored(exc)))
     for way in ways:
         try:
             blob = way()
-            pickle.loads(blob)
+            _pickle.loads(blob)
             return blob
         except Exception:
             pass

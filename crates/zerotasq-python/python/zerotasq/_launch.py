@@ -4,14 +4,19 @@ the command line, the environment, and what each worker reads from its stdin —
 A pool listening for remote workers also hands them the definitions, pickled so that
 another machine with the same environment can load them."""
 
+from __future__ import annotations
+
+import _pickle  # the C pickler alone: `pickle` imports re, enum and struct too (start-up)
 import os
-import pickle
 import sys
-from typing import Any, Dict, Optional, Sequence
 
 from zerotasq import _logging, _native
 from zerotasq._codec import dumps_definitions, dumps_for_remote
 from zerotasq._controls import Controls
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs start-up (see _typing)
+    from typing import Any, Dict, Optional, Sequence
 
 #: Where the ``zerotasq`` package lives, so the worker interpreter can import it.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +34,7 @@ def worker_stdin(definitions: Sequence[object]) -> bytes:
     """What a local worker reads from its stdin: the caller's ``sys.path`` (so that its
     modules import there too) and ``sys.argv`` (which the worker's own command line would
     replace; multiprocessing's spawn passes it on too), then the worker definitions."""
-    header = pickle.dumps(([p for p in sys.path if isinstance(p, str)], list(sys.argv)), protocol=5)
+    header = _pickle.dumps(([p for p in sys.path if isinstance(p, str)], list(sys.argv)), protocol=5)
     try:
         return header + dumps_definitions(list(definitions))
     except Exception as exc:

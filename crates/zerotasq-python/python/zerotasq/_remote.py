@@ -68,10 +68,10 @@ def _definition(settings: Dict[str, Any], slot: int) -> Tuple[Worker[Any, Any], 
     if not welcome:
         raise RuntimeError("the broker at %s hands out no worker definition (a standalone broker?): "
                            "name one with --worker module:attr" % settings["connect"])
-    import pickle
+    import _pickle  # the C pickler alone: `pickle` imports re, enum and struct too (start-up)
 
     definitions: List[Worker[Any, Any]]
-    definitions, limits = pickle.loads(welcome)
+    definitions, limits = _pickle.loads(welcome)
     return definitions[slot % len(definitions)], welcome, limits
 
 

@@ -20,10 +20,10 @@ def main() -> int:
     from zerotasq import _native
 
     _native.prepare_worker_process()
-    import pickle
+    import _pickle  # the C pickler alone: `pickle` imports re, enum and struct too (start-up)
 
     stdin = sys.stdin.buffer
-    paths, sys.argv = pickle.load(stdin)
+    paths, sys.argv = _pickle.load(stdin)
     sys.path[:0] = [p for p in paths if p and p not in sys.path]
     payload = stdin.read()
 

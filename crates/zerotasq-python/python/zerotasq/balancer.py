@@ -7,16 +7,24 @@ giving a ``Connector`` with ``send``, ``receive`` and ``iter``.
             ...
 """
 
+from __future__ import annotations
+
 import threading
-from typing import Generic, Iterable, List, Optional, Sequence, TypeVar, Union
 
 from zerotasq import _native
 from zerotasq._codec import dumps, loads
-from zerotasq._controls import Controls, WorkerEnv
+from zerotasq._controls import Controls
 from zerotasq._errors import make_error
 from zerotasq._launch import start_pool
+from zerotasq._typing import Generic, TypeVar, readable_annotations
 from zerotasq.results import Results
 from zerotasq.worker import Worker, is_batched
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs start-up (see _typing)
+    from typing import Iterable, List, Optional, Sequence, Union
+
+    from zerotasq._controls import WorkerEnv
 
 __all__ = ["LoadBalancer", "Connector"]
 
@@ -123,3 +131,6 @@ class LoadBalancer(Generic[In, Out]):
             self._conn.close()
         if self._pool is not None:
             self._pool.close()
+
+
+readable_annotations(Connector, LoadBalancer)

@@ -5,15 +5,21 @@ A feeder thread sends calls in submission order; a collector thread receives the
 (in the same order, as the engine's ordered connector delivers them) and completes futures.
 """
 
+from __future__ import annotations
+
 import collections
 import concurrent.futures as cf
 import threading
-from typing import Any, Callable, Deque, Optional, Sequence, Tuple, TypeVar
 
 from zerotasq._codec import dumps, loads
 from zerotasq._errors import make_error
 from zerotasq._launch import default_workers, start_pool
+from zerotasq._typing import TypeVar, readable_annotations
 from zerotasq.worker import FunctionWorker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs start-up (see _typing)
+    from typing import Any, Callable, Deque, Optional, Sequence, Tuple
 
 __all__ = ["Executor"]
 
@@ -121,3 +127,6 @@ class Executor(cf.Executor):
         self._collector.join()
         self._conn.close()
         self._pool.close()
+
+
+readable_annotations(Executor)

@@ -7,34 +7,28 @@ and ``zerotasq.map`` for a one-off function over an iterable, lambdas and closur
             ...
 """
 
+from __future__ import annotations
+
+import collections.abc
 import os
 import threading
 import time
 import weakref
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Generic,
-    Iterable,
-    Iterator,
-    List,
-    Literal,
-    Optional,
-    Sequence,
-    Type,
-    TypeVar,
-    Union,
-    overload,
-)
 
 from zerotasq import _native
 from zerotasq._codec import dumps, loads
-from zerotasq._controls import Controls, WorkerEnv
+from zerotasq._controls import Controls
 from zerotasq._errors import make_error
 from zerotasq._launch import default_workers, start_pool, worker_stdin
+from zerotasq._typing import Generic, TypeVar, overload, readable_annotations
 from zerotasq.results import Results
 from zerotasq.worker import BatchFunctionWorker, FunctionWorker, Worker, is_batched
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs start-up (see _typing)
+    from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Type, Union
+
+    from zerotasq._controls import WorkerEnv
 
 __all__ = ["Pool", "Client", "connect", "map", "stop_warm_workers", "DEFAULT_WINDOW"]
 
@@ -381,7 +375,7 @@ def map(func: Union[Callable[[In], Out], Callable[[List[In]], Sequence[Out]]], i
     return _MapStream(results, release)
 
 
-class _MapStream(Iterator[Out]):
+class _MapStream(collections.abc.Iterator[Out]):
     """What ``zerotasq.map`` returns: its results (a failed task raises and the stream goes
     on), letting its workers go once exhausted, closed or dropped."""
 
@@ -452,3 +446,6 @@ def stop_warm_workers() -> None:
     """Stops the workers ``zerotasq.map`` keeps warm now (they stop at exit anyway); streams
     still open on them end with their open tasks cancelled."""
     _Warm.stop()
+
+
+readable_annotations(Client, Pool, map, connect)

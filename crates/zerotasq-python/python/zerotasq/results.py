@@ -2,9 +2,14 @@
 directly; ``async for`` awaits each result in a thread so the event loop keeps running;
 ``progress=True`` adds a bar."""
 
-from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
+from __future__ import annotations
 
 from zerotasq import _native
+from zerotasq._typing import Generic, TypeVar, readable_annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - `typing` costs start-up (see _typing)
+    from typing import Any, Callable, Iterator, Optional
 
 __all__ = ["Results"]
 
@@ -71,3 +76,6 @@ class Results(Generic[Out]):
             raise StopAsyncIteration
         result: Out = value
         return result
+
+
+readable_annotations(Results)
