@@ -8,10 +8,9 @@ mod common;
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::broker::{bin, broker_with, keygen, Guard, TempDir};
+use common::broker::{bin, broker_with, doubling_workers, keygen, TempDir};
 use common::{numbers, run};
 
 const CAP: usize = 16;
@@ -87,18 +86,7 @@ fn a_stranger_past_its_cap_is_refused_and_others_are_served() {
     let cap = CAP.to_string();
     let more = ["--max-connections-per-address", cap.as_str()];
     let (_broker, clients, workers) = broker_with(&dir, &["client", "worker"], any, any, &more);
-    let _worker = Guard(
-        bin()
-            .args(["worker", "--connect", &workers, "--server-key"])
-            .arg(dir.path("broker.key"))
-            .arg("--key")
-            .arg(dir.path("worker.key_secret"))
-            .args(["-j", "1", "--", "sh", "-c"])
-            .arg("while read l; do echo \"$l$l\"; done")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _worker = doubling_workers(&dir, &workers, 1);
     let endpoint: SocketAddrV4 = clients.trim_start_matches("tcp://").parse().unwrap();
 
     // The stranger opens more than its share; strangers that never finish their handshake

@@ -6,10 +6,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::broker::{bin, broker, keygen, Guard, TempDir};
+use common::broker::{bin, broker, doubling_workers, keygen, TempDir};
 use common::{numbers, run};
 
 fn map_connect(dir: &TempDir, clients: &str, key: &str) -> Command {
@@ -68,18 +68,7 @@ fn map_through_a_broker_and_remote_workers_keeps_order() {
     keygen(&dir, "client");
     keygen(&dir, "worker");
     let (_broker, clients, workers) = broker(&dir, &["client", "worker"]);
-    let _workers = Guard(
-        bin()
-            .args(["worker", "--connect", &workers, "--server-key"])
-            .arg(dir.path("broker.key"))
-            .arg("--key")
-            .arg(dir.path("worker.key_secret"))
-            .args(["-j", "3", "--", "sh", "-c"])
-            .arg("while read l; do echo \"$l$l\"; done")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _workers = doubling_workers(&dir, &workers, 3);
     let mut command = map_connect(&dir, &clients, "client");
     command.args(["--stats", "json"]);
     let out = run(command, numbers(5000));

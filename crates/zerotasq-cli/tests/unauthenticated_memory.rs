@@ -9,12 +9,11 @@ mod common;
 
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::broker::{bin, broker, keygen, Guard, TempDir};
+use common::broker::{bin, broker, doubling_workers, keygen, TempDir};
 use common::{numbers, run};
 
 const STRANGERS: usize = 6;
@@ -64,18 +63,7 @@ fn strangers_declaring_huge_frames_do_not_grow_the_broker() {
     keygen(&dir, "worker");
     let (broker, clients, workers) = broker(&dir, &["client", "worker"]);
     let pid = broker.0.id();
-    let _worker = Guard(
-        bin()
-            .args(["worker", "--connect", &workers, "--server-key"])
-            .arg(dir.path("broker.key"))
-            .arg("--key")
-            .arg(dir.path("worker.key_secret"))
-            .args(["-j", "1", "--", "sh", "-c"])
-            .arg("while read l; do echo \"$l$l\"; done")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _worker = doubling_workers(&dir, &workers, 1);
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(pid);
 

@@ -44,6 +44,23 @@ impl Drop for Guard {
     }
 }
 
+/// `zerotasq worker -j JOBS` joined to the broker at `workers` with the key pair `worker`
+/// in `dir`, its command doubling each line (`a` → `aa`).
+pub fn doubling_workers(dir: &TempDir, workers: &str, jobs: u32) -> Guard {
+    Guard(
+        bin()
+            .args(["worker", "--connect", workers, "--server-key"])
+            .arg(dir.path("broker.key"))
+            .arg("--key")
+            .arg(dir.path("worker.key_secret"))
+            .args(["-j", &jobs.to_string(), "--", "sh", "-c"])
+            .arg("while read l; do echo \"$l$l\"; done")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 pub fn keygen(dir: &TempDir, name: &str) {
     let out = bin().arg("keygen").arg(dir.path(name)).output().unwrap();
     assert!(out.status.success(), "{out:?}");
