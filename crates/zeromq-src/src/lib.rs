@@ -482,6 +482,32 @@ impl Build {
             build.define("ZMQ_HAVE_UIO", "1");
             build.define("ZMQ_HAVE_STRUCT_SOCKADDR_UN", "1");
 
+            // zerotasq: what libzmq's own configure finds on every Linux with glibc 2.28 or
+            // later, as Debian's libzmq has it: eventfd for the mailboxes' signals (not a
+            // socketpair), descriptors made close-on-exec atomically (a worker process the
+            // supervisor forks meanwhile inherits none), the monotonic clock, TCP keepalive
+            // options, thread names, queues aligned to cache lines.
+            for define in [
+                "ZMQ_HAVE_EVENTFD",
+                "ZMQ_HAVE_EVENTFD_CLOEXEC",
+                "ZMQ_HAVE_SOCK_CLOEXEC",
+                "HAVE_ACCEPT4",
+                "ZMQ_IOTHREAD_POLLER_USE_EPOLL_CLOEXEC",
+                "HAVE_CLOCK_GETTIME",
+                "HAVE_POSIX_MEMALIGN",
+                "HAVE_IF_NAMETOINDEX",
+                "ZMQ_HAVE_SO_PEERCRED",
+                "ZMQ_HAVE_SO_KEEPALIVE",
+                "ZMQ_HAVE_TCP_KEEPCNT",
+                "ZMQ_HAVE_TCP_KEEPIDLE",
+                "ZMQ_HAVE_TCP_KEEPINTVL",
+                "ZMQ_HAVE_PTHREAD_SETNAME_2",
+                "ZMQ_HAVE_NOEXCEPT",
+            ] {
+                build.define(define, "1");
+            }
+            build.define("ZMQ_CACHELINE_SIZE", "64");
+
             if target.contains("android") {
                 has_strlcpy = true;
             }
