@@ -9,33 +9,23 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::broker::{bin, broker, broker_at, keygen, Guard, TempDir};
+use common::broker::{broker, broker_at, curve_workers, keygen, map_connect, Guard, TempDir};
 use common::numbers;
 
 const LINES: u64 = 3_000;
 
+/// Workers that take 2 ms a line, so the run is still going when the broker is killed.
 fn start_workers(dir: &TempDir, workers: &str) -> Guard {
-    Guard(
-        bin()
-            .args(["worker", "--connect", workers, "--server-key"])
-            .arg(dir.path("broker.key"))
-            .arg("--key")
-            .arg(dir.path("worker.key_secret"))
-            .args(["-j", "2", "--", "sh", "-c"])
-            .arg("while read l; do sleep 0.002; echo \"$l$l\"; done")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    curve_workers(
+        dir,
+        workers,
+        2,
+        "while read l; do sleep 0.002; echo \"$l$l\"; done",
     )
 }
 
-fn map_connect(dir: &TempDir, clients: &str, from_file: bool) -> Command {
-    let mut command = bin();
-    command
-        .args(["map", "--no-progress", "--connect", clients, "--server-key"])
-        .arg(dir.path("broker.key"))
-        .arg("--key")
-        .arg(dir.path("client.key_secret"));
+fn client(dir: &TempDir, clients: &str, from_file: bool) -> Command {
+    let mut command = map_connect(dir, clients, "client");
     if from_file {
         command.arg("--input").arg(dir.path("input"));
     }
@@ -51,7 +41,7 @@ fn run_through_a_restart(name: &str, from_file: bool) -> (Option<i32>, Vec<Strin
     std::fs::write(dir.path("input"), numbers(LINES)).unwrap();
     let (broker, clients, workers) = broker(&dir, &["client", "worker"]);
     let _workers = start_workers(&dir, &workers);
-    let mut client = map_connect(&dir, &clients, from_file)
+    let mut client = client(&dir, &clients, from_file)
         .stdin(if from_file {
             Stdio::null()
         } else {
@@ -112,7 +102,7 @@ fn a_broker_that_does_not_come_back_is_a_clear_error_not_a_hang() {
     keygen(&dir, "worker");
     let (broker, clients, workers) = broker(&dir, &["client", "worker"]);
     let _workers = start_workers(&dir, &workers);
-    let mut client = map_connect(&dir, &clients, false)
+    let mut client = client(&dir, &clients, false)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

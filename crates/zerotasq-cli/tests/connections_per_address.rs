@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
-use common::broker::{bin, broker_with, doubling_workers, keygen, TempDir};
+use common::broker::{broker_with, curve_workers, keygen, map_connect, TempDir, DOUBLE};
 use common::{numbers, run};
 
 const CAP: usize = 16;
@@ -86,7 +86,7 @@ fn a_stranger_past_its_cap_is_refused_and_others_are_served() {
     let cap = CAP.to_string();
     let more = ["--max-connections-per-address", cap.as_str()];
     let (_broker, clients, workers) = broker_with(&dir, &["client", "worker"], any, any, &more);
-    let _worker = doubling_workers(&dir, &workers, 1);
+    let _worker = curve_workers(&dir, &workers, 1, DOUBLE);
     let endpoint: SocketAddrV4 = clients.trim_start_matches("tcp://").parse().unwrap();
 
     // The stranger opens more than its share; strangers that never finish their handshake
@@ -129,12 +129,7 @@ fn a_stranger_past_its_cap_is_refused_and_others_are_served() {
         assert!(Instant::now() < deadline, "still refused: {seen:?}");
     }
 
-    let mut map = bin();
-    map.args(["map", "--no-progress", "--connect", &clients])
-        .arg("--server-key")
-        .arg(dir.path("broker.key"))
-        .arg("--key")
-        .arg(dir.path("client.key_secret"));
+    let map = map_connect(&dir, &clients, "client");
     let out = run(map, numbers(100));
     assert!(out.status.success(), "{}", out.stderr);
     let expected: Vec<String> = (1..=100).map(|i| format!("{i}{i}")).collect();

@@ -5,7 +5,7 @@
 //! line, or never answer are told about on stderr the first time, and the last is given up.
 
 mod common;
-use common::broker::{bin, keygen, Guard, TempDir};
+use common::broker::{bin, keygen, start_broker, Guard, TempDir};
 use common::*;
 
 use std::io::{BufRead, BufReader};
@@ -99,36 +99,14 @@ fn a_command_that_never_answers_is_given_up_after_a_few_deaths() {
 
 /// A broker on loopback (plain TCP) with one `zerotasq worker` echoing lines.
 fn broker_and_worker(dir: &TempDir) -> (Guard, Guard, String) {
-    let mut broker = bin()
+    let mut command = bin();
+    command
         .args(["broker", "--insecure", "--clients", "tcp://127.0.0.1:0"])
         .args(["--workers", "tcp://127.0.0.1:0"])
-        .current_dir(dir.path(""))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(broker.stdout.take().unwrap()).lines();
-    let mut endpoint = |what: &str| {
-        let line = lines.next().unwrap().unwrap();
-        line.strip_prefix(&format!("{what} ")).unwrap().to_string()
-    };
-    let clients = endpoint("clients");
-    let workers = endpoint("workers");
-    let worker = bin()
-        .args([
-            "worker",
-            "--insecure",
-            "--connect",
-            &workers,
-            "-j",
-            "1",
-            "--",
-            "cat",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Guard(broker), Guard(worker), clients)
+        .current_dir(dir.path(""));
+    let (broker, fields) = start_broker(command, &["clients", "workers"]);
+    let worker = common::http::workers(&fields[1], 1, "cat");
+    (broker, worker, fields[0].clone())
 }
 
 /// Submits raw task payloads as a foreign client; their outcomes, in order.

@@ -6,21 +6,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::broker::{bin, broker, doubling_workers, keygen, TempDir};
+use common::broker::{bin, broker, curve_workers, keygen, map_connect, TempDir, DOUBLE};
 use common::{numbers, run};
-
-fn map_connect(dir: &TempDir, clients: &str, key: &str) -> Command {
-    let mut command = bin();
-    command
-        .args(["map", "--no-progress", "--connect", clients, "--server-key"])
-        .arg(dir.path("broker.key"))
-        .arg("--key")
-        .arg(dir.path(&format!("{key}.key_secret")));
-    command
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -68,7 +57,7 @@ fn map_through_a_broker_and_remote_workers_keeps_order() {
     keygen(&dir, "client");
     keygen(&dir, "worker");
     let (_broker, clients, workers) = broker(&dir, &["client", "worker"]);
-    let _workers = doubling_workers(&dir, &workers, 3);
+    let _workers = curve_workers(&dir, &workers, 3, DOUBLE);
     let mut command = map_connect(&dir, &clients, "client");
     command.args(["--stats", "json"]);
     let out = run(command, numbers(5000));

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::broker::{bin, broker, doubling_workers, keygen, TempDir};
+use common::broker::{broker, curve_workers, keygen, map_connect, TempDir, DOUBLE};
 use common::{numbers, run};
 
 const STRANGERS: usize = 6;
@@ -63,7 +63,7 @@ fn strangers_declaring_huge_frames_do_not_grow_the_broker() {
     keygen(&dir, "worker");
     let (broker, clients, workers) = broker(&dir, &["client", "worker"]);
     let pid = broker.0.id();
-    let _worker = doubling_workers(&dir, &workers, 1);
+    let _worker = curve_workers(&dir, &workers, 1, DOUBLE);
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(pid);
 
@@ -106,12 +106,7 @@ fn strangers_declaring_huge_frames_do_not_grow_the_broker() {
         );
     }
 
-    let mut map = bin();
-    map.args(["map", "--no-progress", "--connect", &clients])
-        .arg("--server-key")
-        .arg(dir.path("broker.key"))
-        .arg("--key")
-        .arg(dir.path("client.key_secret"));
+    let map = map_connect(&dir, &clients, "client");
     // An admitted client's messages may be as large as the socket allows, far past 8 KiB.
     let long = "x".repeat(100_000);
     let mut input = numbers(100);

@@ -44,21 +44,34 @@ impl Drop for Guard {
     }
 }
 
+/// The command line of a worker doubling each line (`a` → `aa`), for `sh -c`.
+pub const DOUBLE: &str = "while read l; do echo \"$l$l\"; done";
+
 /// `zerotasq worker -j JOBS` joined to the broker at `workers` with the key pair `worker`
-/// in `dir`, its command doubling each line (`a` → `aa`).
-pub fn doubling_workers(dir: &TempDir, workers: &str, jobs: u32) -> Guard {
+/// in `dir`, running `script` under `sh -c`.
+pub fn curve_workers(dir: &TempDir, workers: &str, jobs: u32, script: &str) -> Guard {
     Guard(
         bin()
             .args(["worker", "--connect", workers, "--server-key"])
             .arg(dir.path("broker.key"))
             .arg("--key")
             .arg(dir.path("worker.key_secret"))
-            .args(["-j", &jobs.to_string(), "--", "sh", "-c"])
-            .arg("while read l; do echo \"$l$l\"; done")
+            .args(["-j", &jobs.to_string(), "--", "sh", "-c", script])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     )
+}
+
+/// `zerotasq map --connect` to the broker's client endpoint with the key pair `key` in `dir`.
+pub fn map_connect(dir: &TempDir, clients: &str, key: &str) -> Command {
+    let mut command = bin();
+    command
+        .args(["map", "--no-progress", "--connect", clients, "--server-key"])
+        .arg(dir.path("broker.key"))
+        .arg("--key")
+        .arg(dir.path(&format!("{key}.key_secret")));
+    command
 }
 
 pub fn keygen(dir: &TempDir, name: &str) {
@@ -97,13 +110,24 @@ pub fn broker_with(
         list.push_str(&std::fs::read_to_string(dir.path(&format!("{name}.key"))).unwrap());
     }
     std::fs::write(dir.path("allowed"), list).unwrap();
-    let mut child = bin()
+    let mut command = bin();
+    command
         .args(["broker", "--clients", clients])
         .args(["--workers", workers, "--key"])
         .arg(dir.path("broker.key_secret"))
         .arg("--allow")
         .arg(dir.path("allowed"))
-        .args(more)
+        .args(more);
+    let (guard, mut fields) = start_broker(command, &["clients", "workers"]);
+    let workers = fields.pop().expect("two fields");
+    let clients = fields.pop().expect("two fields");
+    (guard, clients, workers)
+}
+
+/// Starts a `zerotasq broker` command and reads the lines it prints first, `NAME VALUE` for
+/// each of `fields` in order (its endpoints); the values.
+pub fn start_broker(mut command: Command, fields: &[&str]) -> (Guard, Vec<String>) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -116,15 +140,16 @@ pub fn broker_with(
             let _ = tx.send(line);
         }
     });
-    let endpoint = |what: &str| {
-        let line = rx
-            .recv_timeout(LIMIT)
-            .expect("the broker prints its endpoints");
-        line.strip_prefix(&format!("{what} "))
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_string()
-    };
-    let clients = endpoint("clients");
-    let workers = endpoint("workers");
-    (guard, clients, workers)
+    let values = fields
+        .iter()
+        .map(|what| {
+            let line = rx
+                .recv_timeout(LIMIT)
+                .expect("the broker prints its endpoints");
+            line.strip_prefix(&format!("{what} "))
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .to_string()
+        })
+        .collect();
+    (guard, values)
 }

@@ -1,12 +1,11 @@
 //! A plain-TCP `zerotasq broker` serving HTTP, its workers, and a minimal HTTP client, for
 //! the tests of the metrics endpoint and the dashboard.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 
-use super::broker::{bin, Guard};
+use super::broker::{bin, start_broker, Guard};
 use super::LIMIT;
 
 /// A running broker: its guard, client and worker endpoints, and `http://HOST:PORT`.
@@ -19,32 +18,12 @@ pub struct HttpBroker {
 
 /// Starts `zerotasq broker --insecure` on loopback (any ports) with `--http 127.0.0.1:0`.
 pub fn http_broker() -> HttpBroker {
-    let mut child = bin()
+    let mut command = bin();
+    command
         .args(["broker", "--insecure", "--clients", "tcp://127.0.0.1:0"])
-        .args(["--workers", "tcp://127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let guard = Guard(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let field = |what: &str| {
-        let line = rx
-            .recv_timeout(LIMIT)
-            .expect("the broker prints its endpoints");
-        line.strip_prefix(&format!("{what} "))
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_string()
-    };
-    let clients = field("clients");
-    let workers = field("workers");
-    let http = field("http");
+        .args(["--workers", "tcp://127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    let (guard, fields) = start_broker(command, &["clients", "workers", "http"]);
+    let [clients, workers, http] = <[String; 3]>::try_from(fields).expect("three fields");
     HttpBroker {
         guard,
         clients,
