@@ -42,8 +42,7 @@ struct State {
     start_failure: Option<(u32, String)>,
     /// The first command that broke the line protocol, and how.
     desync: Option<(u32, String)>,
-    /// Deaths of worker commands in this run, and the last one's reason.
-    deaths_total: u64,
+    /// The last death of a worker command in this run: its worker and reason.
     last_death: Option<(u32, String)>,
     /// The warning for a silent worker was printed (once per run).
     warned_silent: bool,
@@ -102,7 +101,7 @@ impl Monitor {
                 // The first death is told when it happens (a command that exits after each
                 // line is slow for no reason the output shows); the rest go to the summary
                 // and to the failed records' reports.
-                if state.deaths_total == 0 {
+                if state.last_death.is_none() {
                     let event = Event::Died {
                         worker,
                         record,
@@ -112,7 +111,6 @@ impl Monitor {
                         progress.println(&format!("{text}; restarted"));
                     }
                 }
-                state.deaths_total += 1;
                 state.last_death = Some((worker, reason.clone()));
                 let slot = state.slots.entry(worker).or_default();
                 slot.deaths += 1;
@@ -206,7 +204,8 @@ impl Monitor {
     pub fn deaths(&self) -> (u64, Option<(u32, String)>) {
         let (lock, _) = &*self.state;
         let state = lock.lock().expect("monitor lock");
-        (state.deaths_total, state.last_death.clone())
+        let deaths = state.slots.values().map(|slot| slot.deaths).sum();
+        (deaths, state.last_death.clone())
     }
 
     /// Per-slot figures, by worker number.

@@ -135,6 +135,11 @@ struct Tally {
 }
 
 impl Tally {
+    /// No record has been answered yet (every one done so far failed).
+    fn none_answered(&self) -> bool {
+        self.done == self.failed
+    }
+
     fn new(workers: usize) -> Tally {
         Tally {
             done: 0,
@@ -226,7 +231,7 @@ impl Run {
                     Ok(again) => again.into_iter().rev().for_each(|o| now.push_front(o)),
                     Err(why) => stop = Some(why),
                 }
-                if stop.is_none() && tally.done == tally.failed {
+                if stop.is_none() && tally.none_answered() {
                     stop = self.never_answers();
                 }
             }
@@ -407,7 +412,7 @@ impl Run {
             return Ok(Vec::new());
         }
         packing.done(head.count as u64);
-        let none_answered = tally.done == tally.failed;
+        let none_answered = tally.none_answered();
         if head.blameless {
             let first = head.record + head.count as u64;
             return Ok(self.run_alone(first, &answer.bytes[cut..], none_answered));
