@@ -8,12 +8,11 @@ end of the input."""
 
 import collections
 import os
-import signal
-import threading
 import time
 
 import pytest
 import zerotasq
+from kill_storm import imap_under_kill_storm
 from test_remote import keys, no_remote_worker_left, remote_workers, stop  # noqa: F401 - fixture
 from zerotasq import LoadBalancer, Pool, TaskError, Worker
 
@@ -116,23 +115,7 @@ def test_sigkill_mid_batch_gives_every_request_one_outcome():
     n = 2000
     with Pool(slow_batch, n_workers=2, batched=True, max_batch_size=16, max_retries=5,
               return_exceptions=True) as pool:
-        stop = threading.Event()
-        killed = []
-
-        def killer():
-            while not stop.wait(0.5) and len(killed) < 4:
-                pids = pool.worker_pids()
-                if pids:
-                    os.kill(pids[len(killed) % len(pids)], signal.SIGKILL)
-                    killed.append(pids)
-
-        storm = threading.Thread(target=killer)
-        storm.start()
-        try:
-            got = list(pool.imap_unordered(range(n)))
-        finally:
-            stop.set()
-            storm.join()
+        got, killed = imap_under_kill_storm(pool, range(n), every=0.5, most=4)
         stats = pool.stats()
     assert len(killed) >= 2, "the run ended before the kills"
     ids = collections.Counter(g.index if isinstance(g, TaskError) else g for g in got)

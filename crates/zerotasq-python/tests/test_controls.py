@@ -6,11 +6,11 @@ all of it under a SIGKILL storm, and bad settings refused at the call."""
 import collections
 import os
 import signal
-import threading
 import time
 
 import pytest
 import zerotasq
+from kill_storm import imap_under_kill_storm
 from test_remote import PACKAGE_ROOT, keys, no_remote_worker_left, remote_workers, stop  # noqa: F401 - fixture
 from zerotasq import LoadBalancer, Pool, TaskError, TaskTimeout, Worker
 
@@ -163,24 +163,7 @@ def test_timeouts_and_recycling_under_a_sigkill_storm_keep_one_outcome_per_task(
     n = 600
     with Pool(echo_or_hang, n_workers=2, task_timeout=1, max_tasks_per_worker=40, max_retries=3,
               return_exceptions=True) as pool:
-        stop = threading.Event()
-        killed = []
-
-        def killer():
-            while not stop.wait(0.4) and len(killed) < 6:
-                pids = pool.worker_pids()
-                if pids:
-                    victim = pids[len(killed) % len(pids)]
-                    os.kill(victim, signal.SIGKILL)
-                    killed.append(victim)
-
-        storm = threading.Thread(target=killer)
-        storm.start()
-        try:
-            got = list(pool.imap_unordered(range(n)))
-        finally:
-            stop.set()
-            storm.join()
+        got, killed = imap_under_kill_storm(pool, range(n), every=0.4, most=6)
         stats = pool.stats()
     assert len(killed) >= 3, "the run ended before the storm"
     ids = collections.Counter(g.index if isinstance(g, TaskError) else g for g in got)
