@@ -313,7 +313,6 @@ impl RawPool {
         self.pids.lock().expect("pids lock").clone()
     }
 
-    /// The broker's counters, as of the broker's latest loop iteration.
     /// The broker's counters, as of its last round of sends.
     pub fn stats(&self) -> BrokerStats {
         self.stats.lock().expect("stats lock").clone()

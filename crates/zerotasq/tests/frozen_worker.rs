@@ -15,21 +15,28 @@ fn a_sigstopped_workers_tasks_are_redispatched_after_the_heartbeat_timeout() {
         .heartbeat(Duration::from_millis(100), 3)
         .build()
         .unwrap();
-    // Warm up so both workers are running.
-    let pids: Vec<u64> = pool
-        .map((0..4).map(|_| Job::Pid))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    assert!(!pids.is_empty());
+    let marker = std::env::temp_dir().join(format!("zerotasq-holder-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
     let (out, stats, frozen) = within(Duration::from_secs(60), move || {
-        let mut stream = pool.map((0..40).map(|i| Job::Sleep(i, 20))).unwrap();
-        let first = stream.next().unwrap().unwrap();
-        let victim = pool.raw().worker_pids()[0];
-        // SAFETY: freezes one of our own worker processes.
-        unsafe { libc::kill(victim as i32, libc::SIGSTOP) };
-        let mut out = vec![first];
-        out.extend(stream.map(|r| r.unwrap()));
+        // Task 0 names the worker that holds it; that worker is frozen mid-task, so it
+        // certainly dies with a task in flight.
+        let jobs = std::iter::once(Job::Announce(0, 1_000, marker.clone()))
+            .chain((1..40).map(|i| Job::Sleep(i, 20)));
+        // The stream sends tasks as it is read, so the freezing happens beside the reading.
+        let freezer = std::thread::spawn({
+            let marker = marker.clone();
+            move || {
+                let holder = || std::fs::read_to_string(&marker).ok()?.parse::<i32>().ok();
+                assert!(eventually(Duration::from_secs(30), || holder().is_some()));
+                let victim = holder().unwrap();
+                // SAFETY: freezes one of our own worker processes.
+                unsafe { libc::kill(victim, libc::SIGSTOP) };
+                victim as u32
+            }
+        });
+        let out: Vec<u64> = pool.map(jobs).unwrap().map(|r| r.unwrap()).collect();
+        let victim = freezer.join().unwrap();
+        let _ = std::fs::remove_file(&marker);
         (out, pool.stats(), victim)
     });
     assert_eq!(out, (0..40).collect::<Vec<_>>());

@@ -39,6 +39,9 @@ pub enum Job {
     Pid,
     /// Sleep this many milliseconds, then return this process's pid.
     SleepPid(u64),
+    /// Write this process's pid to the file (so a test knows which worker holds the task),
+    /// sleep this many milliseconds, then return the number.
+    Announce(u64, u64, std::path::PathBuf),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -95,6 +98,11 @@ impl Worker for TestWorker {
             Job::SleepPid(ms) => {
                 std::thread::sleep(Duration::from_millis(ms));
                 Ok(std::process::id() as u64)
+            }
+            Job::Announce(n, ms, file) => {
+                std::fs::write(file, std::process::id().to_string()).map_err(|e| e.to_string())?;
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(n)
             }
         }
     }
