@@ -72,11 +72,16 @@ pub struct Packing {
     entries: Mutex<HashMap<u64, Entry>>,
     /// Items of split packs, to send again one by one.
     resend: Mutex<VecDeque<(u64, Py<PyAny>)>>,
+    /// Engine tasks in flight at most while packs grow: enough to keep the pool's workers
+    /// and their prefetch busy.
+    probe: usize,
 }
 
 impl Packing {
-    pub fn new(window: usize) -> Packing {
+    /// `probe`: tasks in flight at most while packs grow (see [`Packing::tasks_that_fit`]).
+    pub fn new(window: usize, probe: usize) -> Packing {
         Packing {
+            probe: probe.max(1),
             sizer: PackSizer::new(1, window as u64),
             pulled: AtomicU64::new(0),
             input_done: AtomicBool::new(false),
@@ -95,13 +100,21 @@ impl Packing {
         }
     }
 
-    /// Engine tasks that may be pulled now: the items to re-send, then packs for the room.
-    pub fn tasks_that_fit(&self) -> usize {
+    /// Engine tasks that may be pulled now, `in_flight` being out: the items to re-send,
+    /// then packs for the room — no more than `probe` tasks in flight while packs grow.
+    pub fn tasks_that_fit(&self, in_flight: usize) -> usize {
         let resend = self.resend.lock().expect("resend lock").len();
         if self.input_done.load(Ordering::Relaxed) {
             return resend;
         }
-        resend + (self.sizer.room() as usize).div_ceil(self.sizer.size())
+        // Whole packs, or one smaller pack for what room there is.
+        let room = usize::try_from(self.sizer.sendable()).unwrap_or(usize::MAX);
+        let fit = resend + (room / self.sizer.size()).max(usize::from(room > 0));
+        if self.sizer.growing() {
+            fit.min(self.probe.saturating_sub(in_flight))
+        } else {
+            fit
+        }
     }
 
     pub fn yielded(&self) {

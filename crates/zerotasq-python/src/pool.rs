@@ -28,6 +28,10 @@ use crate::results::NativeResults;
 #[pyclass(module = "zerotasq._native", frozen)]
 pub struct NativePool {
     access: Mutex<Option<Access>>,
+    /// Engine tasks a stream keeps in flight while its packs grow: twice what the pool's
+    /// own workers hold with their prefetch; unbounded when workers may join from elsewhere
+    /// (a remote broker's, `listen_workers`), whose number is not known here.
+    probe: usize,
 }
 
 impl NativePool {
@@ -119,6 +123,10 @@ impl NativePool {
                 "a pool needs at least one worker (or listen_workers= for remote ones)",
             ));
         }
+        let probe = match listen_workers {
+            Some(_) => usize::MAX,
+            None => 2 * n_workers * prefetch.max(1) as usize,
+        };
         let tcp = tcp_listen(
             listen_workers,
             listen_clients,
@@ -177,6 +185,7 @@ impl NativePool {
         let raw = py.detach(|| RawPool::start(spec)).map_err(pool_error)?;
         Ok(NativePool {
             access: Mutex::new(Some(Access::Local(Arc::new(raw)))),
+            probe,
         })
     }
 
@@ -200,6 +209,7 @@ impl NativePool {
             .patience(patience, patience);
         Ok(NativePool {
             access: Mutex::new(Some(Access::Remote(Arc::new(broker)))),
+            probe: usize::MAX,
         })
     }
 
@@ -251,6 +261,7 @@ impl NativePool {
             make_error,
             return_exceptions,
             pack,
+            self.probe,
         ))
     }
 

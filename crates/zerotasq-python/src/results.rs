@@ -85,8 +85,9 @@ impl NativeResults {
         make_error: Py<PyAny>,
         return_exceptions: bool,
         pack: bool,
+        probe: usize,
     ) -> Self {
-        let packing = Arc::new(Packing::new(window));
+        let packing = Arc::new(Packing::new(window, probe));
         let input_error = Arc::new(Mutex::new(None));
         let codec = Arc::new(codec);
         let packer = Packer::new(
@@ -281,12 +282,11 @@ impl NativeResults {
 
     /// The next engine outcome: `Ok(None)` when the stream is done.
     fn advance(&mut self, py: Python<'_>) -> PyResult<Option<(u64, Result<Timed, TaskError>)>> {
-        let fit = self.packing.tasks_that_fit();
         let stream = self.stream.get_mut().expect("stream lock");
         let Some(s) = stream.as_mut() else {
             return Ok(None);
         };
-        s.set_window(s.in_flight() + fit);
+        s.set_window(s.in_flight() + self.packing.tasks_that_fit(s.in_flight()));
         // With the GIL: pull, pickle and submit; take an outcome already received.
         if let Ok(got) = s.next_indexed_timeout(Duration::ZERO) {
             return Ok(got);

@@ -44,8 +44,22 @@ def test_tiny_tasks_are_packed(ordered):
         got = list(pool.imap(range(n), ordered=ordered))
         engine_tasks = pool.stats()["submitted"]
     assert (got if ordered else sorted(got)) == list(range(n))
-    # Thousands of items per engine task at the end; the first window goes one by one.
     assert engine_tasks < n / 5, engine_tasks
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_packs_stay_whole_from_the_start_of_each_stream(ordered):
+    # While the first answers teach the size, few tasks are in flight (not a window of
+    # single items), and the room freed one yielded item at a time waits to make a whole
+    # pack: a quarter of the window (256 items) per engine task, once grown.
+    n = 20_000
+    with Pool(identity, n_workers=2) as pool:
+        for run in range(2):
+            before = pool.stats()["submitted"]
+            got = list(pool.imap(range(n), ordered=ordered))
+            assert (got if ordered else sorted(got)) == list(range(n))
+            engine_tasks = pool.stats()["submitted"] - before
+            assert engine_tasks < n / 100, (run, engine_tasks)
 
 
 def test_long_tasks_are_not_packed():

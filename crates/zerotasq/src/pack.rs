@@ -19,6 +19,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct PackSizer {
     size: AtomicUsize,
+    /// The size the last answer asked for (0 before any answer).
+    wanted: AtomicUsize,
     max: AtomicUsize,
     window: AtomicU64,
     in_flight: AtomicU64,
@@ -37,15 +39,23 @@ impl PackSizer {
     pub fn new(max: usize, window: u64) -> PackSizer {
         PackSizer {
             size: AtomicUsize::new(1),
+            wanted: AtomicUsize::new(0),
             max: AtomicUsize::new(max.max(1)),
             window: AtomicU64::new(window.max(1)),
             in_flight: AtomicU64::new(0),
         }
     }
 
-    /// Items per pack now.
+    /// Items per pack now: what the answers taught, at most a quarter of the window, so
+    /// that several packs are in flight and no worker waits while another holds them all.
     pub fn size(&self) -> usize {
-        self.size.load(Ordering::Relaxed)
+        self.size.load(Ordering::Relaxed).min(self.size_cap())
+    }
+
+    /// A quarter of the window (at least 1).
+    fn size_cap(&self) -> usize {
+        let quarter = self.window.load(Ordering::Relaxed) / 4;
+        usize::try_from(quarter).unwrap_or(usize::MAX).max(1)
     }
 
     /// Caps packs at `max` items from now on (e.g. from the size of the items).
@@ -65,9 +75,18 @@ impl PackSizer {
         let per_item = (busy / count.max(1) as u32).max(Self::FLOOR);
         let ideal = (Self::TARGET.as_nanos() / per_item.as_nanos()) as usize;
         let now = self.size();
-        let max = self.max.load(Ordering::Relaxed);
-        self.size
-            .store(ideal.clamp(1, max).min(now * 2), Ordering::Relaxed);
+        let wanted = ideal.clamp(1, self.max.load(Ordering::Relaxed));
+        self.wanted.store(wanted, Ordering::Relaxed);
+        self.size.store(wanted.min(now * 2), Ordering::Relaxed);
+    }
+
+    /// Whether packs are still to grow: no answer yet, or the last asked for bigger packs
+    /// than the doubling allowed. Meanwhile a face keeps few tasks in flight, or the window
+    /// would fill with the small packs of the start (each costs a task's overhead).
+    pub fn growing(&self) -> bool {
+        let cap = self.size_cap().min(self.max.load(Ordering::Relaxed));
+        let wanted = self.wanted.load(Ordering::Relaxed);
+        cap > 1 && (wanted == 0 || self.size() < wanted.min(cap))
     }
 
     /// `count` items went out (packed or alone).
@@ -86,6 +105,21 @@ impl PackSizer {
         self.window
             .load(Ordering::Relaxed)
             .saturating_sub(in_flight)
+    }
+
+    /// Items worth sending now: the room left, once a whole pack fits in it or while at
+    /// most half the window is in flight. Sending every scrap of room as it frees would cut
+    /// the stream into ever smaller packs (TCP's silly-window syndrome): items are yielded
+    /// one at a time, so the room grows one item at a time.
+    pub fn sendable(&self) -> u64 {
+        let window = self.window.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let room = window.saturating_sub(in_flight);
+        if room < self.size() as u64 && in_flight > window / 2 {
+            0
+        } else {
+            room
+        }
     }
 
     /// The size of the next pack: the current size, within the room left (at least 1).
@@ -136,12 +170,58 @@ mod tests {
         for _ in 0..10 {
             sizer.answered(1, US);
         }
-        assert_eq!(sizer.next_size(), 100);
+        assert_eq!(sizer.next_size(), 25, "a quarter of the window");
         sizer.sent(90);
         assert_eq!((sizer.room(), sizer.next_size()), (10, 10));
         sizer.sent(10);
         assert_eq!(sizer.next_size(), 1, "a full window still lets one item go");
         sizer.settled(50);
         assert_eq!(sizer.room(), 50);
+    }
+
+    #[test]
+    fn scraps_of_room_wait_for_a_whole_pack_while_half_the_window_is_in_flight() {
+        let sizer = PackSizer::new(512, 1024);
+        for _ in 0..10 {
+            sizer.answered(1, US);
+        }
+        assert_eq!(sizer.size(), 256);
+        sizer.sent(1024);
+        sizer.settled(100);
+        assert_eq!(sizer.sendable(), 0, "100 free, 924 in flight: wait");
+        sizer.settled(156);
+        assert_eq!(sizer.sendable(), 256, "a whole pack fits");
+        sizer.sent(200);
+        sizer.settled(600);
+        assert_eq!(
+            sizer.sendable(),
+            656,
+            "368 in flight, under half: send what fits"
+        );
+        let slow = PackSizer::new(512, 1024);
+        slow.sent(1023);
+        assert_eq!(slow.sendable(), 1, "single items go as the room frees");
+    }
+
+    #[test]
+    fn packs_grow_until_they_reach_what_answers_ask_or_the_cap() {
+        assert!(!PackSizer::new(1, 1024).growing(), "packs of 1 at most");
+        let sizer = PackSizer::new(512, 1024);
+        assert!(sizer.growing(), "no answer yet");
+        sizer.answered(1, 10 * PackSizer::TARGET);
+        assert!(
+            !sizer.growing(),
+            "long items: one per pack, and that is final"
+        );
+        sizer.answered(1, US);
+        assert!(sizer.growing(), "short ones: 2 of the 256 the cap allows");
+        for _ in 0..7 {
+            sizer.answered(1, US);
+        }
+        assert_eq!(sizer.size(), 256);
+        assert!(!sizer.growing());
+        sizer.answered(100, 400 * US);
+        assert_eq!(sizer.size(), 250);
+        assert!(!sizer.growing(), "shrunk to what was asked");
     }
 }
