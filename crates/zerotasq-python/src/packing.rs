@@ -126,6 +126,11 @@ impl Packing {
         self.sizer.answered(count, busy);
     }
 
+    /// Learns from an answer that tells no time (a failed task).
+    pub fn answered_untimed(&self) {
+        self.sizer.answered_untimed();
+    }
+
     /// What task `task` stood for (forgotten).
     pub fn take(&self, task: u64) -> Option<Entry> {
         self.entries.lock().expect("entries lock").remove(&task)

@@ -216,8 +216,9 @@ impl NativeResults {
         match self.packing.take(task) {
             None | Some(Entry::End) => {}
             Some(Entry::Single(index)) => {
-                if let Ok((Some(busy), _)) = &outcome {
-                    self.packing.answered(1, *busy);
+                match &outcome {
+                    Ok((Some(busy), _)) => self.packing.answered(1, *busy),
+                    _ => self.packing.answered_untimed(),
                 }
                 let outcome = self.single(py, outcome, index)?;
                 self.ready.store(index, outcome);

@@ -80,6 +80,15 @@ impl PackSizer {
         self.size.store(wanted.min(now * 2), Ordering::Relaxed);
     }
 
+    /// Learns from an answer that tells no busy time (a failed task): if it is the first,
+    /// packs stop waiting to grow and keep their size until a timed answer comes, so a
+    /// stream that starts with failures is not held to a few tasks in flight.
+    pub fn answered_untimed(&self) {
+        let _ = self
+            .wanted
+            .compare_exchange(0, self.size(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// Whether packs are still to grow: no answer yet, or the last asked for bigger packs
     /// than the doubling allowed. Meanwhile a face keeps few tasks in flight, or the window
     /// would fill with the small packs of the start (each costs a task's overhead).
@@ -206,6 +215,14 @@ mod tests {
     #[test]
     fn packs_grow_until_they_reach_what_answers_ask_or_the_cap() {
         assert!(!PackSizer::new(1, 1024).growing(), "packs of 1 at most");
+        let failing = PackSizer::new(512, 1024);
+        failing.answered_untimed();
+        assert!(
+            !failing.growing(),
+            "a first answer without a time: no more waiting"
+        );
+        failing.answered(1, US);
+        assert!(failing.growing(), "a timed one asks for more again");
         let sizer = PackSizer::new(512, 1024);
         assert!(sizer.growing(), "no answer yet");
         sizer.answered(1, 10 * PackSizer::TARGET);
