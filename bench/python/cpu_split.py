@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Where a warm pool's CPU goes: one pool of 2 workers, warmed, then streams of workload A
-(20,000 identity calls on 100-byte strings) or B (400 x ~5 ms of pure-Python CPU), with the
+(20,000 identity calls on 100-byte strings), B (400 x ~5 ms of pure-Python CPU) or E (200 x
+1 MiB of bytes, answered with their length), with the
 CPU time of every thread of the caller and of each worker (``/proc/*/task/*/stat``), per
 stream, and the engine tasks each stream became (packs count as one).
 
     .venv/bin/python bench/python/cpu_split.py A --streams 40
     .venv/bin/python bench/python/cpu_split.py B --streams 5
+    .venv/bin/python bench/python/cpu_split.py E --streams 20
 
 The kernel counts CPU in ticks of 10 ms: use enough streams for the figures to settle.
 """
@@ -43,7 +45,7 @@ def per_stream(before, after, streams):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workload", choices=["A", "B"])
+    parser.add_argument("workload", choices=["A", "B", "E"])
     parser.add_argument("--streams", type=int, default=20)
     args = parser.parse_args()
     if args.workload == "A":
@@ -51,6 +53,12 @@ def main():
 
         def items():
             return ("%06d" % i + "x" * 94 for i in range(20_000))
+    elif args.workload == "E":
+        func = peers_python.length
+        payload = bytes(1 << 20)
+
+        def items():
+            return (payload for _ in range(200))
     else:
         func = peers_python.burn
         started = time.thread_time()

@@ -42,7 +42,8 @@ use crate::status::{BrokerStatus, Durations, Rate};
 use clients::Clients;
 use garbage::GarbageGuard;
 use startup::Startup;
-use tasks::{poison_message, Charged, Tasks};
+pub use tasks::SharedFrame;
+use tasks::{poison_message, Body, Charged, Tasks};
 use workers::Workers;
 
 mod clients;
@@ -297,8 +298,9 @@ impl Broker {
         }
     }
 
-    /// A message from a client, by routing id.
-    pub fn on_client<F: AsRef<[u8]>>(&mut self, identity: &[u8], frames: &[F], now: Instant) {
+    /// A message from a client, by routing id. The tasks of a `Submit` are kept as slices
+    /// of its frame, not copied.
+    pub fn on_client<F: SharedFrame>(&mut self, identity: &[u8], frames: &[F], now: Instant) {
         if self.garbage.is_ignored(identity) {
             return;
         }
@@ -320,8 +322,15 @@ impl Broker {
                 if failed.is_some() {
                     self.stats.failed += batch.len() as u64;
                 }
-                self.clients
-                    .submit(identity, batch, &mut self.tasks, failed.as_ref(), now);
+                let body = Body::new(&frames[1]);
+                self.clients.submit(
+                    identity,
+                    batch,
+                    &body,
+                    &mut self.tasks,
+                    failed.as_ref(),
+                    now,
+                );
             }
             Message::Cancel => self.cancel_client(identity),
             // A client that waits and hears nothing asks; a broker that holds none of its

@@ -103,6 +103,8 @@ pub fn run(
                 let Some(frames) = sockets.clients.recv(index)? else {
                     break;
                 };
+                // Shared, so the broker keeps each task as a slice of its message.
+                let frames: Vec<_> = frames.into_iter().map(Frame::into_bytes).collect();
                 if let Some((identity, rest)) = frames.split_first() {
                     broker.on_client(identity, rest, now);
                 }

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::tasks::{PeerId, Tasks};
+use super::tasks::{Body, PeerId, Tasks};
 use super::{Outbox, Route};
 use crate::protocol::{header, Command, Outcome, ResultBatchWriter, TaskBatch, WireError};
 use crate::status::{ClientStatus, Rate};
@@ -167,6 +167,7 @@ impl Clients {
         &mut self,
         identity: &[u8],
         batch: TaskBatch<'_>,
+        body: &Body,
         tasks: &mut Tasks,
         failed: Option<&WireError<'_>>,
         now: Instant,
@@ -210,7 +211,9 @@ impl Clients {
             client.waiting_since = now;
         }
         for (client_id, payload) in batch.iter() {
-            client.queue.push_back(tasks.add(&key, client_id, payload));
+            client
+                .queue
+                .push_back(tasks.add(&key, client_id, body.share(payload)));
             client.open += 1;
         }
         self.queued += batch.len();

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 /// A routing id, shared between the tables that name the same peer.
 pub(super) type PeerId = Arc<[u8]>;
 
@@ -16,7 +18,8 @@ pub(super) struct Task {
     pub(super) client: PeerId,
     /// The id the client gave it.
     pub(super) client_id: u64,
-    pub(super) payload: Vec<u8>,
+    /// A slice of the message it came in, shared, not copied.
+    pub(super) payload: Bytes,
     /// Dead workers this task has been on.
     pub(super) attempts: u32,
     /// When it last went to a worker.
@@ -47,7 +50,7 @@ impl Tasks {
     }
 
     /// Takes in a client's task; the broker's id for it.
-    pub(super) fn add(&mut self, client: &PeerId, client_id: u64, payload: &[u8]) -> u64 {
+    pub(super) fn add(&mut self, client: &PeerId, client_id: u64, payload: Bytes) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.table.insert(
@@ -55,7 +58,7 @@ impl Tasks {
             Task {
                 client: client.clone(),
                 client_id,
-                payload: payload.to_vec(),
+                payload,
                 attempts: 0,
                 dispatched: None,
             },
@@ -110,4 +113,67 @@ impl Tasks {
 /// The error message of a poison task.
 pub(super) fn poison_message(attempts: u32, last_reason: &str) -> String {
     format!("the task was running on {attempts} workers that died (last: {last_reason}); giving up")
+}
+
+/// A received frame the broker may keep parts of.
+pub trait SharedFrame: AsRef<[u8]> {
+    /// The frame as shared bytes: the same memory when it can be (a received message), a
+    /// copy otherwise.
+    fn shared(&self) -> Bytes;
+}
+
+impl SharedFrame for Bytes {
+    fn shared(&self) -> Bytes {
+        self.clone()
+    }
+}
+
+/// Frames built in memory (tests, the fuzz target): copied once.
+impl SharedFrame for Vec<u8> {
+    fn shared(&self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+/// The body of a `Submit`, whose task payloads become shared slices of it.
+pub(super) struct Body<'a> {
+    frame: &'a [u8],
+    shared: Bytes,
+}
+
+impl<'a> Body<'a> {
+    pub(super) fn new<F: SharedFrame>(frame: &'a F) -> Self {
+        Body {
+            frame: frame.as_ref(),
+            shared: frame.shared(),
+        }
+    }
+
+    /// `part`, a slice of this body's frame (a decoded payload), as shared bytes.
+    pub(super) fn share(&self, part: &[u8]) -> Bytes {
+        let start = (part.as_ptr() as usize).wrapping_sub(self.frame.as_ptr() as usize);
+        match start.checked_add(part.len()) {
+            Some(end) if end <= self.frame.len() => self.shared.slice(start..end),
+            // Not from this frame: never the case for a decoded payload.
+            _ => Bytes::copy_from_slice(part),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_is_a_slice_of_a_received_frame_not_a_copy() {
+        let frame = Bytes::from(b"..task one..task two".to_vec());
+        let body = Body::new(&frame);
+        let part = body.share(&frame[2..10]);
+        assert_eq!(&part[..], b"task one");
+        assert_eq!(part.as_ptr(), frame[2..].as_ptr(), "the same memory");
+        let built = b"..task one".to_vec();
+        assert_eq!(&Body::new(&built).share(&built[2..])[..], b"task one");
+        let elsewhere = b"not from the frame".to_vec();
+        assert_eq!(&body.share(&elsewhere)[..], &elsewhere[..], "copied");
+    }
 }

@@ -835,7 +835,7 @@ fn a_cancelled_clients_task_does_not_return_to_a_new_stream_of_the_same_client()
     ready(&mut b, "w", 1, t);
     submit(&mut b, "c", [1, 2], t);
     assert_eq!(sent_tasks(&mut b, t).len(), 1, "task 1 is on the worker");
-    b.on_client(b"c", &[header(Command::Cancel)], t);
+    b.on_client(b"c", &[header(Command::Cancel).to_vec()], t);
     submit(&mut b, "c", [9], t);
     b.worker_unreachable(b"w");
     ready(&mut b, "v", 1, t);

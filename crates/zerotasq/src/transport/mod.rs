@@ -33,6 +33,13 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// The frame as shared bytes, without a copy: parts of it can outlive the message.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(self)
+    }
+}
+
 impl std::ops::Deref for Frame {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
