@@ -20,7 +20,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEERS_DIR = os.environ.get("ZEROTASQ_PEERS_DIR") or os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "bench"))
+PEERS_DIR = os.environ.get("ZEROTASQ_PEERS_DIR") or os.path.normpath(
+    os.path.join(HERE, "..", "..", "..", "shared", "bench"))
 PACKAGE = os.path.normpath(os.path.join(HERE, "..", "..", "crates", "zerotasq-python", "python"))
 
 OURS = "from zerotasq import _native; import _pickle; from zerotasq import _codec, _errors, worker, _logging"
