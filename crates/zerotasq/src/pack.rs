@@ -5,8 +5,12 @@
 //! [`PackSizer`] holds the rule every face follows: a pack aims at [`PackSizer::TARGET`] of a
 //! worker's time, learnt from the busy time each answered pack reports; it grows at most
 //! twice per answer (a first answer may come from a warm-up outlier), shrinks at once, and
-//! is 1 as soon as one item alone takes the target. It also counts the items in flight, so
-//! a face keeps them within its window whatever the pack size.
+//! is 1 as soon as one item alone takes the target; it is at most a quarter of the window,
+//! so that several packs are in flight. It also counts the items in flight, so a face keeps
+//! them within its window whatever the pack size, and says what is worth sending
+//! ([`PackSizer::sendable`]: whole packs while half the window is out) and whether packs
+//! are still growing ([`PackSizer::growing`]: a face then keeps few tasks out, or its
+//! window would fill with the small packs of the start).
 //!
 //! Each face keeps what a pack holds (the command line: record numbers; Python: the items,
 //! to send them again one by one when the pack's worker died on it).
