@@ -9,7 +9,9 @@
 //! `WorkerLost` at its own place and its neighbours complete.
 //!
 //! Items in flight (pulled and not yet yielded) never exceed the stream's window: the
-//! caller sets the engine's task window before each wait to the packs that still fit.
+//! caller sets the engine's task window before each wait to the packs that still fit —
+//! whole ones, and while packs still grow no more tasks than the pool's workers can hold
+//! (its probe), so a stream does not start as a window of single items.
 //!
 //! Some pools send every item alone: a worker that batches (`process_batch`: the broker
 //! groups tasks for it, so packs would only hide them), and workers with a time limit or a
