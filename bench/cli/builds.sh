@@ -16,13 +16,8 @@ trap 'rm -rf "$TMP"' EXIT
 seq 2000 > "$TMP/a.in"
 seq 1000000 > "$TMP/b.in"
 
-timed() {
-  local start end
-  start=$(date +%s.%N)
-  bash -c "$1"
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc -l
-}
+# shellcheck source=timed.sh
+. "$(dirname "$0")/timed.sh"
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); jobs $JOBS"
 for round in $(seq "$ROUNDS"); do

@@ -23,14 +23,8 @@ W="$TARGET/release/examples/line_worker"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-# Seconds taken by a shell command line.
-timed() {
-  local start end
-  start=$(date +%s.%N)
-  bash -c "$1"
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc -l
-}
+# shellcheck source=timed.sh
+. bench/cli/timed.sh
 ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
