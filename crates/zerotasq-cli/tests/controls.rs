@@ -88,12 +88,7 @@ fn workers_are_recycled_every_n_lines() {
         "no worker died: {}",
         out.stderr
     );
-    assert_eq!(
-        out.stderr.matches("\"deaths\":0").count(),
-        2,
-        "{}",
-        out.stderr
-    );
+    assert_eq!(out.said("\"deaths\":0"), 2, "{}", out.stderr);
 }
 
 #[test]

@@ -33,12 +33,7 @@ fn poison_line_is_retried_then_reported() {
         out.stderr
     );
     // Passed through with the worker's number, and repeated under the failure.
-    assert_eq!(
-        out.stderr.matches("] boom on 13").count(),
-        4,
-        "{}",
-        out.stderr
-    );
+    assert_eq!(out.said("] boom on 13"), 4, "{}", out.stderr);
     assert!(out.stderr.contains("  [w"), "{}", out.stderr);
     assert!(out.stderr.contains("50 tasks, 1 failed"), "{}", out.stderr);
 }

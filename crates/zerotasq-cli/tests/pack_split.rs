@@ -31,7 +31,7 @@ fn check(out: &Output, retries: u32) {
     );
     // Each try passed its stderr through once; the report repeats the last one.
     assert_eq!(
-        out.stderr.matches("] boom on 150000").count(),
+        out.said("] boom on 150000"),
         retries as usize + 1,
         "{}",
         out.stderr

@@ -57,7 +57,7 @@ fn a_command_silent_past_the_warning_is_warned_about_once() {
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.stdout, numbers(20));
     assert_eq!(
-        out.stderr.matches("has written nothing for 200ms").count(),
+        out.said("has written nothing for 200ms"),
         1,
         "{}",
         out.stderr
@@ -73,12 +73,7 @@ fn a_command_that_exits_after_each_line_is_told_once_and_still_answers_all() {
     let out = run(command, numbers(60));
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.stdout, numbers(60));
-    assert_eq!(
-        out.stderr.matches("before its stdin ended").count(),
-        1,
-        "{}",
-        out.stderr
-    );
+    assert_eq!(out.said("before its stdin ended"), 1, "{}", out.stderr);
 }
 
 #[test]

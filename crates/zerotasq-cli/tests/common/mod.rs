@@ -20,6 +20,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// How many times the run's stderr says `text`.
+    pub fn said(&self, text: &str) -> usize {
+        self.stderr.matches(text).count()
+    }
+
     pub fn lines(&self) -> Vec<String> {
         String::from_utf8_lossy(&self.stdout)
             .lines()
