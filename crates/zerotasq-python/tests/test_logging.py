@@ -193,18 +193,32 @@ def test_exit_while_a_handler_is_slow_is_clean(tmp_path):
     assert "DONE" in proc.stdout
 
 
-def test_a_workers_engine_events_go_to_its_logging(tmp_path):
-    # A worker process on its own, told of a broker that never answers: its I/O thread logs
-    # a WARNING and leaves; the worker's `logging` (configured by `loglevel`) prints it.
-    definitions = worker_definitions(abs, None, None, None, (), "WARNING")
+def lonely_worker(tmp_path, loglevel):
+    """A worker process on its own, told of a broker that never answers: its I/O thread logs
+    a WARNING and leaves. Its exit status and stderr."""
+    definitions = worker_definitions(abs, None, None, None, (), loglevel)
     env = dict(os.environ, PYTHONPATH=_PACKAGE_ROOT, ZEROTASQ_WORKER_ID="log-p-0-1",
                ZEROTASQ_ENDPOINT="ipc://%s" % (tmp_path / "nobody"), ZEROTASQ_HEARTBEAT_MS="100",
                ZEROTASQ_LIVENESS="3", ZEROTASQ_CAPACITY="1", ZEROTASQ_MAX_MESSAGE="1048576")
     proc = subprocess.run([sys.executable, "-S", "-c", "import zerotasq._worker as w; w.run()"],
                           input=worker_stdin(definitions), env=env,
                           capture_output=True, timeout=60)
-    err = proc.stderr.decode()
-    assert proc.returncode != 0
+    return proc.returncode, proc.stderr.decode()
+
+
+def test_a_workers_engine_events_go_to_its_logging(tmp_path):
+    # The worker's `logging`, configured by `loglevel`, prints the engine's WARNING.
+    code, err = lonely_worker(tmp_path, "WARNING")
+    assert code != 0
     assert re.search(r"zerotasq-worker\[\d+\] WARNING zerotasq\.worker_session: the broker has been "
                      r"silent for \S+; leaving", err), err
     assert not RAW_TRACING.search(err)
+
+
+def test_a_worker_whose_logging_the_engine_imported_still_exits(tmp_path):
+    # No `loglevel`: `logging`, and with it `threading`, is first imported by the thread that
+    # hands the engine's records over, which `threading` then takes for the main thread; the
+    # interpreter's exit would wait for it forever unless the worker stops it first.
+    code, err = lonely_worker(tmp_path, None)
+    assert code == 4, err  # EXIT_BROKER_LOST, not a timeout
+    assert "the broker has been silent for 300ms; leaving" in err, err

@@ -44,7 +44,7 @@ def start() -> None:
         import atexit
         import os
 
-        atexit.register(_stop)
+        atexit.register(stop)
         os.register_at_fork(after_in_child=_forget)
         _hooked = True
     done = _thread.allocate_lock()
@@ -97,9 +97,11 @@ def _emit(records: List[_native._LogRecord]) -> None:
         logger.handle(record)
 
 
-def _stop() -> None:
-    """At exit: the pump hands over the records queued so far, then ends."""
-    done = _pump_done
+def stop() -> None:
+    """At exit (and before a worker's): the pump hands over the records queued so far, then
+    ends."""
+    global _pump_done
+    done, _pump_done = _pump_done, None
     _native.stop_log_pump()
     if done is not None:
         done.acquire(timeout=_EXIT_WAIT)

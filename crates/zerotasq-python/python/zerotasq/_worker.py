@@ -53,9 +53,15 @@ def main() -> int:
     from zerotasq import _logging
 
     _logging.start()  # after init: it may have configured `logging`
-    if is_batched(worker):
-        return _native.serve_worker(worker.process_batch, describe, dumps, loads, True)
-    return _native.serve_worker(worker.process, describe, dumps, loads)
+    try:
+        if is_batched(worker):
+            return _native.serve_worker(worker.process_batch, describe, dumps, loads, True)
+        return _native.serve_worker(worker.process, describe, dumps, loads)
+    finally:
+        # Before the interpreter's exit, which waits for `threading`'s threads: when the pump
+        # was the first to import `threading` (with `logging`, for an engine record), it
+        # passes for the main thread there, and that wait would never end.
+        _logging.stop()
 
 
 def run() -> None:
