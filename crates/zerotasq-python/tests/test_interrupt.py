@@ -1,6 +1,8 @@
 """Ctrl-C in the caller stops everything at once, with no orphan processes; a worker class
-defined in ``__main__`` works."""
+defined in ``__main__`` works. A SIGKILLed caller takes its workers and their ipc directory
+along."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -26,6 +28,19 @@ SCRIPT = textwrap.dedent("""
             except KeyboardInterrupt:
                 print("INTERRUPTED", flush=True)
                 raise
+""")
+
+
+KILLED_SCRIPT = textwrap.dedent("""
+    import signal, time
+    from zerotasq import Pool
+
+    if __name__ == "__main__":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # what its workers inherit across exec
+        with Pool(abs, n_workers=2) as pool:
+            assert pool.map([-1, -2]) == [1, 2]
+            print("PIDS", *pool.worker_pids(), flush=True)
+            time.sleep(60)
 """)
 
 
@@ -60,3 +75,38 @@ def test_ctrl_c_stops_everything(tmp_path):
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids)
+
+
+def _ipc_dir(pid):
+    with open("/proc/%d/environ" % pid, "rb") as f:
+        env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    return env[b"ZEROTASQ_IPC_DIR"].decode()
+
+
+def test_a_sigkilled_caller_takes_its_workers_and_their_ipc_directory_along(tmp_path):
+    script = tmp_path / "killed_caller.py"
+    script.write_text(KILLED_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    pids = []
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PIDS"), line + proc.stderr.read()
+        pids = [int(p) for p in line.split()[1:]]
+        (ipc_dir,) = {_ipc_dir(p) for p in pids}
+        assert os.path.isdir(ipc_dir)
+        proc.kill()
+        proc.wait(timeout=10)
+        # Only the workers' parent-death signal removes the directory: a worker that merely
+        # lost its broker leaves it.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (any(_alive(p) for p in pids) or os.path.exists(ipc_dir)):
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in pids), "workers outlived their SIGKILLed caller"
+        assert not os.path.exists(ipc_dir), "ipc directory %s left behind" % ipc_dir
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -61,20 +61,26 @@ def stop(proc):
     return err
 
 
+def remote_worker_pids():
+    """The remote worker processes this test run started that are still there."""
+    left = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                remote = b"zerotasq._remote" in f.read()
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                ours = ("ZT_TEST_RUN=" + RUN_MARKER).encode() in f.read().split(b"\0")
+            if remote and ours:
+                left.append(int(pid))
+        except OSError:
+            pass
+    return left
+
+
 def no_remote_worker_left():
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        left = []
-        for pid in os.listdir("/proc"):
-            try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    remote = b"zerotasq._remote" in f.read()
-                with open("/proc/%s/environ" % pid, "rb") as f:
-                    ours = ("ZT_TEST_RUN=" + RUN_MARKER).encode() in f.read().split(b"\0")
-                if remote and ours:
-                    left.append(pid)
-            except OSError:
-                pass
+        left = remote_worker_pids()
         if not left:
             return
         time.sleep(0.05)
@@ -130,6 +136,24 @@ def test_a_remote_worker_joins_mid_stream_beside_local_ones(keys):
     remote = {pid for _, pid in got[300:]} - local
     assert remote, "the remote worker did no task"
     no_remote_worker_left()
+
+
+def test_a_sigkilled_worker_command_takes_its_workers_along(keys):
+    # The pool lives on, so its heartbeats cannot end them: only their parent-death signal.
+    with Pool(with_pid, n_workers=0, listen_workers="tcp://127.0.0.1:0", key=keys["pool"] + ".key_secret",
+              allow=keys["allowed"]) as pool:
+        proc = remote_workers(pool.endpoints["workers"], keys, n=2)
+        try:
+            got = list(pool.imap(range(100)))
+            proc.kill()
+            proc.wait(timeout=10)
+            no_remote_worker_left()
+        finally:
+            proc.kill()
+            proc.stderr.close()
+            for pid in remote_worker_pids():
+                os.kill(pid, signal.SIGKILL)
+    assert [x for x, _ in got] == list(range(100))
 
 
 def test_strangers_get_nothing_and_their_pickles_are_never_loaded(keys, tmp_path):

@@ -19,6 +19,8 @@ use crate::worker_session::report_init_failure;
 
 /// Environment variable carrying a child's routing id.
 pub const ENV_IDENTITY: &str = "ZEROTASQ_WORKER_ID";
+/// Environment variable carrying the pid of the process whose supervisor started this worker.
+pub(crate) const ENV_PARENT_PID: &str = "ZEROTASQ_PARENT_PID";
 /// Environment variable carrying a local worker's slot (0-based, kept across restarts).
 pub const ENV_SLOT: &str = "ZEROTASQ_SLOT";
 
@@ -194,12 +196,50 @@ fn security_from_env() -> Result<Security, Error> {
     }
 }
 
-/// Prepares a worker process for its parent's death: the parent-death signal (SIGTERM)
-/// removes the pool's private ipc directory, which the dead parent can no longer do, then
-/// exits.
+/// Prepares a worker process for its parent's death; call it first thing in a worker. A
+/// worker that a supervisor started gets SIGTERM when the supervisor's thread ends, the
+/// parent SIGKILLed included, and at once if that happened before this call; SIGTERM removes
+/// the pool's private ipc directory, which the dead parent can no longer do, then exits.
 pub fn prepare_worker_process() {
     if let Ok(dir) = std::env::var(ENV_IPC_DIR) {
         crate::ipc_dir::remove_on_sigterm(std::path::Path::new(&dir));
+    }
+    let parent = std::env::var(ENV_PARENT_PID)
+        .ok()
+        .and_then(|p| p.parse().ok());
+    if let Some(parent) = parent {
+        die_with_parent(parent);
+    }
+}
+
+/// Arms the parent-death signal (SIGTERM), which the supervisor cannot do for us: it spawns
+/// without running code in the child, so that a big parent does not pay for a fork.
+fn die_with_parent(parent: libc::pid_t) {
+    // SAFETY: plain system calls on this process's own signal state.
+    unsafe {
+        // A signal the parent ignores stays ignored across exec, and one it blocks stays
+        // blocked: the worker must hear SIGTERM (and SIGINT, SIGHUP) whatever its parent does.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction == libc::SIG_IGN
+            {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+            tracing::warn!(
+                "cannot arm the parent-death signal: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // The parent may have died before prctl took effect: end as its death would.
+        if libc::getppid() != parent {
+            libc::raise(libc::SIGTERM);
+        }
     }
 }
 

@@ -78,6 +78,8 @@ def _definition(settings: Dict[str, Any], slot: int) -> Tuple[Worker[Any, Any], 
 def serve() -> int:
     """Entry of one worker process."""
     from zerotasq import _native
+
+    _native.prepare_worker_process()  # dies with the `zerotasq worker` command that started it
     from zerotasq.worker import worker_slot
 
     settings = json.loads(os.environ[ENV_SETTINGS])
