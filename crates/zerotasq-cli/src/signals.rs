@@ -1,7 +1,7 @@
 //! Ctrl-C and friends: SIGINT, SIGTERM and SIGHUP are blocked in every thread (call
 //! [`block`] before starting any) and taken by one thread with `sigwait`, which hands them
-//! to the main thread as ordinary messages. A blocked mask survives `exec`: the engine's
-//! supervisor clears it in the children it starts.
+//! to the main thread as ordinary messages. A blocked mask survives `exec`: the workers the
+//! engine's supervisor starts clear it first thing (`child::prepare_worker_process`).
 
 use std::sync::mpsc;
 
