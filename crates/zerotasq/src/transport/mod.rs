@@ -31,9 +31,7 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
 
-impl Frame {
     /// The frame as shared bytes, without a copy: parts of it can outlive the message.
     pub fn into_bytes(self) -> bytes::Bytes {
         bytes::Bytes::from_owner(self)
